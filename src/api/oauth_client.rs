@@ -1,0 +1,65 @@
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::OAuthClientStatus;
+
+/// An OpenID Connect client registration at the organisation's identity provider. IapPolicies name
+/// it in `oauthClientRef`; browsers sign in through it and bearer ID tokens are checked against it.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "kube-iap.io",
+    version = "v1alpha1",
+    kind = "OAuthClient",
+    plural = "oauthclients",
+    shortname = "oac",
+    namespaced,
+    status = "OAuthClientStatus",
+    doc = "An OpenID Connect client registration used by IapPolicies to sign users in.",
+    printcolumn(name = "Issuer", type_ = "string", json_path = ".spec.issuer"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Code", type_ = "integer", json_path = ".status.errorCode"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthClientSpec {
+    /// OpenID Connect issuer URL; `<issuer>/.well-known/openid-configuration` must answer.
+    #[schemars(length(min = 1))]
+    pub issuer: String,
+    /// The client ID registered at the identity provider. Empty means the client is not usable
+    /// yet (error code 7).
+    #[serde(default)]
+    pub client_id: String,
+    /// The Secret key (same namespace) holding the client secret. The secret is never copied into
+    /// status, logs or pages; status shows its SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<SecretKeyRef>,
+    /// OAuth scopes requested at sign-in.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID token claim that lists the user's groups, for `group:` members.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Extra audiences accepted in bearer ID tokens besides `clientId`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key inside the Secret's data.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(String::from).to_vec()
+}
+
+fn default_groups_claim() -> String {
+    "groups".to_string()
+}

@@ -1,0 +1,313 @@
+//! The translation itself: resources in, routing table and statuses out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+
+use super::backends::{self, BackendError, PortSelector, ResolvedBackend, SlicesByService};
+use super::clients::{self, ClientHealth};
+use super::status::{ComputedStatus, Problem};
+use super::{Index, Kind, ObjectKey, Snapshot};
+use crate::api::{HOST_ANNOTATION, IapPolicy, IapPolicySpec, POLICY_ANNOTATION, PORT_ANNOTATION};
+use crate::error_codes::ErrorCode;
+use crate::model::path;
+use crate::model::{AccessPolicy, AccessRule, Backend, Member, Route, RouteAction, RoutingTableBuilder};
+
+pub fn build(index: &Index) -> Snapshot {
+    let mut statuses = Vec::with_capacity(index.clients.len() + index.policies.len());
+    let mut client_health: HashMap<&ObjectKey, ClientHealth> = HashMap::with_capacity(index.clients.len());
+    for (key, client) in &index.clients {
+        let (health, status) = clients::evaluate(key, client, &index.secrets);
+        client_health.insert(key, health);
+        statuses.push(status);
+    }
+
+    let world = World {
+        index,
+        client_health,
+        slices: SlicesByService::new(index.slices.iter()),
+        annotated: annotated_services(index),
+    };
+    let mut claims = Claims::default();
+    let mut builder = RoutingTableBuilder::default();
+    for (key, policy) in policies_oldest_first(index) {
+        statuses.push(translate_policy(&world, key, policy, &mut claims, &mut builder));
+    }
+    Snapshot { table: builder.build(), statuses }
+}
+
+/// Everything a policy's translation looks up.
+struct World<'a> {
+    index: &'a Index,
+    client_health: HashMap<&'a ObjectKey, ClientHealth>,
+    slices: SlicesByService<'a>,
+    annotated: HashMap<ObjectKey, Vec<(&'a ObjectKey, &'a Service)>>,
+}
+
+/// What older policies already hold: host + prefix → policy, host → (policy, OAuth client).
+#[derive(Default)]
+struct Claims {
+    routes: HashMap<(String, String), ObjectKey>,
+    host_clients: HashMap<String, (ObjectKey, ObjectKey)>,
+}
+
+/// One backend of a policy and the hosts it is served on.
+struct Target {
+    origin: String,
+    hosts: Vec<String>,
+    backend: Result<ResolvedBackend, BackendError>,
+}
+
+/// Oldest first, so an older policy keeps what it serves when a newer one claims the same
+/// host and path. Objects without a creation time (hand-written manifests) sort last, by name.
+fn policies_oldest_first(index: &Index) -> Vec<(&ObjectKey, &IapPolicy)> {
+    let mut ordered: Vec<_> = index.policies.iter().collect();
+    ordered.sort_by(|(a_key, a), (b_key, b)| {
+        let age = |policy: &IapPolicy| {
+            let created = policy.metadata.creation_timestamp.as_ref().map(|time| time.0);
+            (created.is_none(), created)
+        };
+        age(a).cmp(&age(b)).then_with(|| a_key.cmp(b_key))
+    });
+    ordered
+}
+
+/// Services that point at a policy with the `kube-iap.io/policy` annotation, by policy.
+fn annotated_services(index: &Index) -> HashMap<ObjectKey, Vec<(&ObjectKey, &Service)>> {
+    let mut by_policy: HashMap<ObjectKey, Vec<(&ObjectKey, &Service)>> = HashMap::new();
+    for (key, service) in &index.services {
+        let policy = service.metadata.annotations.as_ref().and_then(|a| a.get(POLICY_ANNOTATION));
+        if let Some(policy) = policy {
+            by_policy.entry(ObjectKey::new(&key.namespace, policy)).or_default().push((key, service));
+        }
+    }
+    by_policy
+}
+
+fn translate_policy(
+    world: &World<'_>,
+    key: &ObjectKey,
+    policy: &IapPolicy,
+    claims: &mut Claims,
+    builder: &mut RoutingTableBuilder,
+) -> ComputedStatus {
+    let spec = &policy.spec;
+    let mut problems = Vec::new();
+    // A problem that makes every route of the policy fail closed.
+    let mut fatal: Option<Problem> = None;
+
+    let client_key = ObjectKey::new(&key.namespace, &spec.oauth_client_ref.name);
+    match world.client_health.get(&client_key) {
+        None => fatal = Some(Problem::new(
+            "OAuthClientNotFound",
+            Some(ErrorCode::InvalidToken),
+            format!("OAuthClient {client_key} named by spec.oauthClientRef does not exist."),
+        )),
+        Some(Err(problem)) => fatal = Some(Problem::new(
+            problem.reason,
+            problem.code,
+            format!("OAuthClient {client_key}: {}", problem.detail),
+        )),
+        Some(Ok(())) => {}
+    }
+
+    let access = match parse_access(spec) {
+        Ok(access) => access,
+        Err(detail) => {
+            fatal.get_or_insert(Problem::new("InvalidSpec", None, detail));
+            AccessPolicy::default()
+        }
+    };
+    let access = Arc::new(access);
+    problems.extend(fatal.clone());
+
+    let prefixes = normalized_prefixes(&spec.paths, &mut problems);
+    let targets = targets(world, key, spec, &mut problems);
+
+    let certificate = spec.tls.as_ref().and_then(|tls| {
+        let secret_key = ObjectKey::new(&key.namespace, &tls.secret_name);
+        super::tls::certified_key(&secret_key.to_string(), world.index.secrets.get(&secret_key))
+            .map_err(|error| problems.push(Problem::new("TlsSecretInvalid", None, format!("{error}."))))
+            .ok()
+    });
+
+    let mut served = 0;
+    for target in targets {
+        let forward = target.backend.as_ref().ok().map(|resolved| {
+            Arc::new(Backend::new(resolved.name.clone(), resolved.upstreams.clone()))
+        });
+        for host in &target.hosts {
+            let host_problem = claim_host_client(claims, host, key, &client_key, &mut problems);
+            if let Some(certificate) = &certificate {
+                builder.add_certificate(host, certificate.clone());
+            }
+            for prefix in &prefixes {
+                let slot = (host.clone(), prefix.clone());
+                if let Some(owner) = claims.routes.get(&slot) {
+                    if owner != key {
+                        problems.push(Problem::new(
+                            "RouteConflict",
+                            None,
+                            format!("{host}{prefix} is already served by the older IapPolicy {owner}."),
+                        ));
+                    }
+                    continue;
+                }
+                claims.routes.insert(slot, key.clone());
+                let action = match (&fatal, &host_problem, &forward, &target.backend) {
+                    (Some(problem), _, _, _) | (None, Some(problem), _, _) => RouteAction::FailClosed {
+                        code: problem.code,
+                        reason: problem.detail.clone(),
+                    },
+                    (None, None, Some(backend), _) => RouteAction::Forward(backend.clone()),
+                    (None, None, None, Err(error)) => RouteAction::FailClosed { code: None, reason: format!("{} ({})", error, target.origin) },
+                    (None, None, None, Ok(_)) => unreachable!("a resolved backend always has a forward action"),
+                };
+                served += 1;
+                builder.add_route(Route {
+                    policy: key.to_string(),
+                    host: host.clone(),
+                    prefix: prefix.clone(),
+                    access: access.clone(),
+                    action,
+                });
+            }
+        }
+    }
+
+    let healthy = format!("Serving {served} route(s).");
+    ComputedStatus::from_problems(Kind::IapPolicy, key.clone(), policy.metadata.generation, &problems, healthy)
+}
+
+/// Records the OAuth client of the first (oldest) policy on `host`; a newer policy with another
+/// client gets code 9 for that host, because one browser session cannot serve two clients.
+fn claim_host_client(
+    claims: &mut Claims,
+    host: &str,
+    policy: &ObjectKey,
+    client: &ObjectKey,
+    problems: &mut Vec<Problem>,
+) -> Option<Problem> {
+    let (owner, owner_client) = claims
+        .host_clients
+        .entry(host.to_string())
+        .or_insert_with(|| (policy.clone(), client.clone()));
+    if owner_client == client {
+        return None;
+    }
+    let problem = Problem::new(
+        "OAuthClientConflict",
+        Some(ErrorCode::OAuthFlowFailed),
+        format!("Host {host} is served by the older IapPolicy {owner} with OAuthClient {owner_client}, not {client}."),
+    );
+    problems.push(problem.clone());
+    Some(problem)
+}
+
+fn parse_access(spec: &IapPolicySpec) -> Result<AccessPolicy, String> {
+    let mut rules = Vec::with_capacity(spec.access.len());
+    for (index, rule) in spec.access.iter().enumerate() {
+        let members = rule
+            .members
+            .iter()
+            .map(|member| member.parse::<Member>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| format!("spec.access[{index}]: {error}."))?;
+        let conditional = rule.when.as_ref().is_some_and(|when| *when != Default::default());
+        rules.push(AccessRule { members, conditional });
+    }
+    let mut public_paths = Vec::with_capacity(spec.public_paths.len());
+    for prefix in &spec.public_paths {
+        public_paths.push(path::normalize(prefix).map_err(|error| format!("spec.publicPaths {prefix:?}: {error}."))?);
+    }
+    Ok(AccessPolicy { rules, public_paths })
+}
+
+fn normalized_prefixes(paths: &[String], problems: &mut Vec<Problem>) -> Vec<String> {
+    let mut prefixes = Vec::with_capacity(paths.len());
+    for raw in paths {
+        match path::normalize(raw) {
+            Ok(prefix) if !prefixes.contains(&prefix) => prefixes.push(prefix),
+            Ok(_) => {}
+            Err(error) => problems.push(Problem::new("InvalidSpec", None, format!("spec.paths {raw:?}: {error}."))),
+        }
+    }
+    prefixes
+}
+
+/// The policy's backends: `spec.backend` on `spec.hosts`, plus every Service annotated with this
+/// policy, on its `kube-iap.io/host` or else on `spec.hosts`.
+fn targets(world: &World<'_>, key: &ObjectKey, spec: &IapPolicySpec, problems: &mut Vec<Problem>) -> Vec<Target> {
+    let spec_hosts = valid_hosts(&spec.hosts, "spec.hosts", problems);
+    let mut targets = Vec::new();
+    if let Some(backend) = &spec.backend {
+        let service_key = ObjectKey::new(&key.namespace, &backend.service);
+        targets.push(Target {
+            origin: "spec.backend".to_string(),
+            hosts: spec_hosts.clone(),
+            backend: backends::resolve(
+                &service_key,
+                world.index.services.get(&service_key),
+                &PortSelector::Number(backend.port),
+                &world.slices,
+            ),
+        });
+    }
+    for (service_key, service) in world.annotated.get(key).into_iter().flatten() {
+        let annotation = |name| service.metadata.annotations.as_ref().and_then(|a| a.get(name));
+        let origin = format!("Service {service_key}");
+        let hosts = match annotation(HOST_ANNOTATION) {
+            Some(host) => valid_hosts(std::slice::from_ref(host), &format!("{origin} annotation {HOST_ANNOTATION}"), problems),
+            None => spec_hosts.clone(),
+        };
+        let selector = annotation(PORT_ANNOTATION).map_or(PortSelector::Only, |port| PortSelector::parse(port));
+        let backend = backends::resolve(service_key, Some(service), &selector, &world.slices);
+        targets.push(Target { origin, hosts, backend });
+    }
+
+    for target in &targets {
+        if let Err(error) = &target.backend {
+            problems.push(Problem::new("BackendNotFound", None, format!("{error} ({}).", target.origin)));
+        }
+        if target.hosts.is_empty() {
+            problems.push(Problem::new("NoHosts", None, format!("{} has no host: set spec.hosts or {HOST_ANNOTATION}.", target.origin)));
+        }
+    }
+    if targets.is_empty() {
+        problems.push(Problem::new(
+            "NoBackend",
+            None,
+            format!("No backend: set spec.backend or annotate a Service with {POLICY_ANNOTATION}: {}.", key.name),
+        ));
+        // The hosts still answer, failing closed, rather than falling through to another route.
+        targets.push(Target {
+            origin: "spec.backend".to_string(),
+            hosts: spec_hosts,
+            backend: Err(BackendError::ServiceNotFound(ObjectKey::new(&key.namespace, "(none)"))),
+        });
+    }
+    targets
+}
+
+fn valid_hosts(hosts: &[String], field: &str, problems: &mut Vec<Problem>) -> Vec<String> {
+    let mut valid = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        let lower = host.trim_end_matches('.').to_ascii_lowercase();
+        let ok = !lower.is_empty()
+            && lower.len() <= 253
+            && lower.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if ok {
+            if !valid.contains(&lower) {
+                valid.push(lower);
+            }
+        } else {
+            problems.push(Problem::new("InvalidHost", None, format!("{field}: {host:?} is not a DNS host name (no scheme, port or path).")));
+        }
+    }
+    valid
+}

@@ -1,0 +1,115 @@
+//! The status the index computes for each IapPolicy and OAuthClient, and its CRD shape.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use serde::Serialize;
+
+use super::{Kind, ObjectKey};
+use crate::api::{IapPolicyStatus, OAuthClientStatus};
+use crate::error_codes::ErrorCode;
+
+/// A problem found while translating one resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Machine-readable reason, the condition's `reason`.
+    pub reason: &'static str,
+    pub code: Option<ErrorCode>,
+    /// What is wrong, naming the objects involved; never a secret value.
+    pub detail: String,
+}
+
+impl Problem {
+    pub fn new(reason: &'static str, code: Option<ErrorCode>, detail: impl Into<String>) -> Self {
+        Problem { reason, code, detail: detail.into() }
+    }
+
+    /// `Error code N: <title> <detail>` when a code applies, else the detail alone.
+    pub fn message(&self) -> String {
+        match self.code {
+            Some(code) => format!("{} {}", code.headline(), self.detail),
+            None => self.detail.clone(),
+        }
+    }
+}
+
+/// The computed status of one resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputedStatus {
+    pub kind: Kind,
+    #[serde(flatten)]
+    pub key: ObjectKey,
+    pub ready: bool,
+    pub reason: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_sha256: Option<String>,
+}
+
+impl ComputedStatus {
+    /// Status from the problems found: the first problem with a code decides the code, the first
+    /// problem the reason; every problem is in the message.
+    pub fn from_problems(
+        kind: Kind,
+        key: ObjectKey,
+        generation: Option<i64>,
+        problems: &[Problem],
+        healthy_message: String,
+    ) -> Self {
+        let code = problems.iter().find_map(|problem| problem.code);
+        let (ready, reason, message) = match problems {
+            [] => (true, "Ready".to_string(), healthy_message),
+            _ => {
+                // The coded problem leads so the message starts with `Error code N:`.
+                let mut ordered: Vec<&Problem> = problems.iter().filter(|p| p.code.is_some()).collect();
+                ordered.extend(problems.iter().filter(|p| p.code.is_none()));
+                let message = ordered.iter().map(|p| p.message()).collect::<Vec<_>>().join("; ");
+                (false, ordered[0].reason.to_string(), message)
+            }
+        };
+        ComputedStatus {
+            kind,
+            key,
+            ready,
+            reason,
+            message,
+            error_code: code.map(ErrorCode::number),
+            observed_generation: generation,
+            client_secret_sha256: None,
+        }
+    }
+
+    fn ready_condition(&self, now: Time) -> Condition {
+        Condition {
+            type_: "Ready".to_string(),
+            status: if self.ready { "True" } else { "False" }.to_string(),
+            reason: self.reason.clone(),
+            message: self.message.clone(),
+            observed_generation: self.observed_generation,
+            last_transition_time: now,
+        }
+    }
+
+    /// The CRD status of an IapPolicy. `now` becomes the condition's transition time; the status
+    /// writer keeps the old time when nothing changed.
+    pub fn to_policy_status(&self, now: Time) -> IapPolicyStatus {
+        IapPolicyStatus {
+            conditions: vec![self.ready_condition(now)],
+            error_code: self.error_code,
+            observed_generation: self.observed_generation,
+        }
+    }
+
+    /// The CRD status of an OAuthClient.
+    pub fn to_client_status(&self, now: Time) -> OAuthClientStatus {
+        OAuthClientStatus {
+            conditions: vec![self.ready_condition(now)],
+            error_code: self.error_code,
+            observed_generation: self.observed_generation,
+            client_secret_sha256: self.client_secret_sha256.clone(),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! kube-iap: an Identity-Aware Proxy for Kubernetes.
+//!
+//! Layers, from the cluster to the wire:
+//! - [`api`]: the custom resources (the only place besides [`index`] and [`source`] that knows
+//!   Kubernetes types);
+//! - [`source`]: where objects come from (a manifests folder, later the Kubernetes API);
+//! - [`index`]: the pure translation of objects into a [`model::RoutingTable`] and statuses;
+//! - [`model`]: the routing model the data plane reads;
+//! - [`proxy`]: the data plane; it sees only [`model`] types;
+//! - [`admin`]: health, readiness, metrics and status on their own port.
+
+//ADMIN
+pub mod api;
+pub mod error_codes;
+pub mod index;
+//M
+pub mod model;
+//P
+//S
+//SO
+//T

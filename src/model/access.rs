@@ -1,0 +1,161 @@
+//! Who a route admits. Evaluation for signed-in identities arrives with authentication; until then
+//! only anonymous access (`allUsers`) can be granted, and everything else fails closed.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A member of an access list, parsed from its `kind:value` form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Member {
+    User(String),
+    Group(String),
+    Domain(String),
+    ServiceAccount { namespace: String, name: String },
+    AllAuthenticatedUsers,
+    AllUsers,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid member {member:?}: {reason}")]
+pub struct MemberParseError {
+    pub member: String,
+    pub reason: &'static str,
+}
+
+impl FromStr for Member {
+    type Err = MemberParseError;
+
+    fn from_str(member: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason| MemberParseError { member: member.to_string(), reason };
+        match member {
+            "allUsers" => return Ok(Member::AllUsers),
+            "allAuthenticatedUsers" => return Ok(Member::AllAuthenticatedUsers),
+            _ => {}
+        }
+        let (kind, value) = member
+            .split_once(':')
+            .ok_or_else(|| invalid("expected KIND:VALUE, allAuthenticatedUsers or allUsers"))?;
+        if value.is_empty() || value.chars().any(char::is_whitespace) {
+            return Err(invalid("the value must be non-empty and contain no spaces"));
+        }
+        match kind {
+            "user" => {
+                let (local, domain) = value.split_once('@').ok_or_else(|| invalid("a user is an email address"))?;
+                if local.is_empty() || domain.is_empty() || domain.contains('@') {
+                    return Err(invalid("a user is an email address with exactly one '@'"));
+                }
+                Ok(Member::User(value.to_ascii_lowercase()))
+            }
+            "group" => Ok(Member::Group(value.to_string())),
+            "domain" => {
+                if value.contains('@') || !value.contains('.') {
+                    return Err(invalid("a domain is a DNS name such as example.com"));
+                }
+                Ok(Member::Domain(value.to_ascii_lowercase()))
+            }
+            "serviceAccount" => {
+                let (namespace, name) = value
+                    .split_once('/')
+                    .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+                    .ok_or_else(|| invalid("a service account is NAMESPACE/NAME"))?;
+                Ok(Member::ServiceAccount { namespace: namespace.to_string(), name: name.to_string() })
+            }
+            _ => Err(invalid("the kind must be user, group, domain or serviceAccount")),
+        }
+    }
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Member::User(email) => write!(f, "user:{email}"),
+            Member::Group(group) => write!(f, "group:{group}"),
+            Member::Domain(domain) => write!(f, "domain:{domain}"),
+            Member::ServiceAccount { namespace, name } => write!(f, "serviceAccount:{namespace}/{name}"),
+            Member::AllAuthenticatedUsers => f.write_str("allAuthenticatedUsers"),
+            Member::AllUsers => f.write_str("allUsers"),
+        }
+    }
+}
+
+/// One parsed access rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessRule {
+    pub members: Vec<Member>,
+    /// Whether the rule carries `when` conditions. Conditions are evaluated once the policy engine
+    /// lands; until then a conditional rule grants nothing, so the route fails closed.
+    pub conditional: bool,
+}
+
+/// The access rules of a policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessPolicy {
+    pub rules: Vec<AccessRule>,
+    /// Path prefixes forwarded without identity.
+    pub public_paths: Vec<String>,
+}
+
+impl AccessPolicy {
+    /// Whether a request with no identity may pass on `path` (a normalised path).
+    pub fn admits_anonymous(&self, path: &str) -> bool {
+        self.public_paths.iter().any(|prefix| super::path::has_prefix(path, prefix))
+            || self
+                .rules
+                .iter()
+                .any(|rule| !rule.conditional && rule.members.contains(&Member::AllUsers))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_parse_and_print_back() {
+        for text in [
+            "user:alice@example.com",
+            "group:admins",
+            "domain:example.com",
+            "serviceAccount:ci/deployer",
+            "allAuthenticatedUsers",
+            "allUsers",
+        ] {
+            let member: Member = text.parse().expect(text);
+            assert_eq!(member.to_string(), text);
+        }
+        assert_eq!("user:Alice@Example.COM".parse(), Ok(Member::User("alice@example.com".into())));
+    }
+
+    #[test]
+    fn malformed_members_are_rejected() {
+        for text in [
+            "alice@example.com",
+            "user:alice",
+            "user:a@b@c.com",
+            "user:@example.com",
+            "domain:a@example.com",
+            "domain:localhost",
+            "serviceAccount:ci",
+            "serviceAccount:ci/a/b",
+            "group:",
+            "role:admin",
+            "user:alice @example.com",
+        ] {
+            assert!(text.parse::<Member>().is_err(), "{text} must be rejected");
+        }
+    }
+
+    #[test]
+    fn only_unconditional_all_users_or_public_paths_admit_anonymous_requests() {
+        let rule = |member: Member, conditional| AccessRule { members: vec![member], conditional };
+        let open = AccessPolicy { rules: vec![rule(Member::AllUsers, false)], public_paths: vec![] };
+        assert!(open.admits_anonymous("/x"));
+        let conditional = AccessPolicy { rules: vec![rule(Member::AllUsers, true)], public_paths: vec![] };
+        assert!(!conditional.admits_anonymous("/x"));
+        let signed_in = AccessPolicy { rules: vec![rule(Member::AllAuthenticatedUsers, false)], public_paths: vec![] };
+        assert!(!signed_in.admits_anonymous("/x"));
+        let public = AccessPolicy { rules: vec![], public_paths: vec!["/health".into()] };
+        assert!(public.admits_anonymous("/health/live"));
+        assert!(!public.admits_anonymous("/healthz"));
+    }
+}

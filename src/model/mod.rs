@@ -1,0 +1,11 @@
+//! The routing model: plain domain types the data plane reads. Nothing here knows Kubernetes; the
+//! [`crate::index`] builds these values from resources, and the proxy only ever sees them.
+
+mod access;
+mod backend;
+pub mod path;
+mod table;
+
+pub use access::{AccessPolicy, AccessRule, Member, MemberParseError};
+pub use backend::{Backend, Upstream};
+pub use table::{Route, RouteAction, RoutingTable, RoutingTableBuilder, TlsCertificates};

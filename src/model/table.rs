@@ -1,0 +1,169 @@
+//! The immutable routing table. A change builds a whole new table and publishes it; each request
+//! reads the current one once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustls::sign::CertifiedKey;
+
+use super::path::has_prefix;
+use super::{AccessPolicy, Backend};
+use crate::error_codes::ErrorCode;
+
+/// What a matched route does.
+#[derive(Debug)]
+pub enum RouteAction {
+    /// Forward to the backend once the request is admitted.
+    Forward(Arc<Backend>),
+    /// The resource behind the route is invalid: answer with the problem, never forward.
+    FailClosed { code: Option<ErrorCode>, reason: String },
+}
+
+/// One host + path prefix and what serves it.
+#[derive(Debug)]
+pub struct Route {
+    /// `namespace/name` of the IapPolicy, the route's name in logs and metrics.
+    pub policy: String,
+    pub host: String,
+    pub prefix: String,
+    pub access: Arc<AccessPolicy>,
+    pub action: RouteAction,
+}
+
+/// TLS certificates by server name.
+#[derive(Debug, Default)]
+pub struct TlsCertificates {
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl TlsCertificates {
+    pub fn get(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
+        self.by_name.get(&server_name.to_ascii_lowercase()).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// Routes by host, each host's routes ordered longest prefix first.
+#[derive(Debug, Default)]
+pub struct RoutingTable {
+    hosts: HashMap<String, Vec<Arc<Route>>>,
+    pub certificates: TlsCertificates,
+}
+
+impl RoutingTable {
+    /// The route for `host` (any case, with or without port) and a normalised `path`.
+    pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        let routes = self.hosts.get(canonical_host(host).as_ref())?;
+        routes.iter().find(|route| has_prefix(path, &route.prefix))
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.hosts.values().flatten()
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.hosts.values().map(Vec::len).sum()
+    }
+}
+
+/// Lower-cases a Host header value and strips its port and trailing dot. Borrows when the value
+/// is already canonical, which is the common case on the request path.
+pub fn canonical_host(host: &str) -> std::borrow::Cow<'_, str> {
+    let without_port = match host.rsplit_once(':') {
+        // An IPv6 literal keeps its brackets; only a port after `]` is stripped.
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name,
+        _ => host,
+    };
+    let trimmed = without_port.strip_suffix('.').unwrap_or(without_port);
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(trimmed.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(trimmed)
+    }
+}
+
+/// Collects routes and certificates, then freezes them into a [`RoutingTable`].
+#[derive(Default)]
+pub struct RoutingTableBuilder {
+    table: RoutingTable,
+}
+
+impl RoutingTableBuilder {
+    /// Adds a route. The caller has already resolved conflicts: one route per host and prefix.
+    pub fn add_route(&mut self, route: Route) {
+        let host = canonical_host(&route.host).into_owned();
+        self.table.hosts.entry(host).or_default().push(Arc::new(route));
+    }
+
+    pub fn add_certificate(&mut self, server_name: &str, key: Arc<CertifiedKey>) {
+        self.table.certificates.by_name.insert(canonical_host(server_name).into_owned(), key);
+    }
+
+    pub fn build(mut self) -> RoutingTable {
+        for routes in self.table.hosts.values_mut() {
+            // Longest prefix first, so the first match is the most specific one.
+            routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.trim_end_matches('/').len()));
+        }
+        self.table
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: &str, prefix: &str, policy: &str) -> Route {
+        Route {
+            policy: policy.into(),
+            host: host.into(),
+            prefix: prefix.into(),
+            access: Arc::default(),
+            action: RouteAction::FailClosed { code: None, reason: "test".into() },
+        }
+    }
+
+    fn table() -> RoutingTable {
+        let mut builder = RoutingTableBuilder::default();
+        builder.add_route(route("app.example.com", "/", "ns/root"));
+        builder.add_route(route("app.example.com", "/api", "ns/api"));
+        builder.add_route(route("app.example.com", "/api/admin", "ns/admin"));
+        builder.add_route(route("Other.Example.com", "/docs", "ns/docs"));
+        builder.build()
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_host_is_case_and_port_insensitive() {
+        let table = table();
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("app.example.com", "/", Some("ns/root")),
+            ("app.example.com", "/apis", Some("ns/root")),
+            ("app.example.com", "/api", Some("ns/api")),
+            ("app.example.com", "/api/v1", Some("ns/api")),
+            ("APP.example.com:8443", "/api/admin/users", Some("ns/admin")),
+            ("app.example.com.", "/api/admin", Some("ns/admin")),
+            ("other.example.com", "/docs/x", Some("ns/docs")),
+            ("other.example.com", "/", None),
+            ("unknown.example.com", "/", None),
+        ];
+        for (host, path, want) in cases {
+            let got = table.route(host, path).map(|route| route.policy.as_str());
+            assert_eq!(got, *want, "route({host:?}, {path:?})");
+        }
+    }
+
+    #[test]
+    fn canonical_host_strips_ports_but_keeps_ipv6_literals() {
+        assert_eq!(canonical_host("Example.COM:80"), "example.com");
+        assert_eq!(canonical_host("127.0.0.1:8080"), "127.0.0.1");
+        assert_eq!(canonical_host("[::1]:8080"), "[::1]");
+        assert_eq!(canonical_host("[::1]"), "[::1]");
+        assert_eq!(canonical_host("localhost"), "localhost");
+    }
+}
