@@ -122,7 +122,10 @@ impl ErrorCode {
     pub fn markdown_table() -> String {
         let mut out = String::from("| code | meaning | what to do |\n|---|---|---|\n");
         for row in TABLE {
-            out.push_str(&format!("| {} | {} | {} |\n", row.number, row.title, row.remedy));
+            out.push_str(&format!(
+                "| {} | {} | {} |\n",
+                row.number, row.title, row.remedy
+            ));
         }
         out
     }
@@ -141,16 +144,30 @@ mod tests {
     #[test]
     fn every_code_has_exactly_one_row_and_numbers_are_unique() {
         let numbers: Vec<u32> = TABLE.iter().map(|row| row.number).collect();
-        assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]), "numbers are unique and sorted");
+        assert!(
+            numbers.windows(2).all(|pair| pair[0] < pair[1]),
+            "numbers are unique and sorted"
+        );
         for row in TABLE {
-            assert_eq!(TABLE.iter().filter(|other| other.code == row.code).count(), 1);
+            assert_eq!(
+                TABLE.iter().filter(|other| other.code == row.code).count(),
+                1
+            );
         }
     }
 
     #[test]
     fn headline_starts_with_the_google_number() {
-        assert!(ErrorCode::OAuthClientCredentialsMissing.headline().starts_with("Error code 7: "));
-        assert!(ErrorCode::InvalidToken.headline().starts_with("Error code 13: "));
+        assert!(
+            ErrorCode::OAuthClientCredentialsMissing
+                .headline()
+                .starts_with("Error code 7: ")
+        );
+        assert!(
+            ErrorCode::InvalidToken
+                .headline()
+                .starts_with("Error code 13: ")
+        );
         assert_eq!(ErrorCode::TunnelTargetNotFound.number(), 4047);
     }
 }

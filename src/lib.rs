@@ -9,13 +9,15 @@
 //! - [`proxy`]: the data plane; it sees only [`model`] types;
 //! - [`admin`]: health, readiness, metrics and status on their own port.
 
-//ADMIN
+pub mod admin;
 pub mod api;
 pub mod error_codes;
 pub mod index;
-//M
+pub mod metrics;
 pub mod model;
-//P
-//S
-//SO
-//T
+pub mod proxy;
+pub mod publish;
+pub mod serve;
+pub mod shutdown;
+pub mod source;
+pub mod telemetry;

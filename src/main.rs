@@ -1,1 +1,90 @@
-fn main(){}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use kube_iap::proxy::ProxyConfig;
+use kube_iap::serve::{self, ServeConfig};
+use kube_iap::telemetry::{self, LogFormat};
+
+/// kube-iap: an Identity-Aware Proxy for Kubernetes.
+#[derive(Parser)]
+#[command(name = "kube-iap", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the routes described by a folder of manifests (local mode, no cluster needed).
+    Serve(ServeArgs),
+    /// Print the CustomResourceDefinitions (IapPolicy, OAuthClient) as YAML.
+    Crds,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Folder of *.yaml / *.yml manifests: IapPolicy, OAuthClient, Service, EndpointSlice, Secret.
+    #[arg(long, env = "KUBE_IAP_MANIFESTS")]
+    manifests: PathBuf,
+    /// Plain HTTP listener.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "KUBE_IAP_HTTP_ADDR")]
+    http_addr: SocketAddr,
+    /// HTTPS listener; certificates come from the Secrets the policies name in spec.tls.
+    #[arg(long, default_value = "127.0.0.1:8443", env = "KUBE_IAP_HTTPS_ADDR")]
+    https_addr: SocketAddr,
+    /// Disable the HTTPS listener.
+    #[arg(long)]
+    no_https: bool,
+    /// Admin listener: /healthz, /readyz, /metrics, /status.
+    #[arg(long, default_value = "127.0.0.1:9090", env = "KUBE_IAP_ADMIN_ADDR")]
+    admin_addr: SocketAddr,
+    /// How often the manifests folder is checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    reload_interval_ms: u64,
+    /// Seconds allowed to connect to a backend.
+    #[arg(long, default_value_t = 5)]
+    connect_timeout_secs: u64,
+    /// Seconds allowed for a backend to send its response headers.
+    #[arg(long, default_value_t = 60)]
+    response_timeout_secs: u64,
+    /// Write no access-log line per request.
+    #[arg(long)]
+    no_access_log: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text", env = "KUBE_IAP_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => {
+            print!("{}", kube_iap::api::crds_yaml());
+            Ok(())
+        }
+        Command::Serve(args) => {
+            telemetry::init(args.log_format);
+            let config = ServeConfig {
+                manifests: args.manifests,
+                http_addr: Some(args.http_addr),
+                https_addr: (!args.no_https).then_some(args.https_addr),
+                admin_addr: args.admin_addr,
+                reload_interval: Duration::from_millis(args.reload_interval_ms.max(50)),
+                proxy: ProxyConfig {
+                    connect_timeout: Duration::from_secs(args.connect_timeout_secs),
+                    response_timeout: Duration::from_secs(args.response_timeout_secs),
+                    access_log: !args.no_access_log,
+                    ..ProxyConfig::default()
+                },
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let running = serve::start(config).await?;
+                running.run_until_signal().await;
+                Ok(())
+            })
+        }
+    }
+}

@@ -20,9 +20,17 @@ const MEMBER_RULE: &str = "self.all(m, m.matches('^(user:[^@ ]+@[^@ ]+|group:[^ 
     status = "IapPolicyStatus",
     doc = "Protects hosts and paths behind sign-in and decides who may reach the backend.",
     printcolumn(name = "Hosts", type_ = "string", json_path = ".spec.hosts"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Code", type_ = "integer", json_path = ".status.errorCode"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IapPolicySpec {
@@ -103,7 +111,8 @@ pub struct AccessRule {
     /// Who the rule admits: `user:EMAIL`, `group:NAME`, `domain:DOMAIN`,
     /// `serviceAccount:NAMESPACE/NAME`, `allAuthenticatedUsers` or `allUsers`.
     #[x_kube(validation = kube::core::Rule::new(MEMBER_RULE).message("members must be user:EMAIL, group:NAME, domain:DOMAIN, serviceAccount:NAMESPACE/NAME, allAuthenticatedUsers or allUsers"))]
-    #[schemars(length(min = 1))]
+    // Bounds keep the CEL rule's estimated cost within the API server's budget.
+    #[schemars(length(min = 1, max = 256), inner(length(max = 320)))]
     pub members: Vec<String>,
     /// Conditions that must all hold for the rule to apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,6 +186,7 @@ fn default_requests_per_minute() -> u32 {
 pub struct TcpForwarding {
     /// Who may open tunnels (same syntax as access members).
     #[x_kube(validation = kube::core::Rule::new(MEMBER_RULE).message("members must be user:EMAIL, group:NAME, domain:DOMAIN, serviceAccount:NAMESPACE/NAME, allAuthenticatedUsers or allUsers"))]
+    #[schemars(length(max = 256), inner(length(max = 320)))]
     pub members: Vec<String>,
     /// Backend ports tunnels may reach.
     #[schemars(inner(range(min = 1, max = 65535)))]

@@ -17,9 +17,17 @@ use super::OAuthClientStatus;
     status = "OAuthClientStatus",
     doc = "An OpenID Connect client registration used by IapPolicies to sign users in.",
     printcolumn(name = "Issuer", type_ = "string", json_path = ".spec.issuer"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Code", type_ = "integer", json_path = ".status.errorCode"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OAuthClientSpec {

@@ -39,9 +39,16 @@ impl<'a> SlicesByService<'a> {
     pub fn new(slices: impl Iterator<Item = (&'a ObjectKey, &'a EndpointSlice)>) -> Self {
         let mut by_service: HashMap<ObjectKey, Vec<&EndpointSlice>> = HashMap::new();
         for (key, slice) in slices {
-            let service = slice.metadata.labels.as_ref().and_then(|labels| labels.get(SERVICE_NAME_LABEL));
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(SERVICE_NAME_LABEL));
             if let Some(service) = service {
-                by_service.entry(ObjectKey::new(&key.namespace, service)).or_default().push(slice);
+                by_service
+                    .entry(ObjectKey::new(&key.namespace, service))
+                    .or_default()
+                    .push(slice);
             }
         }
         SlicesByService { by_service }
@@ -93,12 +100,19 @@ pub fn resolve(
         let slice_port = slice.ports.iter().flatten().find(|candidate| {
             candidate.name.as_deref().unwrap_or("") == port.name.as_deref().unwrap_or("")
         });
-        let Some(number) = slice_port.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()) else {
+        let Some(number) = slice_port
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
             continue;
         };
         for endpoint in slice.endpoints.iter().flatten() {
             // `ready` unset means ready, as the EndpointSlice API defines it.
-            let ready = endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            let ready = endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(true);
             if !ready {
                 continue;
             }
@@ -119,7 +133,10 @@ fn select_port<'p>(
     ports: &'p [ServicePort],
     selector: &PortSelector,
 ) -> Result<&'p ServicePort, BackendError> {
-    let not_found = |port: String| BackendError::PortNotFound { service: key.clone(), port };
+    let not_found = |port: String| BackendError::PortNotFound {
+        service: key.clone(),
+        port,
+    };
     match selector {
         PortSelector::Number(number) => ports
             .iter()
@@ -139,6 +156,13 @@ fn select_port<'p>(
 
 fn upstream(host: &str, port: impl TryInto<u16>) -> Option<Upstream> {
     let port: u16 = port.try_into().ok()?;
-    let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    authority.parse().ok().map(|authority| Upstream { authority })
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    authority
+        .parse()
+        .ok()
+        .map(|authority| Upstream { authority })
 }

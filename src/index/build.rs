@@ -12,11 +12,14 @@ use super::{Index, Kind, ObjectKey, Snapshot};
 use crate::api::{HOST_ANNOTATION, IapPolicy, IapPolicySpec, POLICY_ANNOTATION, PORT_ANNOTATION};
 use crate::error_codes::ErrorCode;
 use crate::model::path;
-use crate::model::{AccessPolicy, AccessRule, Backend, Member, Route, RouteAction, RoutingTableBuilder};
+use crate::model::{
+    AccessPolicy, AccessRule, Backend, Member, Route, RouteAction, RoutingTableBuilder,
+};
 
 pub fn build(index: &Index) -> Snapshot {
     let mut statuses = Vec::with_capacity(index.clients.len() + index.policies.len());
-    let mut client_health: HashMap<&ObjectKey, ClientHealth> = HashMap::with_capacity(index.clients.len());
+    let mut client_health: HashMap<&ObjectKey, ClientHealth> =
+        HashMap::with_capacity(index.clients.len());
     for (key, client) in &index.clients {
         let (health, status) = clients::evaluate(key, client, &index.secrets);
         client_health.insert(key, health);
@@ -32,9 +35,18 @@ pub fn build(index: &Index) -> Snapshot {
     let mut claims = Claims::default();
     let mut builder = RoutingTableBuilder::default();
     for (key, policy) in policies_oldest_first(index) {
-        statuses.push(translate_policy(&world, key, policy, &mut claims, &mut builder));
+        statuses.push(translate_policy(
+            &world,
+            key,
+            policy,
+            &mut claims,
+            &mut builder,
+        ));
     }
-    Snapshot { table: builder.build(), statuses }
+    Snapshot {
+        table: builder.build(),
+        statuses,
+    }
 }
 
 /// Everything a policy's translation looks up.
@@ -65,7 +77,11 @@ fn policies_oldest_first(index: &Index) -> Vec<(&ObjectKey, &IapPolicy)> {
     let mut ordered: Vec<_> = index.policies.iter().collect();
     ordered.sort_by(|(a_key, a), (b_key, b)| {
         let age = |policy: &IapPolicy| {
-            let created = policy.metadata.creation_timestamp.as_ref().map(|time| time.0);
+            let created = policy
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|time| time.0);
             (created.is_none(), created)
         };
         age(a).cmp(&age(b)).then_with(|| a_key.cmp(b_key))
@@ -77,9 +93,16 @@ fn policies_oldest_first(index: &Index) -> Vec<(&ObjectKey, &IapPolicy)> {
 fn annotated_services(index: &Index) -> HashMap<ObjectKey, Vec<(&ObjectKey, &Service)>> {
     let mut by_policy: HashMap<ObjectKey, Vec<(&ObjectKey, &Service)>> = HashMap::new();
     for (key, service) in &index.services {
-        let policy = service.metadata.annotations.as_ref().and_then(|a| a.get(POLICY_ANNOTATION));
+        let policy = service
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(POLICY_ANNOTATION));
         if let Some(policy) = policy {
-            by_policy.entry(ObjectKey::new(&key.namespace, policy)).or_default().push((key, service));
+            by_policy
+                .entry(ObjectKey::new(&key.namespace, policy))
+                .or_default()
+                .push((key, service));
         }
     }
     by_policy
@@ -99,16 +122,20 @@ fn translate_policy(
 
     let client_key = ObjectKey::new(&key.namespace, &spec.oauth_client_ref.name);
     match world.client_health.get(&client_key) {
-        None => fatal = Some(Problem::new(
-            "OAuthClientNotFound",
-            Some(ErrorCode::InvalidToken),
-            format!("OAuthClient {client_key} named by spec.oauthClientRef does not exist."),
-        )),
-        Some(Err(problem)) => fatal = Some(Problem::new(
-            problem.reason,
-            problem.code,
-            format!("OAuthClient {client_key}: {}", problem.detail),
-        )),
+        None => {
+            fatal = Some(Problem::new(
+                "OAuthClientNotFound",
+                Some(ErrorCode::InvalidToken),
+                format!("OAuthClient {client_key} named by spec.oauthClientRef does not exist."),
+            ))
+        }
+        Some(Err(problem)) => {
+            fatal = Some(Problem::new(
+                problem.reason,
+                problem.code,
+                format!("OAuthClient {client_key}: {}", problem.detail),
+            ))
+        }
         Some(Ok(())) => {}
     }
 
@@ -127,15 +154,21 @@ fn translate_policy(
 
     let certificate = spec.tls.as_ref().and_then(|tls| {
         let secret_key = ObjectKey::new(&key.namespace, &tls.secret_name);
-        super::tls::certified_key(&secret_key.to_string(), world.index.secrets.get(&secret_key))
-            .map_err(|error| problems.push(Problem::new("TlsSecretInvalid", None, format!("{error}."))))
-            .ok()
+        super::tls::certified_key(
+            &secret_key.to_string(),
+            world.index.secrets.get(&secret_key),
+        )
+        .map_err(|error| problems.push(Problem::new("TlsSecretInvalid", None, format!("{error}."))))
+        .ok()
     });
 
     let mut served = 0;
     for target in targets {
         let forward = target.backend.as_ref().ok().map(|resolved| {
-            Arc::new(Backend::new(resolved.name.clone(), resolved.upstreams.clone()))
+            Arc::new(Backend::new(
+                resolved.name.clone(),
+                resolved.upstreams.clone(),
+            ))
         });
         for host in &target.hosts {
             let host_problem = claim_host_client(claims, host, key, &client_key, &mut problems);
@@ -149,20 +182,29 @@ fn translate_policy(
                         problems.push(Problem::new(
                             "RouteConflict",
                             None,
-                            format!("{host}{prefix} is already served by the older IapPolicy {owner}."),
+                            format!(
+                                "{host}{prefix} is already served by the older IapPolicy {owner}."
+                            ),
                         ));
                     }
                     continue;
                 }
                 claims.routes.insert(slot, key.clone());
                 let action = match (&fatal, &host_problem, &forward, &target.backend) {
-                    (Some(problem), _, _, _) | (None, Some(problem), _, _) => RouteAction::FailClosed {
-                        code: problem.code,
-                        reason: problem.detail.clone(),
-                    },
+                    (Some(problem), _, _, _) | (None, Some(problem), _, _) => {
+                        RouteAction::FailClosed {
+                            code: problem.code,
+                            reason: problem.detail.clone(),
+                        }
+                    }
                     (None, None, Some(backend), _) => RouteAction::Forward(backend.clone()),
-                    (None, None, None, Err(error)) => RouteAction::FailClosed { code: None, reason: format!("{} ({})", error, target.origin) },
-                    (None, None, None, Ok(_)) => unreachable!("a resolved backend always has a forward action"),
+                    (None, None, None, Err(error)) => RouteAction::FailClosed {
+                        code: None,
+                        reason: format!("{} ({})", error, target.origin),
+                    },
+                    (None, None, None, Ok(_)) => {
+                        unreachable!("a resolved backend always has a forward action")
+                    }
                 };
                 served += 1;
                 builder.add_route(Route {
@@ -177,7 +219,13 @@ fn translate_policy(
     }
 
     let healthy = format!("Serving {served} route(s).");
-    ComputedStatus::from_problems(Kind::IapPolicy, key.clone(), policy.metadata.generation, &problems, healthy)
+    ComputedStatus::from_problems(
+        Kind::IapPolicy,
+        key.clone(),
+        policy.metadata.generation,
+        &problems,
+        healthy,
+    )
 }
 
 /// Records the OAuth client of the first (oldest) policy on `host`; a newer policy with another
@@ -199,7 +247,9 @@ fn claim_host_client(
     let problem = Problem::new(
         "OAuthClientConflict",
         Some(ErrorCode::OAuthFlowFailed),
-        format!("Host {host} is served by the older IapPolicy {owner} with OAuthClient {owner_client}, not {client}."),
+        format!(
+            "Host {host} is served by the older IapPolicy {owner} with OAuthClient {owner_client}, not {client}."
+        ),
     );
     problems.push(problem.clone());
     Some(problem)
@@ -214,14 +264,26 @@ fn parse_access(spec: &IapPolicySpec) -> Result<AccessPolicy, String> {
             .map(|member| member.parse::<Member>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| format!("spec.access[{index}]: {error}."))?;
-        let conditional = rule.when.as_ref().is_some_and(|when| *when != Default::default());
-        rules.push(AccessRule { members, conditional });
+        let conditional = rule
+            .when
+            .as_ref()
+            .is_some_and(|when| *when != Default::default());
+        rules.push(AccessRule {
+            members,
+            conditional,
+        });
     }
     let mut public_paths = Vec::with_capacity(spec.public_paths.len());
     for prefix in &spec.public_paths {
-        public_paths.push(path::normalize(prefix).map_err(|error| format!("spec.publicPaths {prefix:?}: {error}."))?);
+        public_paths.push(
+            path::normalize(prefix)
+                .map_err(|error| format!("spec.publicPaths {prefix:?}: {error}."))?,
+        );
     }
-    Ok(AccessPolicy { rules, public_paths })
+    Ok(AccessPolicy {
+        rules,
+        public_paths,
+    })
 }
 
 fn normalized_prefixes(paths: &[String], problems: &mut Vec<Problem>) -> Vec<String> {
@@ -230,7 +292,11 @@ fn normalized_prefixes(paths: &[String], problems: &mut Vec<Problem>) -> Vec<Str
         match path::normalize(raw) {
             Ok(prefix) if !prefixes.contains(&prefix) => prefixes.push(prefix),
             Ok(_) => {}
-            Err(error) => problems.push(Problem::new("InvalidSpec", None, format!("spec.paths {raw:?}: {error}."))),
+            Err(error) => problems.push(Problem::new(
+                "InvalidSpec",
+                None,
+                format!("spec.paths {raw:?}: {error}."),
+            )),
         }
     }
     prefixes
@@ -238,7 +304,12 @@ fn normalized_prefixes(paths: &[String], problems: &mut Vec<Problem>) -> Vec<Str
 
 /// The policy's backends: `spec.backend` on `spec.hosts`, plus every Service annotated with this
 /// policy, on its `kube-iap.io/host` or else on `spec.hosts`.
-fn targets(world: &World<'_>, key: &ObjectKey, spec: &IapPolicySpec, problems: &mut Vec<Problem>) -> Vec<Target> {
+fn targets(
+    world: &World<'_>,
+    key: &ObjectKey,
+    spec: &IapPolicySpec,
+    problems: &mut Vec<Problem>,
+) -> Vec<Target> {
     let spec_hosts = valid_hosts(&spec.hosts, "spec.hosts", problems);
     let mut targets = Vec::new();
     if let Some(backend) = &spec.backend {
@@ -255,36 +326,68 @@ fn targets(world: &World<'_>, key: &ObjectKey, spec: &IapPolicySpec, problems: &
         });
     }
     for (service_key, service) in world.annotated.get(key).into_iter().flatten() {
-        let annotation = |name| service.metadata.annotations.as_ref().and_then(|a| a.get(name));
+        let annotation = |name| {
+            service
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(name))
+        };
         let origin = format!("Service {service_key}");
         let hosts = match annotation(HOST_ANNOTATION) {
-            Some(host) => valid_hosts(std::slice::from_ref(host), &format!("{origin} annotation {HOST_ANNOTATION}"), problems),
+            Some(host) => valid_hosts(
+                std::slice::from_ref(host),
+                &format!("{origin} annotation {HOST_ANNOTATION}"),
+                problems,
+            ),
             None => spec_hosts.clone(),
         };
-        let selector = annotation(PORT_ANNOTATION).map_or(PortSelector::Only, |port| PortSelector::parse(port));
+        let selector = annotation(PORT_ANNOTATION)
+            .map_or(PortSelector::Only, |port| PortSelector::parse(port));
         let backend = backends::resolve(service_key, Some(service), &selector, &world.slices);
-        targets.push(Target { origin, hosts, backend });
+        targets.push(Target {
+            origin,
+            hosts,
+            backend,
+        });
     }
 
     for target in &targets {
         if let Err(error) = &target.backend {
-            problems.push(Problem::new("BackendNotFound", None, format!("{error} ({}).", target.origin)));
+            problems.push(Problem::new(
+                "BackendNotFound",
+                None,
+                format!("{error} ({}).", target.origin),
+            ));
         }
         if target.hosts.is_empty() {
-            problems.push(Problem::new("NoHosts", None, format!("{} has no host: set spec.hosts or {HOST_ANNOTATION}.", target.origin)));
+            problems.push(Problem::new(
+                "NoHosts",
+                None,
+                format!(
+                    "{} has no host: set spec.hosts or {HOST_ANNOTATION}.",
+                    target.origin
+                ),
+            ));
         }
     }
     if targets.is_empty() {
         problems.push(Problem::new(
             "NoBackend",
             None,
-            format!("No backend: set spec.backend or annotate a Service with {POLICY_ANNOTATION}: {}.", key.name),
+            format!(
+                "No backend: set spec.backend or annotate a Service with {POLICY_ANNOTATION}: {}.",
+                key.name
+            ),
         ));
         // The hosts still answer, failing closed, rather than falling through to another route.
         targets.push(Target {
             origin: "spec.backend".to_string(),
             hosts: spec_hosts,
-            backend: Err(BackendError::ServiceNotFound(ObjectKey::new(&key.namespace, "(none)"))),
+            backend: Err(BackendError::ServiceNotFound(ObjectKey::new(
+                &key.namespace,
+                "(none)",
+            ))),
         });
     }
     targets
@@ -299,14 +402,20 @@ fn valid_hosts(hosts: &[String], field: &str, problems: &mut Vec<Problem>) -> Ve
             && lower.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
         if ok {
             if !valid.contains(&lower) {
                 valid.push(lower);
             }
         } else {
-            problems.push(Problem::new("InvalidHost", None, format!("{field}: {host:?} is not a DNS host name (no scheme, port or path).")));
+            problems.push(Problem::new(
+                "InvalidHost",
+                None,
+                format!("{field}: {host:?} is not a DNS host name (no scheme, port or path)."),
+            ));
         }
     }
     valid

@@ -18,7 +18,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::IapPolicy, Kind::OAuthClient, Kind::Service, Kind::EndpointSlice, Kind::Secret];
+    pub const ALL: [Kind; 5] = [
+        Kind::IapPolicy,
+        Kind::OAuthClient,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Secret,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,12 +46,17 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectKey { namespace: namespace.into(), name: name.into() }
+        ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     pub(crate) fn of(meta: &ObjectMeta) -> Self {
         ObjectKey::new(
-            meta.namespace.clone().unwrap_or_else(|| "default".to_string()),
+            meta.namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_string()),
             meta.name.clone().unwrap_or_default(),
         )
     }

@@ -19,7 +19,11 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(reason: &'static str, code: Option<ErrorCode>, detail: impl Into<String>) -> Self {
-        Problem { reason, code, detail: detail.into() }
+        Problem {
+            reason,
+            code,
+            detail: detail.into(),
+        }
     }
 
     /// `Error code N: <title> <detail>` when a code applies, else the detail alone.
@@ -64,9 +68,14 @@ impl ComputedStatus {
             [] => (true, "Ready".to_string(), healthy_message),
             _ => {
                 // The coded problem leads so the message starts with `Error code N:`.
-                let mut ordered: Vec<&Problem> = problems.iter().filter(|p| p.code.is_some()).collect();
+                let mut ordered: Vec<&Problem> =
+                    problems.iter().filter(|p| p.code.is_some()).collect();
                 ordered.extend(problems.iter().filter(|p| p.code.is_none()));
-                let message = ordered.iter().map(|p| p.message()).collect::<Vec<_>>().join("; ");
+                let message = ordered
+                    .iter()
+                    .map(|p| p.message())
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 (false, ordered[0].reason.to_string(), message)
             }
         };

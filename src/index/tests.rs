@@ -14,12 +14,21 @@ use crate::model::RouteAction;
 const NS: &str = "apps";
 
 fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta { name: Some(name.into()), namespace: Some(NS.into()), generation: Some(3), ..Default::default() }
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(NS.into()),
+        generation: Some(3),
+        ..Default::default()
+    }
 }
 
 fn meta_created(name: &str, second: i64) -> ObjectMeta {
-    let time = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + second).expect("valid time");
-    ObjectMeta { creation_timestamp: Some(Time(time)), ..meta(name) }
+    let time =
+        k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + second).expect("valid time");
+    ObjectMeta {
+        creation_timestamp: Some(Time(time)),
+        ..meta(name)
+    }
 }
 
 fn mk_client(name: &str, client_id: &str, secret: Option<(&str, &str)>) -> Resource {
@@ -28,7 +37,10 @@ fn mk_client(name: &str, client_id: &str, secret: Option<(&str, &str)>) -> Resou
         spec: OAuthClientSpec {
             issuer: "https://idp.example.com".into(),
             client_id: client_id.into(),
-            client_secret_ref: secret.map(|(name, key)| SecretKeyRef { name: name.into(), key: key.into() }),
+            client_secret_ref: secret.map(|(name, key)| SecretKeyRef {
+                name: name.into(),
+                key: key.into(),
+            }),
             scopes: vec!["openid".into()],
             groups_claim: "groups".into(),
             audiences: vec![],
@@ -38,19 +50,33 @@ fn mk_client(name: &str, client_id: &str, secret: Option<(&str, &str)>) -> Resou
 }
 
 fn mk_secret(name: &str, entries: &[(&str, &[u8])]) -> Resource {
-    let data: BTreeMap<String, ByteString> =
-        entries.iter().map(|(key, value)| (key.to_string(), ByteString(value.to_vec()))).collect();
-    Resource::Secret(Box::new(Secret { metadata: meta(name), data: Some(data), ..Default::default() }))
+    let data: BTreeMap<String, ByteString> = entries
+        .iter()
+        .map(|(key, value)| (key.to_string(), ByteString(value.to_vec())))
+        .collect();
+    Resource::Secret(Box::new(Secret {
+        metadata: meta(name),
+        data: Some(data),
+        ..Default::default()
+    }))
 }
 
 fn mk_policy_spec(client: &str, hosts: &[&str], backend: Option<(&str, u16)>) -> IapPolicySpec {
     IapPolicySpec {
-        oauth_client_ref: LocalObjectRef { name: client.into() },
+        oauth_client_ref: LocalObjectRef {
+            name: client.into(),
+        },
         hosts: hosts.iter().map(|h| h.to_string()).collect(),
         paths: vec!["/".into()],
-        backend: backend.map(|(service, port)| BackendRef { service: service.into(), port }),
+        backend: backend.map(|(service, port)| BackendRef {
+            service: service.into(),
+            port,
+        }),
         tls: None,
-        access: vec![AccessRule { members: vec!["allUsers".into()], when: None }],
+        access: vec![AccessRule {
+            members: vec!["allUsers".into()],
+            when: None,
+        }],
         public_paths: vec![],
         cors: None,
         session: None,
@@ -60,26 +86,46 @@ fn mk_policy_spec(client: &str, hosts: &[&str], backend: Option<(&str, u16)>) ->
 }
 
 fn mk_policy(name: &str, created: i64, spec: IapPolicySpec) -> Resource {
-    Resource::IapPolicy(Box::new(IapPolicy { metadata: meta_created(name, created), spec, status: None }))
+    Resource::IapPolicy(Box::new(IapPolicy {
+        metadata: meta_created(name, created),
+        spec,
+        status: None,
+    }))
 }
 
 fn mk_service(name: &str, ports: &[(Option<&str>, i32)], annotations: &[(&str, &str)]) -> Resource {
     let mut metadata = meta(name);
     if !annotations.is_empty() {
-        metadata.annotations = Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
     }
     let ports = ports
         .iter()
-        .map(|(name, port)| ServicePort { name: name.map(String::from), port: *port, ..Default::default() })
+        .map(|(name, port)| ServicePort {
+            name: name.map(String::from),
+            port: *port,
+            ..Default::default()
+        })
         .collect();
     Resource::Service(Box::new(Service {
         metadata,
-        spec: Some(ServiceSpec { ports: Some(ports), ..Default::default() }),
+        spec: Some(ServiceSpec {
+            ports: Some(ports),
+            ..Default::default()
+        }),
         status: None,
     }))
 }
 
-fn mk_slice(service: &str, port: (Option<&str>, i32), endpoints: &[(&str, Option<bool>)]) -> Resource {
+fn mk_slice(
+    service: &str,
+    port: (Option<&str>, i32),
+    endpoints: &[(&str, Option<bool>)],
+) -> Resource {
     let mut metadata = meta(&format!("{service}-abc{}", endpoints.len()));
     metadata.labels = Some([(SERVICE_NAME_LABEL.to_string(), service.to_string())].into());
     Resource::EndpointSlice(Box::new(EndpointSlice {
@@ -90,12 +136,19 @@ fn mk_slice(service: &str, port: (Option<&str>, i32), endpoints: &[(&str, Option
                 .iter()
                 .map(|(address, ready)| Endpoint {
                     addresses: vec![address.to_string()],
-                    conditions: Some(EndpointConditions { ready: *ready, ..Default::default() }),
+                    conditions: Some(EndpointConditions {
+                        ready: *ready,
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 })
                 .collect(),
         ),
-        ports: Some(vec![EndpointPort { name: port.0.map(String::from), port: Some(port.1), ..Default::default() }]),
+        ports: Some(vec![EndpointPort {
+            name: port.0.map(String::from),
+            port: Some(port.1),
+            ..Default::default()
+        }]),
     }))
 }
 
@@ -105,7 +158,15 @@ fn healthy_world() -> Index {
     index.apply(mk_secret("idp-secret", &[("secret", b"s3cret")]));
     index.apply(mk_client("idp", "client-1", Some(("idp-secret", "secret"))));
     index.apply(mk_service("web", &[(Some("http"), 80)], &[]));
-    index.apply(mk_slice("web", (Some("http"), 8080), &[("10.0.0.1", Some(true)), ("10.0.0.2", None), ("10.0.0.3", Some(false))]));
+    index.apply(mk_slice(
+        "web",
+        (Some("http"), 8080),
+        &[
+            ("10.0.0.1", Some(true)),
+            ("10.0.0.2", None),
+            ("10.0.0.3", Some(false)),
+        ],
+    ));
     index
 }
 
@@ -118,14 +179,28 @@ fn status_of<'a>(snapshot: &'a Snapshot, kind: Kind, name: &str) -> &'a Computed
 }
 
 fn upstreams(snapshot: &Snapshot, host: &str, path: &str) -> Vec<String> {
-    match &snapshot.table.route(host, path).expect("route exists").action {
-        RouteAction::Forward(backend) => backend.upstreams.iter().map(|u| u.authority.to_string()).collect(),
+    match &snapshot
+        .table
+        .route(host, path)
+        .expect("route exists")
+        .action
+    {
+        RouteAction::Forward(backend) => backend
+            .upstreams
+            .iter()
+            .map(|u| u.authority.to_string())
+            .collect(),
         RouteAction::FailClosed { reason, .. } => panic!("route fails closed: {reason}"),
     }
 }
 
 fn fail_closed_code(snapshot: &Snapshot, host: &str, path: &str) -> Option<u32> {
-    match &snapshot.table.route(host, path).expect("route exists").action {
+    match &snapshot
+        .table
+        .route(host, path)
+        .expect("route exists")
+        .action
+    {
         RouteAction::FailClosed { code, .. } => code.map(|code| code.number()),
         RouteAction::Forward(_) => panic!("route forwards but should fail closed"),
     }
@@ -134,9 +209,16 @@ fn fail_closed_code(snapshot: &Snapshot, host: &str, path: &str) -> Option<u32> 
 #[test]
 fn a_healthy_policy_routes_to_ready_endpoints_on_the_target_port() {
     let mut index = healthy_world();
-    index.apply(mk_policy("app", 0, mk_policy_spec("idp", &["app.example.com"], Some(("web", 80)))));
+    index.apply(mk_policy(
+        "app",
+        0,
+        mk_policy_spec("idp", &["app.example.com"], Some(("web", 80))),
+    ));
     let snapshot = index.build();
-    assert_eq!(upstreams(&snapshot, "app.example.com", "/x"), ["10.0.0.1:8080", "10.0.0.2:8080"]);
+    assert_eq!(
+        upstreams(&snapshot, "app.example.com", "/x"),
+        ["10.0.0.1:8080", "10.0.0.2:8080"]
+    );
     let status = status_of(&snapshot, Kind::IapPolicy, "app");
     assert!(status.ready, "{status:?}");
     assert_eq!(status.error_code, None);
@@ -154,10 +236,22 @@ fn a_healthy_policy_routes_to_ready_endpoints_on_the_target_port() {
 #[test]
 fn empty_client_id_or_missing_secret_gives_code_7_and_policies_fail_closed_with_7() {
     let cases: Vec<(&str, Resource, Option<Resource>)> = vec![
-        ("empty client id", mk_client("idp", "", Some(("idp-secret", "secret"))), None),
+        (
+            "empty client id",
+            mk_client("idp", "", Some(("idp-secret", "secret"))),
+            None,
+        ),
         ("no secret ref", mk_client("idp", "client-1", None), None),
-        ("secret missing", mk_client("idp", "client-1", Some(("absent", "secret"))), None),
-        ("key missing", mk_client("idp", "client-1", Some(("idp-secret", "other"))), None),
+        (
+            "secret missing",
+            mk_client("idp", "client-1", Some(("absent", "secret"))),
+            None,
+        ),
+        (
+            "key missing",
+            mk_client("idp", "client-1", Some(("idp-secret", "other"))),
+            None,
+        ),
         (
             "empty value",
             mk_client("idp", "client-1", Some(("idp-secret", "secret"))),
@@ -170,42 +264,83 @@ fn empty_client_id_or_missing_secret_gives_code_7_and_policies_fail_closed_with_
         if let Some(secret) = secret {
             index.apply(secret);
         }
-        index.apply(mk_policy("app", 0, mk_policy_spec("idp", &["app.example.com"], Some(("web", 80)))));
+        index.apply(mk_policy(
+            "app",
+            0,
+            mk_policy_spec("idp", &["app.example.com"], Some(("web", 80))),
+        ));
         let snapshot = index.build();
         let client_status = status_of(&snapshot, Kind::OAuthClient, "idp");
-        assert_eq!(client_status.error_code, Some(7), "{case}: {client_status:?}");
+        assert_eq!(
+            client_status.error_code,
+            Some(7),
+            "{case}: {client_status:?}"
+        );
         assert!(client_status.message.starts_with("Error code 7:"), "{case}");
         assert!(!client_status.ready);
-        assert_eq!(status_of(&snapshot, Kind::IapPolicy, "app").error_code, Some(7), "{case}");
-        assert_eq!(fail_closed_code(&snapshot, "app.example.com", "/"), Some(7), "{case}");
+        assert_eq!(
+            status_of(&snapshot, Kind::IapPolicy, "app").error_code,
+            Some(7),
+            "{case}"
+        );
+        assert_eq!(
+            fail_closed_code(&snapshot, "app.example.com", "/"),
+            Some(7),
+            "{case}"
+        );
     }
 }
 
 #[test]
 fn a_policy_naming_a_missing_oauth_client_gets_code_13() {
     let mut index = healthy_world();
-    index.apply(mk_policy("app", 0, mk_policy_spec("nope", &["app.example.com"], Some(("web", 80)))));
+    index.apply(mk_policy(
+        "app",
+        0,
+        mk_policy_spec("nope", &["app.example.com"], Some(("web", 80))),
+    ));
     let snapshot = index.build();
     let status = status_of(&snapshot, Kind::IapPolicy, "app");
     assert_eq!(status.error_code, Some(13));
-    assert!(status.message.starts_with("Error code 13:"), "{}", status.message);
+    assert!(
+        status.message.starts_with("Error code 13:"),
+        "{}",
+        status.message
+    );
     assert!(status.message.contains("apps/nope"));
-    assert_eq!(fail_closed_code(&snapshot, "app.example.com", "/"), Some(13));
+    assert_eq!(
+        fail_closed_code(&snapshot, "app.example.com", "/"),
+        Some(13)
+    );
 }
 
 #[test]
 fn policies_on_one_host_with_different_clients_give_the_newer_one_code_9() {
     let mut index = healthy_world();
     index.apply(mk_secret("other-secret", &[("secret", b"x")]));
-    index.apply(mk_client("other", "client-2", Some(("other-secret", "secret"))));
-    index.apply(mk_policy("old", 0, mk_policy_spec("idp", &["app.example.com"], Some(("web", 80)))));
+    index.apply(mk_client(
+        "other",
+        "client-2",
+        Some(("other-secret", "secret")),
+    ));
+    index.apply(mk_policy(
+        "old",
+        0,
+        mk_policy_spec("idp", &["app.example.com"], Some(("web", 80))),
+    ));
     let mut newer = mk_policy_spec("other", &["app.example.com"], Some(("web", 80)));
     newer.paths = vec!["/api".into()];
     index.apply(mk_policy("new", 10, newer));
     let snapshot = index.build();
     assert!(status_of(&snapshot, Kind::IapPolicy, "old").ready);
-    assert_eq!(status_of(&snapshot, Kind::IapPolicy, "new").error_code, Some(9));
-    assert_eq!(fail_closed_code(&snapshot, "app.example.com", "/api/x"), Some(9));
+    assert_eq!(
+        status_of(&snapshot, Kind::IapPolicy, "new").error_code,
+        Some(9)
+    );
+    assert_eq!(
+        fail_closed_code(&snapshot, "app.example.com", "/api/x"),
+        Some(9)
+    );
     assert_eq!(upstreams(&snapshot, "app.example.com", "/other").len(), 2);
 }
 
@@ -215,10 +350,21 @@ fn two_policies_claiming_one_host_and_path_the_oldest_wins() {
     index.apply(mk_service("other", &[(None, 80)], &[]));
     index.apply(mk_slice("other", (None, 9000), &[("10.9.9.9", Some(true))]));
     // Inserted newest first, so map order cannot be what decides.
-    index.apply(mk_policy("a-newer", 50, mk_policy_spec("idp", &["app.example.com"], Some(("other", 80)))));
-    index.apply(mk_policy("z-older", 5, mk_policy_spec("idp", &["app.example.com"], Some(("web", 80)))));
+    index.apply(mk_policy(
+        "a-newer",
+        50,
+        mk_policy_spec("idp", &["app.example.com"], Some(("other", 80))),
+    ));
+    index.apply(mk_policy(
+        "z-older",
+        5,
+        mk_policy_spec("idp", &["app.example.com"], Some(("web", 80))),
+    ));
     let snapshot = index.build();
-    assert_eq!(upstreams(&snapshot, "app.example.com", "/"), ["10.0.0.1:8080", "10.0.0.2:8080"]);
+    assert_eq!(
+        upstreams(&snapshot, "app.example.com", "/"),
+        ["10.0.0.1:8080", "10.0.0.2:8080"]
+    );
     let loser = status_of(&snapshot, Kind::IapPolicy, "a-newer");
     assert!(!loser.ready);
     assert_eq!(loser.reason, "RouteConflict");
@@ -230,9 +376,16 @@ fn two_policies_claiming_one_host_and_path_the_oldest_wins() {
 fn an_invalid_policy_fails_closed_without_taking_other_routes_down() {
     let mut index = healthy_world();
     let mut broken = mk_policy_spec("idp", &["broken.example.com"], Some(("web", 80)));
-    broken.access = vec![AccessRule { members: vec!["everyone".into()], when: None }];
+    broken.access = vec![AccessRule {
+        members: vec!["everyone".into()],
+        when: None,
+    }];
     index.apply(mk_policy("broken", 0, broken));
-    index.apply(mk_policy("good", 1, mk_policy_spec("idp", &["good.example.com"], Some(("web", 80)))));
+    index.apply(mk_policy(
+        "good",
+        1,
+        mk_policy_spec("idp", &["good.example.com"], Some(("web", 80))),
+    ));
     let snapshot = index.build();
     assert_eq!(fail_closed_code(&snapshot, "broken.example.com", "/"), None);
     let status = status_of(&snapshot, Kind::IapPolicy, "broken");
@@ -244,7 +397,11 @@ fn an_invalid_policy_fails_closed_without_taking_other_routes_down() {
 #[test]
 fn a_missing_backend_service_fails_closed_and_says_so() {
     let mut index = healthy_world();
-    index.apply(mk_policy("app", 0, mk_policy_spec("idp", &["app.example.com"], Some(("absent", 80)))));
+    index.apply(mk_policy(
+        "app",
+        0,
+        mk_policy_spec("idp", &["app.example.com"], Some(("absent", 80))),
+    ));
     let snapshot = index.build();
     assert_eq!(fail_closed_code(&snapshot, "app.example.com", "/"), None);
     let status = status_of(&snapshot, Kind::IapPolicy, "app");
@@ -258,49 +415,106 @@ fn annotated_services_become_routes_on_their_own_host() {
     index.apply(mk_service(
         "annotated",
         &[(Some("http"), 80), (Some("metrics"), 9100)],
-        &[(POLICY_ANNOTATION, "app"), (HOST_ANNOTATION, "Annotated.Example.com"), (PORT_ANNOTATION, "http")],
+        &[
+            (POLICY_ANNOTATION, "app"),
+            (HOST_ANNOTATION, "Annotated.Example.com"),
+            (PORT_ANNOTATION, "http"),
+        ],
     ));
-    index.apply(mk_slice("annotated", (Some("http"), 3000), &[("10.1.1.1", Some(true))]));
-    index.apply(mk_policy("app", 0, mk_policy_spec("idp", &["app.example.com"], None)));
+    index.apply(mk_slice(
+        "annotated",
+        (Some("http"), 3000),
+        &[("10.1.1.1", Some(true))],
+    ));
+    index.apply(mk_policy(
+        "app",
+        0,
+        mk_policy_spec("idp", &["app.example.com"], None),
+    ));
     let snapshot = index.build();
-    assert_eq!(upstreams(&snapshot, "annotated.example.com", "/"), ["10.1.1.1:3000"]);
-    assert!(snapshot.table.route("app.example.com", "/").is_none(), "no spec.backend, no route on spec.hosts");
+    assert_eq!(
+        upstreams(&snapshot, "annotated.example.com", "/"),
+        ["10.1.1.1:3000"]
+    );
+    assert!(
+        snapshot.table.route("app.example.com", "/").is_none(),
+        "no spec.backend, no route on spec.hosts"
+    );
     assert!(status_of(&snapshot, Kind::IapPolicy, "app").ready);
 }
 
 #[test]
 fn an_annotated_service_with_several_ports_and_no_port_annotation_is_reported() {
     let mut index = healthy_world();
-    index.apply(mk_service("multi", &[(Some("a"), 80), (Some("b"), 81)], &[(POLICY_ANNOTATION, "app")]));
-    index.apply(mk_policy("app", 0, mk_policy_spec("idp", &["app.example.com"], None)));
+    index.apply(mk_service(
+        "multi",
+        &[(Some("a"), 80), (Some("b"), 81)],
+        &[(POLICY_ANNOTATION, "app")],
+    ));
+    index.apply(mk_policy(
+        "app",
+        0,
+        mk_policy_spec("idp", &["app.example.com"], None),
+    ));
     let snapshot = index.build();
     assert!(!status_of(&snapshot, Kind::IapPolicy, "app").ready);
-    assert!(status_of(&snapshot, Kind::IapPolicy, "app").message.contains("several ports"));
+    assert!(
+        status_of(&snapshot, Kind::IapPolicy, "app")
+            .message
+            .contains("several ports")
+    );
     assert_eq!(fail_closed_code(&snapshot, "app.example.com", "/"), None);
 }
 
 #[test]
 fn external_name_services_resolve_to_their_host() {
     let mut index = healthy_world();
-    let Resource::Service(mut service) = mk_service("ext", &[(None, 443)], &[]) else { unreachable!() };
+    let Resource::Service(mut service) = mk_service("ext", &[(None, 443)], &[]) else {
+        unreachable!()
+    };
     let spec = service.spec.as_mut().expect("spec");
     spec.type_ = Some("ExternalName".into());
     spec.external_name = Some("backend.internal.example".into());
     index.apply(Resource::Service(service));
-    index.apply(mk_policy("app", 0, mk_policy_spec("idp", &["app.example.com"], Some(("ext", 443)))));
-    assert_eq!(upstreams(&index.build(), "app.example.com", "/"), ["backend.internal.example:443"]);
+    index.apply(mk_policy(
+        "app",
+        0,
+        mk_policy_spec("idp", &["app.example.com"], Some(("ext", 443))),
+    ));
+    assert_eq!(
+        upstreams(&index.build(), "app.example.com", "/"),
+        ["backend.internal.example:443"]
+    );
 }
 
 #[test]
 fn deleting_and_resetting_objects_changes_the_next_build() {
     let mut index = healthy_world();
-    index.apply(mk_policy("app", 0, mk_policy_spec("idp", &["app.example.com"], Some(("web", 80)))));
+    index.apply(mk_policy(
+        "app",
+        0,
+        mk_policy_spec("idp", &["app.example.com"], Some(("web", 80))),
+    ));
     assert!(index.build().table.route("app.example.com", "/").is_some());
     index.delete(Kind::IapPolicy, &ObjectKey::new(NS, "app"));
     assert!(index.build().table.route("app.example.com", "/").is_none());
-    index.apply(mk_policy("app", 0, mk_policy_spec("idp", &["app.example.com"], Some(("web", 80)))));
-    index.reset(Kind::EndpointSlice, [mk_slice("web", (Some("http"), 8080), &[("10.0.0.7", Some(true))])]);
-    assert_eq!(upstreams(&index.build(), "app.example.com", "/"), ["10.0.0.7:8080"]);
+    index.apply(mk_policy(
+        "app",
+        0,
+        mk_policy_spec("idp", &["app.example.com"], Some(("web", 80))),
+    ));
+    index.reset(
+        Kind::EndpointSlice,
+        [mk_slice(
+            "web",
+            (Some("http"), 8080),
+            &[("10.0.0.7", Some(true))],
+        )],
+    );
+    assert_eq!(
+        upstreams(&index.build(), "app.example.com", "/"),
+        ["10.0.0.7:8080"]
+    );
 }
 
 #[test]
@@ -309,7 +523,15 @@ fn invalid_hosts_are_reported_and_skipped() {
     index.apply(mk_policy(
         "app",
         0,
-        mk_policy_spec("idp", &["https://app.example.com", "ok.example.com", "a.example.com:443"], Some(("web", 80))),
+        mk_policy_spec(
+            "idp",
+            &[
+                "https://app.example.com",
+                "ok.example.com",
+                "a.example.com:443",
+            ],
+            Some(("web", 80)),
+        ),
     ));
     let snapshot = index.build();
     let status = status_of(&snapshot, Kind::IapPolicy, "app");
@@ -321,12 +543,20 @@ fn invalid_hosts_are_reported_and_skipped() {
 #[test]
 fn a_broken_tls_secret_is_reported_and_leaves_the_routes_serving() {
     let mut index = healthy_world();
-    index.apply(mk_secret("tls", &[("tls.crt", b"not pem"), ("tls.key", b"nope")]));
+    index.apply(mk_secret(
+        "tls",
+        &[("tls.crt", b"not pem"), ("tls.key", b"nope")],
+    ));
     let mut spec = mk_policy_spec("idp", &["app.example.com"], Some(("web", 80)));
-    spec.tls = Some(TlsConfig { secret_name: "tls".into() });
+    spec.tls = Some(TlsConfig {
+        secret_name: "tls".into(),
+    });
     index.apply(mk_policy("app", 0, spec));
     let snapshot = index.build();
-    assert_eq!(status_of(&snapshot, Kind::IapPolicy, "app").reason, "TlsSecretInvalid");
+    assert_eq!(
+        status_of(&snapshot, Kind::IapPolicy, "app").reason,
+        "TlsSecretInvalid"
+    );
     assert!(snapshot.table.certificates.is_empty());
     assert_eq!(upstreams(&snapshot, "app.example.com", "/").len(), 2);
 }

@@ -16,11 +16,16 @@ pub enum TlsSecretError {
     MissingKey { secret: String, key: &'static str },
     #[error("Secret {secret}: {key} is not valid PEM")]
     BadPem { secret: String, key: &'static str },
-    #[error("Secret {secret}: the private key does not fit the certificate or is of an unsupported type")]
+    #[error(
+        "Secret {secret}: the private key does not fit the certificate or is of an unsupported type"
+    )]
     KeyMismatch { secret: String },
 }
 
-pub fn certified_key(name: &str, secret: Option<&Secret>) -> Result<Arc<CertifiedKey>, TlsSecretError> {
+pub fn certified_key(
+    name: &str,
+    secret: Option<&Secret>,
+) -> Result<Arc<CertifiedKey>, TlsSecretError> {
     let secret = secret.ok_or_else(|| TlsSecretError::Missing(name.to_string()))?;
     let entry = |key: &'static str| {
         secret
@@ -29,9 +34,15 @@ pub fn certified_key(name: &str, secret: Option<&Secret>) -> Result<Arc<Certifie
             .and_then(|data| data.get(key))
             .map(|bytes| bytes.0.as_slice())
             .filter(|bytes| !bytes.is_empty())
-            .ok_or(TlsSecretError::MissingKey { secret: name.to_string(), key })
+            .ok_or(TlsSecretError::MissingKey {
+                secret: name.to_string(),
+                key,
+            })
     };
-    let bad_pem = |key| TlsSecretError::BadPem { secret: name.to_string(), key };
+    let bad_pem = |key| TlsSecretError::BadPem {
+        secret: name.to_string(),
+        key,
+    };
 
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(entry("tls.crt")?)
         .collect::<Result<_, _>>()
@@ -43,5 +54,7 @@ pub fn certified_key(name: &str, secret: Option<&Secret>) -> Result<Arc<Certifie
     let provider = rustls::crypto::ring::default_provider();
     CertifiedKey::from_der(chain, key, &provider)
         .map(Arc::new)
-        .map_err(|_| TlsSecretError::KeyMismatch { secret: name.to_string() })
+        .map_err(|_| TlsSecretError::KeyMismatch {
+            secret: name.to_string(),
+        })
 }

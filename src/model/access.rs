@@ -26,7 +26,10 @@ impl FromStr for Member {
     type Err = MemberParseError;
 
     fn from_str(member: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason| MemberParseError { member: member.to_string(), reason };
+        let invalid = |reason| MemberParseError {
+            member: member.to_string(),
+            reason,
+        };
         match member {
             "allUsers" => return Ok(Member::AllUsers),
             "allAuthenticatedUsers" => return Ok(Member::AllAuthenticatedUsers),
@@ -40,7 +43,9 @@ impl FromStr for Member {
         }
         match kind {
             "user" => {
-                let (local, domain) = value.split_once('@').ok_or_else(|| invalid("a user is an email address"))?;
+                let (local, domain) = value
+                    .split_once('@')
+                    .ok_or_else(|| invalid("a user is an email address"))?;
                 if local.is_empty() || domain.is_empty() || domain.contains('@') {
                     return Err(invalid("a user is an email address with exactly one '@'"));
                 }
@@ -58,9 +63,14 @@ impl FromStr for Member {
                     .split_once('/')
                     .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
                     .ok_or_else(|| invalid("a service account is NAMESPACE/NAME"))?;
-                Ok(Member::ServiceAccount { namespace: namespace.to_string(), name: name.to_string() })
+                Ok(Member::ServiceAccount {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                })
             }
-            _ => Err(invalid("the kind must be user, group, domain or serviceAccount")),
+            _ => Err(invalid(
+                "the kind must be user, group, domain or serviceAccount",
+            )),
         }
     }
 }
@@ -71,7 +81,9 @@ impl fmt::Display for Member {
             Member::User(email) => write!(f, "user:{email}"),
             Member::Group(group) => write!(f, "group:{group}"),
             Member::Domain(domain) => write!(f, "domain:{domain}"),
-            Member::ServiceAccount { namespace, name } => write!(f, "serviceAccount:{namespace}/{name}"),
+            Member::ServiceAccount { namespace, name } => {
+                write!(f, "serviceAccount:{namespace}/{name}")
+            }
             Member::AllAuthenticatedUsers => f.write_str("allAuthenticatedUsers"),
             Member::AllUsers => f.write_str("allUsers"),
         }
@@ -98,7 +110,9 @@ pub struct AccessPolicy {
 impl AccessPolicy {
     /// Whether a request with no identity may pass on `path` (a normalised path).
     pub fn admits_anonymous(&self, path: &str) -> bool {
-        self.public_paths.iter().any(|prefix| super::path::has_prefix(path, prefix))
+        self.public_paths
+            .iter()
+            .any(|prefix| super::path::has_prefix(path, prefix))
             || self
                 .rules
                 .iter()
@@ -123,7 +137,10 @@ mod tests {
             let member: Member = text.parse().expect(text);
             assert_eq!(member.to_string(), text);
         }
-        assert_eq!("user:Alice@Example.COM".parse(), Ok(Member::User("alice@example.com".into())));
+        assert_eq!(
+            "user:Alice@Example.COM".parse(),
+            Ok(Member::User("alice@example.com".into()))
+        );
     }
 
     #[test]
@@ -147,14 +164,29 @@ mod tests {
 
     #[test]
     fn only_unconditional_all_users_or_public_paths_admit_anonymous_requests() {
-        let rule = |member: Member, conditional| AccessRule { members: vec![member], conditional };
-        let open = AccessPolicy { rules: vec![rule(Member::AllUsers, false)], public_paths: vec![] };
+        let rule = |member: Member, conditional| AccessRule {
+            members: vec![member],
+            conditional,
+        };
+        let open = AccessPolicy {
+            rules: vec![rule(Member::AllUsers, false)],
+            public_paths: vec![],
+        };
         assert!(open.admits_anonymous("/x"));
-        let conditional = AccessPolicy { rules: vec![rule(Member::AllUsers, true)], public_paths: vec![] };
+        let conditional = AccessPolicy {
+            rules: vec![rule(Member::AllUsers, true)],
+            public_paths: vec![],
+        };
         assert!(!conditional.admits_anonymous("/x"));
-        let signed_in = AccessPolicy { rules: vec![rule(Member::AllAuthenticatedUsers, false)], public_paths: vec![] };
+        let signed_in = AccessPolicy {
+            rules: vec![rule(Member::AllAuthenticatedUsers, false)],
+            public_paths: vec![],
+        };
         assert!(!signed_in.admits_anonymous("/x"));
-        let public = AccessPolicy { rules: vec![], public_paths: vec!["/health".into()] };
+        let public = AccessPolicy {
+            rules: vec![],
+            public_paths: vec!["/health".into()],
+        };
         assert!(public.admits_anonymous("/health/live"));
         assert!(!public.admits_anonymous("/healthz"));
     }

@@ -21,7 +21,11 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(name: String, upstreams: Vec<Upstream>) -> Self {
-        Backend { name, upstreams, next: AtomicUsize::new(0) }
+        Backend {
+            name,
+            upstreams,
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// The next upstream in round-robin order; `None` when the Service has no ready endpoint.
@@ -40,14 +44,24 @@ mod tests {
     use super::*;
 
     fn upstream(authority: &str) -> Upstream {
-        Upstream { authority: authority.parse().expect("valid authority") }
+        Upstream {
+            authority: authority.parse().expect("valid authority"),
+        }
     }
 
     #[test]
     fn picks_rotate_over_every_endpoint() {
-        let backend = Backend::new("ns/svc:80".into(), vec![upstream("10.0.0.1:80"), upstream("10.0.0.2:80")]);
-        let picks: Vec<String> = (0..4).map(|_| backend.pick().expect("has endpoints").authority.to_string()).collect();
-        assert_eq!(picks, ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.1:80", "10.0.0.2:80"]);
+        let backend = Backend::new(
+            "ns/svc:80".into(),
+            vec![upstream("10.0.0.1:80"), upstream("10.0.0.2:80")],
+        );
+        let picks: Vec<String> = (0..4)
+            .map(|_| backend.pick().expect("has endpoints").authority.to_string())
+            .collect();
+        assert_eq!(
+            picks,
+            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.1:80", "10.0.0.2:80"]
+        );
     }
 
     #[test]

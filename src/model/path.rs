@@ -28,7 +28,8 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
         return Err(PathError::NotAbsolute);
     }
     let decoded = decode_safe(raw)?;
-    let ends_with_separator = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let ends_with_separator =
+        decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded.split('/') {
         match segment {
@@ -174,7 +175,11 @@ mod tests {
             ("/api/v2", "/api/v1", false),
         ];
         for (path, prefix, want) in cases {
-            assert_eq!(has_prefix(path, prefix), *want, "has_prefix({path:?}, {prefix:?})");
+            assert_eq!(
+                has_prefix(path, prefix),
+                *want,
+                "has_prefix({path:?}, {prefix:?})"
+            );
         }
     }
 }

@@ -16,7 +16,10 @@ pub enum RouteAction {
     /// Forward to the backend once the request is admitted.
     Forward(Arc<Backend>),
     /// The resource behind the route is invalid: answer with the problem, never forward.
-    FailClosed { code: Option<ErrorCode>, reason: String },
+    FailClosed {
+        code: Option<ErrorCode>,
+        reason: String,
+    },
 }
 
 /// One host + path prefix and what serves it.
@@ -78,7 +81,9 @@ impl RoutingTable {
 pub fn canonical_host(host: &str) -> std::borrow::Cow<'_, str> {
     let without_port = match host.rsplit_once(':') {
         // An IPv6 literal keeps its brackets; only a port after `]` is stripped.
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name,
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
         _ => host,
     };
     let trimmed = without_port.strip_suffix('.').unwrap_or(without_port);
@@ -99,11 +104,18 @@ impl RoutingTableBuilder {
     /// Adds a route. The caller has already resolved conflicts: one route per host and prefix.
     pub fn add_route(&mut self, route: Route) {
         let host = canonical_host(&route.host).into_owned();
-        self.table.hosts.entry(host).or_default().push(Arc::new(route));
+        self.table
+            .hosts
+            .entry(host)
+            .or_default()
+            .push(Arc::new(route));
     }
 
     pub fn add_certificate(&mut self, server_name: &str, key: Arc<CertifiedKey>) {
-        self.table.certificates.by_name.insert(canonical_host(server_name).into_owned(), key);
+        self.table
+            .certificates
+            .by_name
+            .insert(canonical_host(server_name).into_owned(), key);
     }
 
     pub fn build(mut self) -> RoutingTable {
@@ -125,7 +137,10 @@ mod tests {
             host: host.into(),
             prefix: prefix.into(),
             access: Arc::default(),
-            action: RouteAction::FailClosed { code: None, reason: "test".into() },
+            action: RouteAction::FailClosed {
+                code: None,
+                reason: "test".into(),
+            },
         }
     }
 

@@ -1,0 +1,98 @@
+//! Prometheus metrics, served on the admin port. Labels never carry user data: routes are named by
+//! their IapPolicy, never by path or host.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Requests answered, by route (IapPolicy `namespace/name`, `-` when nothing matched) and status.
+    pub requests: IntCounterVec,
+    /// Time until the upstream's response headers arrived, by route.
+    pub upstream_latency: HistogramVec,
+    /// Time to build one routing table.
+    pub table_build: Histogram,
+    /// Objects the index holds, by kind.
+    pub objects: IntGaugeVec,
+    /// Manifest documents that could not be read.
+    pub manifest_errors: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "kube_iap_requests_total",
+                "Requests answered, by route and HTTP status.",
+            ),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "kube_iap_upstream_latency_seconds",
+                "Time from forwarding a request to receiving the upstream's response headers.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let table_build = Histogram::with_opts(
+            HistogramOpts::new(
+                "kube_iap_table_build_seconds",
+                "Time to build a routing table.",
+            )
+            .buckets(vec![
+                0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+        )
+        .expect("valid metric");
+        let objects = IntGaugeVec::new(
+            Opts::new("kube_iap_objects", "Objects in the index, by kind."),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let manifest_errors = IntCounter::new(
+            "kube_iap_manifest_errors_total",
+            "Manifest documents that could not be read (local mode).",
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_latency.clone()),
+            Box::new(table_build.clone()),
+            Box::new(objects.clone()),
+            Box::new(manifest_errors.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            upstream_latency,
+            table_build,
+            objects,
+            manifest_errors,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .expect("text encoding of gathered metrics cannot fail")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

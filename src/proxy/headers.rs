@@ -1,0 +1,175 @@
+//! Header hygiene between client and upstream: identity headers a client sends are dropped,
+//! hop-by-hop headers stay on their hop, and the forwarding headers say where the request came from.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Prefix of the identity headers kube-iap asserts to backends.
+pub const IDENTITY_PREFIX: &str = "x-kube-iap-";
+/// Prefixes of the Google IAP headers a backend written for Google IAP trusts.
+const GOOGLE_IDENTITY_PREFIXES: [&str; 2] = ["x-goog-authenticated-user-", "x-goog-iap-"];
+
+/// Header names are case-insensitive and the `http` crate stores them lower-case, so a prefix test
+/// catches every spelling, and `remove` drops every duplicate.
+pub fn strip_identity_headers(headers: &mut HeaderMap) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            name.starts_with(IDENTITY_PREFIX)
+                || GOOGLE_IDENTITY_PREFIXES.iter().any(|p| name.starts_with(p))
+        })
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names. `Upgrade` is kept
+/// only for an upgrade being passed through, with `Connection: upgrade` restored.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named.into_iter().chain(HOP_BY_HOP) {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Whether the client asks to switch protocols (WebSocket) on an HTTP/1.1 request.
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    let connection_says_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    connection_says_upgrade && headers.contains_key(header::UPGRADE)
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host`. Client-sent values are replaced, not extended: no proxy in
+/// front of kube-iap is trusted unless configured, so a client cannot plant an address.
+pub fn set_forwarding_headers(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: &str) {
+    headers.remove(HeaderName::from_static("forwarded"));
+    headers.insert(
+        HeaderName::from_static("x-forwarded-for"),
+        HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    if let Ok(value) = HeaderValue::from_str(host) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn identity_headers_in_any_case_and_any_number_are_removed() {
+        let mut map = headers(&[
+            ("X-Kube-Iap-Authenticated-User-Email", "ceo@example.com"),
+            ("x-kube-iap-authenticated-user-email", "second@example.com"),
+            ("X-KUBE-IAP-JWT-ASSERTION", "forged"),
+            (
+                "x-goog-authenticated-user-email",
+                "accounts.google.com:ceo@example.com",
+            ),
+            ("x-goog-iap-jwt-assertion", "forged"),
+            ("x-goog-api-client", "kept"),
+            ("accept", "text/html"),
+        ]);
+        strip_identity_headers(&mut map);
+        let left: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-goog-api-client", "accept"]);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_by_connection_are_removed() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Bearer abc"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut map, false);
+        let left: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["accept"]);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_upgrade_and_connection_upgrade() {
+        let mut map = headers(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "k"),
+        ]);
+        assert!(is_upgrade_request(&map));
+        strip_hop_by_hop(&mut map, true);
+        assert_eq!(map.get("upgrade").unwrap(), "websocket");
+        assert_eq!(map.get("connection").unwrap(), "upgrade");
+        assert_eq!(map.get("sec-websocket-key").unwrap(), "k");
+    }
+
+    #[test]
+    fn forwarding_headers_replace_what_the_client_claimed() {
+        let mut map = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        set_forwarding_headers(
+            &mut map,
+            "127.0.0.9".parse().unwrap(),
+            false,
+            "app.example.com",
+        );
+        assert_eq!(map.get("x-forwarded-for").unwrap(), "127.0.0.9");
+        assert_eq!(map.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(map.get("x-forwarded-host").unwrap(), "app.example.com");
+        assert!(map.get("forwarded").is_none());
+    }
+}

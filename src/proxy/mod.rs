@@ -1,0 +1,77 @@
+//! The data plane: accepts connections, and for each request routes, admits and forwards. It reads
+//! only the routing model ([`crate::model`]); it never sees Kubernetes types.
+
+mod forward;
+mod handler;
+pub mod headers;
+pub mod pages;
+mod request_id;
+mod server;
+mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+
+use crate::metrics::Metrics;
+use crate::model::RoutingTable;
+
+pub use server::{serve_plain, serve_tls};
+pub use tls::server_config;
+
+/// The body of every response the proxy sends: generated pages and streamed upstream bodies alike.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// The table the data plane reads: swapped whole on every change, read lock-free per request.
+pub type SharedTable = Arc<ArcSwap<RoutingTable>>;
+
+/// Settings of the data plane.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Time allowed to open a connection to an upstream.
+    pub connect_timeout: Duration,
+    /// Time allowed for an upstream to send its response headers.
+    pub response_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    pub pool_idle_timeout: Duration,
+    /// Time allowed for a client to send request headers.
+    pub header_read_timeout: Duration,
+    /// Whether to write one access-log line per request.
+    pub access_log: bool,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(90),
+            header_read_timeout: Duration::from_secs(30),
+            access_log: true,
+        }
+    }
+}
+
+/// Shared state of every connection.
+pub struct Proxy {
+    table: SharedTable,
+    upstream: forward::UpstreamClient,
+    metrics: Arc<Metrics>,
+    config: ProxyConfig,
+    request_ids: request_id::RequestIds,
+}
+
+impl Proxy {
+    pub fn new(table: SharedTable, metrics: Arc<Metrics>, config: ProxyConfig) -> Arc<Self> {
+        Arc::new(Proxy {
+            table,
+            upstream: forward::UpstreamClient::new(&config),
+            metrics,
+            config,
+            request_ids: request_id::RequestIds::new(),
+        })
+    }
+}

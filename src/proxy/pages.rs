@@ -1,0 +1,209 @@
+//! Every response the proxy generates itself. One enum names each case; one function turns it into
+//! a response, HTML for browsers and JSON for everyone else, marked with
+//! `x-kube-iap-generated-response: true`. Nothing secret goes in: no header values, no cookies, no
+//! tokens, no internal reasons (those go to the log).
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::ProxyBody;
+use crate::error_codes::ErrorCode;
+
+pub const GENERATED_HEADER: &str = "x-kube-iap-generated-response";
+
+/// Why the proxy answers instead of the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The request has no usable Host.
+    MissingHost,
+    /// The path cannot be normalised.
+    BadPath(String),
+    /// No route for this host and path.
+    NoRoute,
+    /// A reserved `/_iap/` path that does not exist.
+    UnknownReservedPath,
+    /// The route's resource is invalid; it fails closed.
+    Misconfigured(Option<ErrorCode>),
+    /// Authentication is required and none was presented.
+    Unauthenticated,
+    /// The backend Service has no ready endpoint.
+    NoHealthyUpstream,
+    /// The backend refused or dropped the connection.
+    UpstreamUnavailable,
+    /// The backend did not answer in time.
+    UpstreamTimeout,
+}
+
+impl Answer {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Answer::MissingHost | Answer::BadPath(_) => StatusCode::BAD_REQUEST,
+            Answer::NoRoute | Answer::UnknownReservedPath => StatusCode::NOT_FOUND,
+            Answer::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Answer::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Answer::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            Answer::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Answer::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Answer::Misconfigured(code) => *code,
+            _ => None,
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Answer::MissingHost => "Bad request",
+            Answer::BadPath(_) => "Bad request",
+            Answer::NoRoute => "Not found",
+            Answer::UnknownReservedPath => "Not found",
+            Answer::Misconfigured(_) => "This application is not configured correctly",
+            Answer::Unauthenticated => "Authentication required",
+            Answer::NoHealthyUpstream => "Service unavailable",
+            Answer::UpstreamUnavailable => "Bad gateway",
+            Answer::UpstreamTimeout => "Gateway timeout",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Answer::MissingHost => "The request names no host.".into(),
+            Answer::BadPath(reason) => format!("The request path is not valid: {reason}."),
+            Answer::NoRoute => "No application is served at this address.".into(),
+            Answer::UnknownReservedPath => "Paths under /_iap/ belong to kube-iap, and this one does not exist.".into(),
+            Answer::Misconfigured(Some(code)) => format!("{} {}", code.headline(), code.info().remedy),
+            Answer::Misconfigured(None) => {
+                "The IapPolicy for this address is invalid, so access is closed. Its status says why.".into()
+            }
+            Answer::Unauthenticated => "This application requires authentication. Send an OpenID Connect ID token \
+                 in the Authorization header (Authorization: Bearer ID_TOKEN), or sign in with a browser."
+                .into(),
+            Answer::NoHealthyUpstream => "The application has no ready instance. Try again shortly.".into(),
+            Answer::UpstreamUnavailable => "The application could not be reached.".into(),
+            Answer::UpstreamTimeout => "The application did not answer in time.".into(),
+        }
+    }
+}
+
+/// Whether the client prefers a page over JSON.
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.contains("text/html"))
+}
+
+pub fn respond(answer: &Answer, html: bool, request_id: &str) -> Response<ProxyBody> {
+    let status = answer.status();
+    let (content_type, body) = if html {
+        (
+            "text/html; charset=utf-8",
+            html_page(answer, status, request_id),
+        )
+    } else {
+        ("application/json", json_body(answer, status, request_id))
+    };
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(GENERATED_HEADER, HeaderValue::from_static("true"));
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", id);
+    }
+    if *answer == Answer::Unauthenticated {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"kube-iap\""),
+        );
+    }
+    response
+}
+
+fn json_body(answer: &Answer, status: StatusCode, request_id: &str) -> String {
+    let body = serde_json::json!({
+        "error": {
+            "status": status.as_u16(),
+            "title": answer.title(),
+            "message": answer.detail(),
+            "errorCode": answer.code().map(ErrorCode::number),
+            "requestId": request_id,
+        }
+    });
+    body.to_string()
+}
+
+fn html_page(answer: &Answer, status: StatusCode, request_id: &str) -> String {
+    let code_line = match answer.code() {
+        Some(code) => format!("<p class=\"code\">Error code {}</p>", code.number()),
+        None => String::new(),
+    };
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{status} {title}</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+.code{{font-weight:bold}}.meta{{color:#666;font-size:.85rem}}</style></head>\
+<body><h1>{title}</h1>{code_line}<p>{detail}</p>\
+<p class=\"meta\">HTTP {status_num} · request {request_id} · kube-iap</p></body></html>\n",
+        status = status.as_u16(),
+        status_num = status.as_u16(),
+        title = escape(answer.title()),
+        detail = escape(&answer.detail()),
+        request_id = escape(request_id),
+    )
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn misconfigured_routes_show_their_error_code_in_both_formats() {
+        let answer = Answer::Misconfigured(Some(ErrorCode::OAuthClientCredentialsMissing));
+        let html = html_page(&answer, answer.status(), "req-1");
+        assert!(html.contains("Error code 7"), "{html}");
+        let json: serde_json::Value =
+            serde_json::from_str(&json_body(&answer, answer.status(), "req-1")).unwrap();
+        assert_eq!(json["error"]["errorCode"], 7);
+        assert_eq!(json["error"]["status"], 500);
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape("<script>\"x\"&'"),
+            "&lt;script&gt;&quot;x&quot;&amp;&#39;"
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! `kube-iap serve`: the proxy, the admin port and a manifests folder, wired together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::admin::{self, Admin};
+use crate::metrics::Metrics;
+use crate::proxy::{self, Proxy, ProxyConfig};
+use crate::publish::Published;
+use crate::shutdown::until_stopped;
+use crate::source::files::FolderSource;
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub manifests: PathBuf,
+    pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    pub reload_interval: Duration,
+    pub proxy: ProxyConfig,
+}
+
+/// A started server: its bound addresses, and the handle that stops it.
+pub struct Running {
+    pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    pub published: Arc<Published>,
+    pub metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets open requests finish (bounded), and returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Runs until ctrl-c or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+/// Binds every listener, loads the folder once, then serves in background tasks.
+pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    anyhow::ensure!(
+        config.manifests.is_dir(),
+        "the manifests folder {} does not exist or is not a folder",
+        config.manifests.display()
+    );
+    let http = match config.http_addr {
+        Some(addr) => Some(bind(addr, "HTTP").await?),
+        None => None,
+    };
+    let https = match config.https_addr {
+        Some(addr) => Some(bind(addr, "HTTPS").await?),
+        None => None,
+    };
+    let admin_listener = bind(config.admin_addr, "the admin port").await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let published = Published::new();
+    let mut source = FolderSource::new(config.manifests.clone());
+    source.reload(&published, &metrics);
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let proxy = Proxy::new(
+        published.table.clone(),
+        metrics.clone(),
+        config.proxy.clone(),
+    );
+    let mut tasks = JoinSet::new();
+    let running_addrs = (
+        http.as_ref().map(|l| l.local_addr()).transpose()?,
+        https.as_ref().map(|l| l.local_addr()).transpose()?,
+        admin_listener.local_addr()?,
+    );
+    if let Some(listener) = http {
+        tasks.spawn(proxy::serve_plain(
+            listener,
+            proxy.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
+    if let Some(listener) = https {
+        let tls = proxy::server_config(published.table.clone());
+        tasks.spawn(proxy::serve_tls(
+            listener,
+            tls,
+            proxy.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
+    let admin = Arc::new(Admin {
+        published: published.clone(),
+        metrics: metrics.clone(),
+    });
+    tasks.spawn(admin::serve(admin_listener, admin, shutdown_rx.clone()));
+    {
+        let (published, metrics, mut stop) =
+            (published.clone(), metrics.clone(), shutdown_rx.clone());
+        let interval = config.reload_interval;
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = source.run(interval, published, metrics) => {}
+                _ = until_stopped(&mut stop) => {}
+            }
+        });
+    }
+
+    let (http_addr, https_addr, admin_addr) = running_addrs;
+    for (name, addr) in [
+        ("http", http_addr),
+        ("https", https_addr),
+        ("admin", Some(admin_addr)),
+    ] {
+        if let Some(addr) = addr {
+            tracing::info!(listener = name, %addr, "listening");
+        }
+    }
+    Ok(Running {
+        http_addr,
+        https_addr,
+        admin_addr,
+        published,
+        metrics,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler only fails outside a Tokio runtime");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,352 @@
+//! The proxy end to end: a server started from a manifests folder, real backends on loopback.
+
+mod support;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use support::manifests::{self, write};
+use support::{backends, get, send, start_server};
+
+/// A folder with a healthy client, an open `public.test` and a protected `private.test`, both
+/// served by one echo backend.
+async fn standard_world() -> (tempfile::TempDir, std::net::SocketAddr) {
+    let backend = backends::echo("web").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "client.yaml", &manifests::oauth_client());
+    write(
+        dir.path(),
+        "web.yaml",
+        &manifests::service("web", backend.port()),
+    );
+    write(
+        dir.path(),
+        "policies.yaml",
+        &format!(
+            "{}---\n{}",
+            manifests::policy("public", "public.test", "web", &["allUsers"]),
+            manifests::policy("private", "private.test", "web", &["allAuthenticatedUsers"])
+        ),
+    );
+    (dir, backend)
+}
+
+#[tokio::test]
+async fn an_all_users_route_forwards_with_the_normalised_path_and_forwarding_headers() {
+    let (dir, _backend) = standard_world().await;
+    let server = start_server(dir.path()).await;
+    let http = server.http_addr.expect("http listener");
+
+    let reply = get(
+        http,
+        "Public.Test:8080",
+        "/a/../b//c%2Fd?x=1&y=%2F",
+        &[("cookie", "app=1")],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let echo = reply.json();
+    assert_eq!(echo["backend"], "web");
+    assert_eq!(echo["path"], "/b/c/d");
+    assert_eq!(echo["query"], "x=1&y=%2F");
+    assert_eq!(echo["headers"]["host"], "Public.Test:8080");
+    assert_eq!(echo["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(
+        echo["headers"]["cookie"], "app=1",
+        "the app's own cookies pass untouched"
+    );
+    assert!(echo["headers"]["x-request-id"].is_string());
+    assert_eq!(reply.header("set-cookie"), Some("app_session=kept; Path=/"));
+    assert!(
+        reply.header("x-kube-iap-generated-response").is_none(),
+        "a forwarded response is not generated"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn spoofed_identity_headers_never_reach_the_backend() {
+    let (dir, _backend) = standard_world().await;
+    let server = start_server(dir.path()).await;
+    let reply = get(
+        server.http_addr.unwrap(),
+        "public.test",
+        "/",
+        &[
+            ("X-Kube-Iap-Authenticated-User-Email", "ceo@example.com"),
+            ("x-kube-iap-authenticated-user-email", "cfo@example.com"),
+            ("X-KUBE-IAP-JWT-ASSERTION", "forged"),
+            (
+                "x-goog-authenticated-user-email",
+                "accounts.google.com:ceo@example.com",
+            ),
+            ("x-goog-iap-jwt-assertion", "forged"),
+            ("x-forwarded-for", "10.1.2.3"),
+            ("connection", "x-custom-hop"),
+            ("x-custom-hop", "1"),
+        ],
+    )
+    .await;
+    let headers = &reply.json()["headers"];
+    for name in [
+        "x-kube-iap-authenticated-user-email",
+        "x-kube-iap-jwt-assertion",
+        "x-goog-authenticated-user-email",
+        "x-goog-iap-jwt-assertion",
+        "x-custom-hop",
+    ] {
+        assert!(
+            headers.get(name).is_none(),
+            "{name} reached the backend: {headers}"
+        );
+    }
+    assert_eq!(
+        headers["x-forwarded-for"], "127.0.0.1",
+        "a client cannot plant its address"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_protected_route_fails_closed_with_401_and_generated_pages_follow_accept() {
+    let (dir, _backend) = standard_world().await;
+    let server = start_server(dir.path()).await;
+    let http = server.http_addr.unwrap();
+
+    let json = get(
+        http,
+        "private.test",
+        "/secret",
+        &[("accept", "application/json")],
+    )
+    .await;
+    assert_eq!(json.status, 401);
+    assert_eq!(
+        json.header("www-authenticate"),
+        Some("Bearer realm=\"kube-iap\"")
+    );
+    assert_eq!(json.header("x-kube-iap-generated-response"), Some("true"));
+    assert_eq!(json.header("content-type"), Some("application/json"));
+    assert_eq!(json.json()["error"]["status"], 401);
+
+    let html = get(
+        http,
+        "private.test",
+        "/secret",
+        &[("accept", "text/html,application/xhtml+xml")],
+    )
+    .await;
+    assert_eq!(html.status, 401);
+    assert!(
+        html.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(html.text().contains("Authentication required"));
+
+    let post = send(
+        http,
+        "POST",
+        "private.test",
+        "/form",
+        &[],
+        Bytes::from_static(b"a=1"),
+    )
+    .await;
+    assert_eq!(post.status, 401);
+
+    let missing = get(http, "nobody.test", "/", &[]).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(
+        missing.header("x-kube-iap-generated-response"),
+        Some("true")
+    );
+
+    let reserved = get(http, "public.test", "/_iap/nothing", &[]).await;
+    assert_eq!(reserved.status, 404, "reserved paths are never forwarded");
+    assert_eq!(
+        reserved.header("x-kube-iap-generated-response"),
+        Some("true")
+    );
+
+    let bad = get(http, "public.test", "/a%00b", &[]).await;
+    assert_eq!(bad.status, 400);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn backend_failures_get_502_and_503_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = backends::closed_port().await;
+    write(dir.path(), "client.yaml", &manifests::oauth_client());
+    write(dir.path(), "down.yaml", &manifests::service("down", closed));
+    write(
+        dir.path(),
+        "p1.yaml",
+        &manifests::policy("down", "down.test", "down", &["allUsers"]),
+    );
+    write(
+        dir.path(),
+        "empty.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec: {ports: [{port: 80}]}\n",
+    );
+    write(
+        dir.path(),
+        "p2.yaml",
+        &manifests::policy("empty", "empty.test", "empty", &["allUsers"]),
+    );
+    let server = start_server(dir.path()).await;
+    let http = server.http_addr.unwrap();
+
+    let down = get(http, "down.test", "/", &[]).await;
+    assert_eq!(down.status, 502, "{}", down.text());
+    assert_eq!(down.header("x-kube-iap-generated-response"), Some("true"));
+    let empty = get(http, "empty.test", "/", &[("accept", "text/html")]).await;
+    assert_eq!(empty.status, 503);
+    assert!(empty.text().contains("no ready instance"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_broken_oauth_client_fails_its_routes_closed_with_code_7_without_leaking_the_secret() {
+    let backend = backends::echo("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "client.yaml",
+        &manifests::oauth_client().replace("clientId: test-client", "clientId: \"\""),
+    );
+    write(
+        dir.path(),
+        "web.yaml",
+        &manifests::service("web", backend.port()),
+    );
+    write(
+        dir.path(),
+        "p.yaml",
+        &manifests::policy("app", "app.test", "web", &["allUsers"]),
+    );
+    let server = start_server(dir.path()).await;
+
+    let reply = get(
+        server.http_addr.unwrap(),
+        "app.test",
+        "/",
+        &[("accept", "text/html")],
+    )
+    .await;
+    assert_eq!(reply.status, 500);
+    assert!(reply.text().contains("Error code 7"), "{}", reply.text());
+    assert!(!reply.text().contains("do-not-leak-this"));
+
+    let status = get(server.admin_addr, "admin", "/status", &[]).await.json();
+    let text = status.to_string();
+    assert!(
+        !text.contains("do-not-leak-this"),
+        "the secret never appears in /status"
+    );
+    let find = |kind: &str, name: &str| {
+        status["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["kind"] == kind && o["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{kind} {name} in {status}"))
+    };
+    assert_eq!(find("OAuthClient", "idp")["status"]["errorCode"], 7);
+    assert_eq!(find("IapPolicy", "app")["status"]["errorCode"], 7);
+    let message = find("IapPolicy", "app")["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.starts_with("Error code 7:"), "{message}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_large_upload_streams_through_without_buffering() {
+    let (dir, _backend) = standard_world().await;
+    let server = start_server(dir.path()).await;
+    const CHUNK: usize = 256 * 1024;
+    const CHUNKS: usize = 4096; // 1 GiB
+    let chunk = Bytes::from(vec![b'x'; CHUNK]);
+    let body =
+        http_body_util::StreamBody::new(futures_util::stream::iter((0..CHUNKS).map(move |_| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))
+        })));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let peak_before = peak_rss_kib();
+    let request = http::Request::post(format!("http://{}/count", server.http_addr.unwrap()))
+        .header("host", "public.test")
+        .body(body)
+        .unwrap();
+    let response = client.request(request).await.expect("upload");
+    assert_eq!(response.status(), 200);
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(echo["bodyBytes"], (CHUNK * CHUNKS) as u64);
+    let growth_mib = (peak_rss_kib() - peak_before) / 1024;
+    assert!(
+        growth_mib < 64,
+        "peak memory grew by {growth_mib} MiB while streaming 1 GiB"
+    );
+    server.shutdown().await;
+}
+
+fn peak_rss_kib() -> i64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM line");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn websocket_upgrades_pass_through() {
+    let ws_backend = backends::websocket_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "client.yaml", &manifests::oauth_client());
+    write(
+        dir.path(),
+        "ws.yaml",
+        &manifests::service("ws", ws_backend.port()),
+    );
+    write(
+        dir.path(),
+        "p.yaml",
+        &manifests::policy("ws", "ws.test", "ws", &["allUsers"]),
+    );
+    let server = start_server(dir.path()).await;
+
+    let stream = tokio::net::TcpStream::connect(server.http_addr.unwrap())
+        .await
+        .unwrap();
+    let request = http::Request::get("ws://ws.test/socket")
+        .header("host", "ws.test")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    let (mut socket, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("upgrade through the proxy");
+    assert_eq!(response.status(), 101);
+    for text in ["hello", "again"] {
+        socket.send(text.into()).await.unwrap();
+        let reply = socket.next().await.expect("a reply").expect("a message");
+        assert_eq!(reply.to_text().unwrap(), format!("echo:{text}"));
+    }
+    socket.close(None).await.unwrap();
+    server.shutdown().await;
+}

@@ -1,0 +1,114 @@
+//! Real backends on 127.0.0.1:0: an HTTP echo server and a WebSocket echo server.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// An HTTP backend that answers every request with JSON describing it: `name`, method, path,
+/// query and headers. `POST /count` reads the body as a stream and answers its length.
+pub async fn echo(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("backend address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(move |request| answer(name, request));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn answer(
+    name: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let (parts, mut body) = request.into_parts();
+    let mut received: u64 = 0;
+    // Count frame by frame; the body is never held in memory.
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            received += data.len() as u64;
+        }
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .keys()
+        .map(|key| {
+            let values: Vec<_> = parts
+                .headers
+                .get_all(key)
+                .iter()
+                .map(|v| v.to_str().unwrap_or("?").to_string())
+                .collect();
+            (key.to_string(), serde_json::Value::from(values.join(", ")))
+        })
+        .collect();
+    let reply = serde_json::json!({
+        "backend": name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "bodyBytes": received,
+    });
+    let mut response = Response::new(Full::new(Bytes::from(reply.to_string())));
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().expect("valid"));
+    response.headers_mut().insert(
+        "set-cookie",
+        "app_session=kept; Path=/".parse().expect("valid"),
+    );
+    Ok(response)
+}
+
+/// A WebSocket backend that echoes every message back, prefixed with `echo:`.
+pub async fn websocket_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind ws backend");
+    let addr = listener.local_addr().expect("ws backend address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = socket.next().await {
+                    if message.is_text() {
+                        let text = format!("echo:{}", message.to_text().unwrap_or_default());
+                        if socket.send(text.into()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A port on which nothing listens.
+pub async fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("address").port()
+}

@@ -1,0 +1,73 @@
+//! YAML manifests for tests, written the way a user writes them.
+
+use std::path::Path;
+
+/// An OAuthClient `idp` with its Secret: a healthy client.
+pub fn oauth_client() -> String {
+    r#"apiVersion: kube-iap.io/v1alpha1
+kind: OAuthClient
+metadata: {name: idp, namespace: default}
+spec:
+  issuer: http://127.0.0.1:1
+  clientId: test-client
+  clientSecretRef: {name: idp-secret, key: client-secret}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: idp-secret, namespace: default}
+stringData: {client-secret: do-not-leak-this}
+"#
+    .to_string()
+}
+
+/// A Service `name` on port 80 whose EndpointSlice points at 127.0.0.1:`port`.
+pub fn service(name: &str, port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints:
+  - addresses: ["127.0.0.1"]
+    conditions: {{ready: true}}
+"#
+    )
+}
+
+/// An IapPolicy `name` serving `host` from Service `service` port 80 to `members`.
+pub fn policy(name: &str, host: &str, service: &str, members: &[&str]) -> String {
+    let members = members
+        .iter()
+        .map(|m| format!("\"{m}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"apiVersion: kube-iap.io/v1alpha1
+kind: IapPolicy
+metadata: {{name: {name}, namespace: default}}
+spec:
+  oauthClientRef: {{name: idp}}
+  hosts: ["{host}"]
+  backend: {{service: {service}, port: 80}}
+  access:
+    - members: [{members}]
+"#
+    )
+}
+
+pub fn write(dir: &Path, file: &str, text: &str) {
+    // Write then rename, as editors and ConfigMap mounts do, so a reload never sees half a file.
+    let temporary = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&temporary, text).expect("write manifest");
+    std::fs::rename(&temporary, dir.join(file)).expect("rename manifest");
+}
