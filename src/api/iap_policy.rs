@@ -9,6 +9,8 @@ const MEMBER_RULE: &str = "self.all(m, m.matches('^(user:[^@ ]+@[^@ ]+|group:[^ 
 
 /// What kube-iap protects and who gets in: hosts and paths, the backend Service, the OAuth
 /// client users sign in with, and the access rules.
+// kube's printcolumn(...) lists repeat the same keys by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "kube-iap.io",

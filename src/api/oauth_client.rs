@@ -6,6 +6,8 @@ use super::OAuthClientStatus;
 
 /// An OpenID Connect client registration at the organisation's identity provider. IapPolicies name
 /// it in `oauthClientRef`; browsers sign in through it and bearer ID tokens are checked against it.
+// kube's printcolumn(...) lists repeat the same keys by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "kube-iap.io",

@@ -55,7 +55,7 @@ impl Proxy {
         let status = response.status().as_u16();
         self.metrics
             .requests
-            .with_label_values(&[outcome.route.as_str(), status_label(status)])
+            .with_label_values(&[outcome.route.as_str(), response.status().as_str()])
             .inc();
         if self.config.access_log {
             tracing::info!(
@@ -146,32 +146,4 @@ fn request_host<B>(request: &Request<B>) -> Option<&str> {
         .to_str()
         .ok()
         .filter(|host| !host.is_empty())
-}
-
-/// Status label without allocating per request.
-fn status_label(status: u16) -> &'static str {
-    match status {
-        101 => "101",
-        200 => "200",
-        201 => "201",
-        204 => "204",
-        301 => "301",
-        302 => "302",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        429 => "429",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
 }

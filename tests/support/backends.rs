@@ -112,3 +112,48 @@ pub async fn closed_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     listener.local_addr().expect("address").port()
 }
+
+/// A backend that signals `arrived` when a request reaches it and answers only once `release`
+/// is notified, for requests in flight.
+pub struct Gated {
+    pub addr: SocketAddr,
+    pub arrived: std::sync::Arc<tokio::sync::Notify>,
+    pub release: std::sync::Arc<tokio::sync::Notify>,
+}
+
+pub async fn gated(name: &'static str) -> Gated {
+    let arrived = std::sync::Arc::new(tokio::sync::Notify::new());
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind gated backend");
+    let addr = listener.local_addr().expect("gated backend address");
+    let (arrive, gate) = (arrived.clone(), release.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (arrive, gate) = (arrive.clone(), gate.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let (arrive, gate) = (arrive.clone(), gate.clone());
+                    async move {
+                        // notify_one keeps a permit, so neither side can miss the other.
+                        arrive.notify_one();
+                        gate.notified().await;
+                        answer(name, request).await
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Gated {
+        addr,
+        arrived,
+        release,
+    }
+}

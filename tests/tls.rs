@@ -1,0 +1,164 @@
+//! HTTPS: the certificate is chosen by SNI from the policies' TLS Secrets, and HTTP/2 is offered
+//! by ALPN.
+
+mod support;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use support::manifests::{self, write};
+use support::{backends, start_server};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+struct TestCert {
+    der: CertificateDer<'static>,
+    secret_yaml: String,
+}
+
+fn certificate(host: &str, secret: &str) -> TestCert {
+    let generated =
+        rcgen::generate_simple_self_signed(vec![host.to_string()]).expect("generate cert");
+    let indent = |pem: String| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let secret_yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {secret}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(generated.cert.pem()),
+        indent(generated.signing_key.serialize_pem()),
+    );
+    TestCert {
+        der: generated.cert.der().clone(),
+        secret_yaml,
+    }
+}
+
+fn tls_policy(name: &str, host: &str, secret: &str) -> String {
+    format!(
+        "{}  tls: {{secretName: {secret}}}\n",
+        manifests::policy(name, host, "web", &["allUsers"])
+    )
+}
+
+async fn connect(
+    addr: std::net::SocketAddr,
+    roots: &[&TestCert],
+    server_name: &str,
+    alpn: &[&[u8]],
+) -> TlsStream<TcpStream> {
+    let mut store = rustls::RootCertStore::empty();
+    for cert in roots {
+        store.add(cert.der.clone()).expect("add root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(server_name.to_string()).unwrap();
+    TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .expect("TLS handshake")
+}
+
+#[tokio::test]
+async fn sni_chooses_between_two_certificates_and_both_http_versions_work() {
+    let backend = backends::echo("web").await;
+    let (alpha, beta) = (
+        certificate("alpha.test", "alpha-tls"),
+        certificate("beta.test", "beta-tls"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "client.yaml", &manifests::oauth_client());
+    write(
+        dir.path(),
+        "web.yaml",
+        &manifests::service("web", backend.port()),
+    );
+    write(
+        dir.path(),
+        "alpha.yaml",
+        &format!(
+            "{}---\n{}",
+            alpha.secret_yaml,
+            tls_policy("alpha", "alpha.test", "alpha-tls")
+        ),
+    );
+    write(
+        dir.path(),
+        "beta.yaml",
+        &format!(
+            "{}---\n{}",
+            beta.secret_yaml,
+            tls_policy("beta", "beta.test", "beta-tls")
+        ),
+    );
+    let server = start_server(dir.path()).await;
+    let https = server.https_addr.expect("https listener");
+
+    // HTTP/1.1 to alpha.test: alpha's certificate, forwarded with x-forwarded-proto https.
+    let stream = connect(https, &[&alpha, &beta], "alpha.test", &[b"http/1.1"]).await;
+    assert_eq!(
+        stream.get_ref().1.peer_certificates().unwrap()[0],
+        alpha.der
+    );
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("/hello")
+        .header("host", "alpha.test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+    assert_eq!(echo["path"], "/hello");
+
+    // HTTP/2 to beta.test: beta's certificate, h2 by ALPN, the Host reaches the backend.
+    let stream = connect(https, &[&alpha, &beta], "beta.test", &[b"h2", b"http/1.1"]).await;
+    assert_eq!(stream.get_ref().1.peer_certificates().unwrap()[0], beta.der);
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("https://beta.test/h2")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(echo["headers"]["host"], "beta.test");
+
+    // A name with no certificate gets no handshake, rather than someone else's certificate.
+    let mut store = rustls::RootCertStore::empty();
+    store.add(alpha.der.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    let stream = TcpStream::connect(https).await.unwrap();
+    let refused = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("gamma.test").unwrap(), stream)
+        .await;
+    assert!(refused.is_err());
+    server.shutdown().await;
+}
