@@ -33,6 +33,9 @@ fn the_data_plane_imports_no_kubernetes_types() {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for (number, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue; // prose may name other layers; only code is checked
+            }
             for needle in forbidden {
                 assert!(
                     !line.contains(needle),
