@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, Admin};
 use crate::metrics::Metrics;
-use crate::proxy::{self, Proxy, ProxyConfig};
+use crate::proxy::{self, ProxyConfig, Workers};
 use crate::publish::Published;
 use crate::shutdown::until_stopped;
 use crate::source::files::FolderSource;
@@ -82,11 +82,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     source.reload(&published, &metrics);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let proxy = Proxy::new(
+    let workers = Arc::new(Workers::start(
+        config.proxy.workers,
         published.table.clone(),
         metrics.clone(),
         config.proxy.clone(),
-    );
+    )?);
     let mut tasks = JoinSet::new();
     let running_addrs = (
         http.as_ref().map(|l| l.local_addr()).transpose()?,
@@ -96,7 +97,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     if let Some(listener) = http {
         tasks.spawn(proxy::serve_plain(
             listener,
-            proxy.clone(),
+            workers.clone(),
             shutdown_rx.clone(),
         ));
     }
@@ -105,7 +106,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         tasks.spawn(proxy::serve_tls(
             listener,
             tls,
-            proxy.clone(),
+            workers.clone(),
             shutdown_rx.clone(),
         ));
     }

@@ -28,6 +28,7 @@ pub struct Connection {
 /// Facts about a handled request for the access log and metrics; never a header value or query.
 struct Outcome {
     route: String,
+    host: String,
     path: String,
 }
 
@@ -43,6 +44,7 @@ impl Proxy {
         let html = pages::wants_html(request.headers());
         let mut outcome = Outcome {
             route: "-".to_string(),
+            host: String::new(),
             path: String::new(),
         };
         let response = match self
@@ -63,6 +65,7 @@ impl Proxy {
                 request_id,
                 peer = %connection.peer,
                 method = %method,
+                host = %outcome.host,
                 path = %outcome.path,
                 status,
                 latency_ms = started.elapsed().as_secs_f64() * 1000.0,

@@ -8,6 +8,7 @@ pub mod pages;
 mod request_id;
 mod server;
 mod tls;
+mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::model::RoutingTable;
 
 pub use server::{serve_plain, serve_tls};
 pub use tls::server_config;
+pub use workers::Workers;
 
 /// The body of every response the proxy sends: generated pages and streamed upstream bodies alike.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -41,6 +43,8 @@ pub struct ProxyConfig {
     pub header_read_timeout: Duration,
     /// Whether to write one access-log line per request.
     pub access_log: bool,
+    /// Worker threads serving connections (thread-per-core).
+    pub workers: usize,
 }
 
 impl Default for ProxyConfig {
@@ -51,6 +55,7 @@ impl Default for ProxyConfig {
             pool_idle_timeout: Duration::from_secs(90),
             header_read_timeout: Duration::from_secs(30),
             access_log: true,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }

@@ -136,16 +136,16 @@ pub fn respond(answer: &Answer, html: bool, request_id: &str) -> Response<ProxyB
 }
 
 fn json_body(answer: &Answer, status: StatusCode, request_id: &str) -> String {
-    let body = serde_json::json!({
-        "error": {
-            "status": status.as_u16(),
-            "title": answer.title(),
-            "message": answer.detail(),
-            "errorCode": answer.code().map(ErrorCode::number),
-            "requestId": request_id,
-        }
+    let mut error = serde_json::json!({
+        "status": status.as_u16(),
+        "title": answer.title(),
+        "message": answer.detail(),
+        "requestId": request_id,
     });
-    body.to_string()
+    if let Some(code) = answer.code() {
+        error["errorCode"] = code.number().into();
+    }
+    serde_json::json!({ "error": error }).to_string()
 }
 
 fn html_page(answer: &Answer, status: StatusCode, request_id: &str) -> String {

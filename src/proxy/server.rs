@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::Proxy;
 use super::handler::Connection;
+use super::workers::Workers;
 
 /// How long open connections get to finish after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,25 +25,25 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves plain HTTP until `shutdown` turns true.
 pub async fn serve_plain(
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    workers: Arc<Workers>,
     shutdown: watch::Receiver<bool>,
 ) {
-    accept_loop(listener, proxy, shutdown, None).await
+    accept_loop(listener, workers, shutdown, None).await
 }
 
 /// Serves HTTPS until `shutdown` turns true.
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
-    proxy: Arc<Proxy>,
+    workers: Arc<Workers>,
     shutdown: watch::Receiver<bool>,
 ) {
-    accept_loop(listener, proxy, shutdown, Some(TlsAcceptor::from(tls))).await
+    accept_loop(listener, workers, shutdown, Some(TlsAcceptor::from(tls))).await
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    workers: Arc<Workers>,
     mut shutdown: watch::Receiver<bool>,
     tls: Option<TlsAcceptor>,
 ) {
@@ -61,30 +62,36 @@ async fn accept_loop(
             _ = crate::shutdown::until_stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
+        // Re-registered on the worker's own reactor below, so its readiness never wakes this thread.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "cannot hand the connection to a worker");
+                continue;
+            }
+        };
+        let (worker, proxy) = workers.pick();
         let proxy = proxy.clone();
         let watcher = graceful.watcher();
-        match tls.clone() {
-            None => {
-                tokio::spawn(async move {
-                    serve_connection(stream, peer, false, proxy, watcher).await;
-                });
+        let tls = tls.clone();
+        worker.spawn(async move {
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    return tracing::debug!(%peer, %error, "cannot register the connection");
+                }
+            };
+            let Some(acceptor) = tls else {
+                return serve_connection(stream, peer, false, proxy, watcher).await;
+            };
+            let handshake =
+                tokio::time::timeout(proxy.config.header_read_timeout, acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(stream)) => serve_connection(stream, peer, true, proxy, watcher).await,
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
-            Some(acceptor) => {
-                tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(
-                        proxy.config.header_read_timeout,
-                        acceptor.accept(stream),
-                    );
-                    match handshake.await {
-                        Ok(Ok(stream)) => {
-                            serve_connection(stream, peer, true, proxy, watcher).await
-                        }
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        }
+        });
     }
     drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Throughput and latency of one backend reached directly, through nginx as a plain reverse proxy,
+# and through kube-iap on an allUsers route, in one run on loopback.
+#
+#   bench/run.sh [seconds-per-run]      (default 10)
+#
+# Peak load: wrk, 2 threads, 64 connections. Half load: hey at half of kube-iap's peak rate, the
+# same rate for all three, for p99 added latency. Everything (load generator included) shares this
+# machine's cores, so compare ratios, not absolute numbers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+for tool in wrk hey nginx; do
+  command -v "$tool" >/dev/null || { echo "bench needs $tool: apt-get install -y wrk hey nginx-light" >&2; exit 2; }
+done
+
+cargo build --release --quiet --bin kube-iap --example sample_app
+WORK=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT INT TERM
+
+target/release/examples/sample_app 127.0.0.1:18081 2>/dev/null & pids+=($!)
+
+mkdir -p "$WORK/nginx"
+cat > "$WORK/nginx/nginx.conf" <<CONF
+worker_processes 2;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  upstream app { server 127.0.0.1:18081; keepalive 128; }
+  server {
+    listen 127.0.0.1:18082;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+    }
+  }
+}
+CONF
+nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" & pids+=($!)
+
+target/release/kube-iap serve --manifests bench/manifests --no-https --no-access-log \
+  --http-addr 127.0.0.1:18083 --admin-addr 127.0.0.1:18093 >"$WORK/kube-iap.log" 2>&1 & pids+=($!)
+
+wait_up() {
+  for _ in $(seq 1 100); do curl -fsS -o /dev/null -H "Host: bench.local" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "not answering: $1" >&2; exit 1
+}
+wait_up http://127.0.0.1:18081/plain
+wait_up http://127.0.0.1:18082/plain
+wait_up http://127.0.0.1:18083/plain
+
+declare -A URL=([direct]=http://127.0.0.1:18081/plain [nginx]=http://127.0.0.1:18082/plain [kube-iap]=http://127.0.0.1:18083/plain)
+declare -A RPS P50 P99 HALF_P99
+# wrk prints latency as 1.23ms / 456.00us / 1.02s; convert to milliseconds.
+to_ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v); print v+0} else if (v ~ /s$/) {sub(/s/,"",v); print v*1000} else print v }'; }
+
+for name in direct nginx kube-iap; do
+  wrk -t2 -c64 -d2s -H "Host: bench.local" "${URL[$name]}" >/dev/null  # warm-up
+  out=$(wrk -t2 -c64 -d"${DURATION}s" --latency -H "Host: bench.local" "${URL[$name]}")
+  RPS[$name]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  P50[$name]=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+  P99[$name]=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out"); [ -z "$non2xx" ] || { echo "$name answered non-2xx: $out" >&2; exit 1; }
+done
+
+HALF_RATE=$(awk -v r="${RPS[kube-iap]}" 'BEGIN{printf "%d", r/2}')
+CONNS=16
+for name in direct nginx kube-iap; do
+  out=$(hey -z "${DURATION}s" -c "$CONNS" -q "$((HALF_RATE / CONNS))" -host bench.local "${URL[$name]}")
+  HALF_P99[$name]=$(awk '/ 99% in/ {printf "%.3f", $3*1000}' <<<"$out")
+done
+
+printf '\n%-10s %14s %10s %10s %18s\n' target "requests/s" "p50 ms" "p99 ms" "p99 ms @ half load"
+for name in direct nginx kube-iap; do
+  printf '%-10s %14.0f %10.3f %10.3f %18.3f\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "${HALF_P99[$name]}"
+done
+awk -v k="${RPS[kube-iap]}" -v n="${RPS[nginx]}" -v kh="${HALF_P99[kube-iap]}" -v dh="${HALF_P99[direct]}" -v rate="$HALF_RATE" 'BEGIN{
+  printf "\nkube-iap / nginx throughput: %.2fx   (target >= 1.0x)\n", k/n;
+  printf "kube-iap p99 added over direct at %d req/s (half of kube-iap peak): %.3f ms   (target <= 1 ms)\n", rate, kh-dh }'
