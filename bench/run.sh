@@ -2,14 +2,16 @@
 # Throughput and latency of one backend reached directly, through nginx as a plain reverse proxy,
 # and through kube-iap on an allUsers route, in one run on loopback.
 #
-#   bench/run.sh [seconds-per-run]      (default 10)
+#   bench/run.sh [seconds-per-run] [rounds]      (defaults: 10 s, 3 rounds)
 #
-# Peak load: wrk, 2 threads, 64 connections. Half load: hey at half of kube-iap's peak rate, the
-# same rate for all three, for p99 added latency. Everything (load generator included) shares this
-# machine's cores, so compare ratios, not absolute numbers.
+# Peak load: wrk, 2 threads, 64 connections, the three targets interleaved round by round and the
+# median kept, so a slow minute on a shared machine hits all three alike. Half load: hey at half of
+# kube-iap's peak rate, the same rate for all three, for p99 added latency. Everything (load
+# generator included) shares this machine's cores, so compare ratios, not absolute numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
+ROUNDS=${2:-3}
 for tool in wrk hey nginx; do
   command -v "$tool" >/dev/null || { echo "bench needs $tool: apt-get install -y wrk hey nginx-light" >&2; exit 2; }
 done
@@ -63,17 +65,29 @@ wait_up http://127.0.0.1:18082/plain
 wait_up http://127.0.0.1:18083/plain
 
 declare -A URL=([direct]=http://127.0.0.1:18081/plain [nginx]=http://127.0.0.1:18082/plain [kube-iap]=http://127.0.0.1:18083/plain)
-declare -A RPS P50 P99 HALF_P99
+declare -A RPS P50 P99 HALF_P99 ALL_RPS ALL_P50 ALL_P99
 # wrk prints latency as 1.23ms / 456.00us / 1.02s; convert to milliseconds.
 to_ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v); print v+0} else if (v ~ /s$/) {sub(/s/,"",v); print v*1000} else print v }'; }
 
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 for name in direct nginx kube-iap; do
   wrk -t2 -c64 -d2s -H "Host: bench.local" "${URL[$name]}" >/dev/null  # warm-up
-  out=$(wrk -t2 -c64 -d"${DURATION}s" --latency -H "Host: bench.local" "${URL[$name]}")
-  RPS[$name]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-  P50[$name]=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
-  P99[$name]=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
-  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out"); [ -z "$non2xx" ] || { echo "$name answered non-2xx: $out" >&2; exit 1; }
+done
+for round in $(seq 1 "$ROUNDS"); do
+  for name in direct nginx kube-iap; do
+    out=$(wrk -t2 -c64 -d"${DURATION}s" --latency -H "Host: bench.local" "${URL[$name]}")
+    non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out"); [ -z "$non2xx" ] || { echo "$name answered non-2xx: $out" >&2; exit 1; }
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    ALL_RPS[$name]+=" $rps"
+    ALL_P50[$name]+=" $(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")"
+    ALL_P99[$name]+=" $(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")"
+    echo "round $round: $name $rps requests/s" >&2
+  done
+done
+for name in direct nginx kube-iap; do
+  RPS[$name]=$(median <<<"${ALL_RPS[$name]}")
+  P50[$name]=$(median <<<"${ALL_P50[$name]}")
+  P99[$name]=$(median <<<"${ALL_P99[$name]}")
 done
 
 HALF_RATE=$(awk -v r="${RPS[kube-iap]}" 'BEGIN{printf "%d", r/2}')
@@ -83,7 +97,8 @@ for name in direct nginx kube-iap; do
   HALF_P99[$name]=$(awk '/ 99% in/ {printf "%.3f", $3*1000}' <<<"$out")
 done
 
-printf '\n%-10s %14s %10s %10s %18s\n' target "requests/s" "p50 ms" "p99 ms" "p99 ms @ half load"
+printf '\nmedian of %s rounds of %ss each; half load: %ss at one rate for all\n' "$ROUNDS" "$DURATION" "$DURATION"
+printf '%-10s %14s %10s %10s %18s\n' target "requests/s" "p50 ms" "p99 ms" "p99 ms @ half load"
 for name in direct nginx kube-iap; do
   printf '%-10s %14.0f %10.3f %10.3f %18.3f\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "${HALF_P99[$name]}"
 done

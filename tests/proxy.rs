@@ -265,49 +265,6 @@ async fn a_broken_oauth_client_fails_its_routes_closed_with_code_7_without_leaki
 }
 
 #[tokio::test]
-async fn a_large_upload_streams_through_without_buffering() {
-    let (dir, _backend) = standard_world().await;
-    let server = start_server(dir.path()).await;
-    const CHUNK: usize = 256 * 1024;
-    const CHUNKS: usize = 4096; // 1 GiB
-    let chunk = Bytes::from(vec![b'x'; CHUNK]);
-    let body =
-        http_body_util::StreamBody::new(futures_util::stream::iter((0..CHUNKS).map(move |_| {
-            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))
-        })));
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let peak_before = peak_rss_kib();
-    let request = http::Request::post(format!("http://{}/count", server.http_addr.unwrap()))
-        .header("host", "public.test")
-        .body(body)
-        .unwrap();
-    let response = client.request(request).await.expect("upload");
-    assert_eq!(response.status(), 200);
-    let bytes = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    let echo: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(echo["bodyBytes"], (CHUNK * CHUNKS) as u64);
-    let growth_mib = (peak_rss_kib() - peak_before) / 1024;
-    assert!(
-        growth_mib < 64,
-        "peak memory grew by {growth_mib} MiB while streaming 1 GiB"
-    );
-    server.shutdown().await;
-}
-
-fn peak_rss_kib() -> i64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM line");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-#[tokio::test]
 async fn websocket_upgrades_pass_through() {
     let ws_backend = backends::websocket_echo().await;
     let dir = tempfile::tempdir().unwrap();
@@ -348,5 +305,46 @@ async fn websocket_upgrades_pass_through() {
         assert_eq!(reply.to_text().unwrap(), format!("echo:{text}"));
     }
     socket.close(None).await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_a_closed_one_is_replaced_transparently() {
+    let (dir, _backend) = standard_world().await;
+    let mut config = kube_iap::proxy::ProxyConfig::default();
+    config.access_log = false;
+    config.workers = 1; // one pool, so sequential requests must share a connection
+    let server = support::start_server_with(dir.path(), config).await;
+    let http = server.http_addr.unwrap();
+
+    let peers: Vec<String> = {
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            peers.push(
+                get(http, "public.test", "/", &[]).await.json()["peer"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        peers
+    };
+    assert!(
+        peers.windows(2).all(|pair| pair[0] == pair[1]),
+        "one upstream connection reused: {peers:?}"
+    );
+
+    // The backend closes the connection after this answer; the next request must not fail on it.
+    let closing = get(http, "public.test", "/", &[("x-test-close", "1")]).await;
+    assert_eq!(closing.status, 200);
+    for _ in 0..3 {
+        let reply = get(http, "public.test", "/", &[]).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_ne!(
+            reply.json()["peer"],
+            closing.json()["peer"],
+            "a fresh connection replaced the closed one"
+        );
+    }
     server.shutdown().await;
 }

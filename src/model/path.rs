@@ -27,6 +27,9 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
+    if is_canonical(raw) {
+        return Ok(raw.to_string());
+    }
     let decoded = decode_safe(raw)?;
     let ends_with_separator =
         decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
@@ -49,6 +52,20 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
         out.push('/');
     }
     Ok(out)
+}
+
+/// The common case: nothing to decode, merge or resolve.
+fn is_canonical(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    let plain = bytes
+        .iter()
+        .all(|&b| b > 0x20 && b != 0x7f && b != b'%' && b != b'\\');
+    plain
+        && !raw.contains("//")
+        && !raw.contains("/./")
+        && !raw.contains("/../")
+        && !raw.ends_with("/.")
+        && !raw.ends_with("/..")
 }
 
 /// Decodes the escapes that must not differ between proxy and backend, maps `\` to `/`, and

@@ -3,21 +3,20 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use super::headers;
 use super::pages::Answer;
+use super::upstream::{UpstreamError, UpstreamPool};
 use super::{ProxyBody, ProxyConfig};
 use crate::model::Upstream;
 
 pub struct UpstreamClient {
-    client: Client<HttpConnector, Incoming>,
+    pool: std::sync::Arc<UpstreamPool>,
     response_timeout: std::time::Duration,
 }
 
@@ -30,15 +29,8 @@ pub struct Origin<'a> {
 
 impl UpstreamClient {
     pub fn new(config: &ProxyConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
         UpstreamClient {
-            client,
+            pool: UpstreamPool::new(config.connect_timeout, config.pool_idle_timeout),
             response_timeout: config.response_timeout,
         }
     }
@@ -55,19 +47,9 @@ impl UpstreamClient {
             headers::is_upgrade_request(request.headers()) && request.version() == Version::HTTP_11;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
 
-        let path_and_query = match request.uri().query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path.to_string(),
-        };
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(upstream.authority.clone())
-            .path_and_query(
-                PathAndQuery::try_from(path_and_query)
-                    .map_err(|_| Answer::BadPath("unencodable".into()))?,
-            )
-            .build()
-            .map_err(|_| Answer::BadPath("unencodable".into()))?;
+        // Origin-form: the pool already knows which upstream the connection goes to.
+        let uri = origin_form(request.uri(), path)
+            .ok_or_else(|| Answer::BadPath("unencodable".into()))?;
 
         let (mut parts, body) = request.into_parts();
         parts.uri = uri;
@@ -83,13 +65,17 @@ impl UpstreamClient {
 
         let sent = tokio::time::timeout(
             self.response_timeout,
-            self.client.request(Request::from_parts(parts, body)),
+            self.pool
+                .send(&upstream.authority, Request::from_parts(parts, body)),
         );
         let mut response = match sent.await {
             Err(_) => return Err(Answer::UpstreamTimeout),
             Ok(Err(error)) => {
-                tracing::debug!(upstream = %upstream.authority, error = %error, "upstream request failed");
-                return Err(Answer::UpstreamUnavailable);
+                tracing::debug!(upstream = %upstream.authority, %error, "upstream request failed");
+                return Err(match error {
+                    UpstreamError::ConnectTimeout(_) => Answer::UpstreamTimeout,
+                    _ => Answer::UpstreamUnavailable,
+                });
             }
             Ok(Ok(response)) => response,
         };
@@ -106,6 +92,22 @@ impl UpstreamClient {
         headers::strip_hop_by_hop(&mut parts.headers, false);
         Ok(Response::from_parts(parts, body.boxed()))
     }
+}
+
+/// `path` (normalised) plus the original query. When normalisation changed nothing, the request's
+/// own path-and-query is reused rather than rebuilt.
+fn origin_form(original: &Uri, path: &str) -> Option<Uri> {
+    let path_and_query = match original.path_and_query() {
+        Some(pq) if pq.path() == path => pq.clone(),
+        _ => {
+            let text = match original.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.to_string(),
+            };
+            PathAndQuery::try_from(text).ok()?
+        }
+    };
+    Some(Uri::from(path_and_query))
 }
 
 /// Copies bytes both ways between the upgraded client and upstream connections until either closes.

@@ -2,9 +2,10 @@
 //! table snapshot is read once, at the start.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
-use http::header;
+use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
@@ -26,10 +27,20 @@ pub struct Connection {
 }
 
 /// Facts about a handled request for the access log and metrics; never a header value or query.
+/// Host and path are only copied when the access log is on.
+#[derive(Default)]
 struct Outcome {
-    route: String,
+    route: Option<Arc<Route>>,
     host: String,
     path: String,
+}
+
+impl Outcome {
+    fn route_name(&self) -> &str {
+        self.route
+            .as_ref()
+            .map_or("-", |route| route.policy.as_str())
+    }
 }
 
 impl Proxy {
@@ -40,36 +51,33 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let request_id = self.request_ids.next();
+        let request_id_text = request_id.to_str().unwrap_or("-");
         let method = request.method().clone();
         let html = pages::wants_html(request.headers());
-        let mut outcome = Outcome {
-            route: "-".to_string(),
-            host: String::new(),
-            path: String::new(),
-        };
+        let mut outcome = Outcome::default();
         let response = match self
             .route_and_forward(request, connection, &request_id, &mut outcome)
             .await
         {
             Ok(response) => response,
-            Err(answer) => pages::respond(&answer, html, &request_id),
+            Err(answer) => pages::respond(&answer, html, request_id_text),
         };
         let status = response.status().as_u16();
         self.metrics
             .requests
-            .with_label_values(&[outcome.route.as_str(), response.status().as_str()])
+            .with_label_values(&[outcome.route_name(), response.status().as_str()])
             .inc();
         if self.config.access_log {
             tracing::info!(
                 target: "kube_iap::access",
-                request_id,
+                request_id = request_id_text,
                 peer = %connection.peer,
                 method = %method,
                 host = %outcome.host,
                 path = %outcome.path,
                 status,
                 latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-                route = %outcome.route,
+                route = outcome.route_name(),
             );
         }
         response
@@ -79,7 +87,7 @@ impl Proxy {
         &self,
         mut request: Request<Incoming>,
         connection: Connection,
-        request_id: &str,
+        request_id: &HeaderValue,
         outcome: &mut Outcome,
     ) -> Result<Response<ProxyBody>, Answer> {
         let host = request_host(&request)
@@ -87,11 +95,19 @@ impl Proxy {
             .to_string();
         let normalized = path::normalize(request.uri().path())
             .map_err(|error| Answer::BadPath(error.to_string()))?;
-        outcome.path.clone_from(&normalized);
+        if self.config.access_log {
+            outcome.host.clone_from(&host);
+            outcome.path.clone_from(&normalized);
+        }
 
-        let table = self.table.load();
-        let route = table.route(&host, &normalized).ok_or(Answer::NoRoute)?;
-        outcome.route.clone_from(&route.policy);
+        // The snapshot is read once; the route is kept, the table guard is not held across awaits.
+        let route = self
+            .table
+            .load()
+            .route(&host, &normalized)
+            .cloned()
+            .ok_or(Answer::NoRoute)?;
+        outcome.route = Some(route.clone());
 
         strip_identity_headers(request.headers_mut());
         if normalized.starts_with(RESERVED_PREFIX) {
@@ -99,17 +115,17 @@ impl Proxy {
         }
         let backend = match &route.action {
             RouteAction::FailClosed { code, reason } => {
-                tracing::warn!(request_id, route = %route.policy, reason = %reason, "route fails closed");
+                tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), route = %route.policy, reason = %reason, "route fails closed");
                 return Err(Answer::Misconfigured(*code));
             }
             RouteAction::Forward(backend) => backend,
         };
-        admit(route, &normalized)?;
+        admit(&route, &normalized)?;
 
         let upstream = backend.pick().ok_or(Answer::NoHealthyUpstream)?;
-        if let Ok(id) = http::HeaderValue::from_str(request_id) {
-            request.headers_mut().insert("x-request-id", id);
-        }
+        request
+            .headers_mut()
+            .insert("x-request-id", request_id.clone());
         let origin = Origin {
             client: connection.peer.ip(),
             tls: connection.tls,

@@ -8,6 +8,7 @@ pub mod pages;
 mod request_id;
 mod server;
 mod tls;
+mod upstream;
 mod workers;
 
 use std::sync::Arc;

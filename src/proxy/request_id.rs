@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use http::HeaderValue;
+
 pub struct RequestIds {
     prefix: u32,
     counter: AtomicU64,
@@ -18,9 +20,12 @@ impl RequestIds {
         }
     }
 
-    pub fn next(&self) -> String {
+    /// The next id, ready to send as a header (hex digits only, so always a valid value).
+    pub fn next(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}{:012x}", self.prefix, n)
+        let text = format!("{:08x}{:012x}", self.prefix, n);
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+            .expect("hex digits are a valid header value")
     }
 }
 

@@ -20,11 +20,11 @@ pub async fn echo(name: &'static str) -> SocketAddr {
     let addr = listener.local_addr().expect("backend address");
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 return;
             };
             tokio::spawn(async move {
-                let service = service_fn(move |request| answer(name, request));
+                let service = service_fn(move |request| answer(name, peer, request));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -36,6 +36,7 @@ pub async fn echo(name: &'static str) -> SocketAddr {
 
 async fn answer(
     name: &str,
+    peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let (parts, mut body) = request.into_parts();
@@ -66,6 +67,7 @@ async fn answer(
         "query": parts.uri.query(),
         "headers": headers,
         "bodyBytes": received,
+        "peer": peer.to_string(),
     });
     let mut response = Response::new(Full::new(Bytes::from(reply.to_string())));
     response
@@ -75,6 +77,11 @@ async fn answer(
         "set-cookie",
         "app_session=kept; Path=/".parse().expect("valid"),
     );
+    if parts.headers.contains_key("x-test-close") {
+        response
+            .headers_mut()
+            .insert("connection", "close".parse().expect("valid"));
+    }
     Ok(response)
 }
 
@@ -131,7 +138,7 @@ pub async fn gated(name: &'static str) -> Gated {
     let (arrive, gate) = (arrived.clone(), release.clone());
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 return;
             };
             let (arrive, gate) = (arrive.clone(), gate.clone());
@@ -142,7 +149,7 @@ pub async fn gated(name: &'static str) -> Gated {
                         // notify_one keeps a permit, so neither side can miss the other.
                         arrive.notify_one();
                         gate.notified().await;
-                        answer(name, request).await
+                        answer(name, peer, request).await
                     }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

@@ -20,16 +20,24 @@ use kube_iap::serve::{self, Running, ServeConfig};
 
 /// Starts kube-iap on loopback with every listener on an ephemeral port.
 pub async fn start_server(manifests: &Path) -> Running {
+    start_server_with(
+        manifests,
+        ProxyConfig {
+            access_log: false,
+            ..ProxyConfig::default()
+        },
+    )
+    .await
+}
+
+pub async fn start_server_with(manifests: &Path, proxy: ProxyConfig) -> Running {
     let config = ServeConfig {
         manifests: manifests.to_path_buf(),
         http_addr: Some(loopback()),
         https_addr: Some(loopback()),
         admin_addr: loopback(),
         reload_interval: Duration::from_millis(50),
-        proxy: ProxyConfig {
-            access_log: false,
-            ..ProxyConfig::default()
-        },
+        proxy,
     };
     serve::start(config).await.expect("server starts")
 }

@@ -1,0 +1,198 @@
+//! The upstream connection pool of one worker: HTTP/1.1 connections per upstream address, reused
+//! most-recent-first. A connection goes back to the pool when its response body has been read to
+//! the end (by [`PooledBody`]), so reuse needs no extra task per request.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Why a request did not get a response from the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connecting to {0} timed out")]
+    ConnectTimeout(Authority),
+    #[error("cannot connect to {0}: {1}")]
+    Connect(Authority, std::io::Error),
+    #[error("HTTP exchange with the upstream failed: {0}")]
+    Exchange(hyper::Error),
+}
+
+/// Idle connections kept per upstream address; more are closed when returned.
+const MAX_IDLE_PER_UPSTREAM: usize = 256;
+
+struct Idle {
+    sender: SendRequest<Incoming>,
+    since: Instant,
+}
+
+pub struct UpstreamPool {
+    idle: Mutex<HashMap<Authority, Vec<Idle>>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl UpstreamPool {
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
+        Arc::new(UpstreamPool {
+            idle: Mutex::default(),
+            connect_timeout,
+            idle_timeout,
+        })
+    }
+
+    /// Sends `request` to `authority` on a pooled connection, or a new one. A pooled connection the
+    /// upstream closed meanwhile is retried once on a fresh connection, since the request was
+    /// never written to it.
+    pub async fn send(
+        self: &Arc<Self>,
+        authority: &Authority,
+        request: Request<Incoming>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        let mut request = request;
+        if let Some(mut sender) = self.checkout(authority).await {
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.wrap(authority, sender, response)),
+                Err(mut failed) => match failed.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(UpstreamError::Exchange(failed.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect(authority).await?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(UpstreamError::Exchange)?;
+        Ok(self.wrap(authority, sender, response))
+    }
+
+    async fn checkout(&self, authority: &Authority) -> Option<SendRequest<Incoming>> {
+        loop {
+            let idle = {
+                let mut pool = self.idle.lock().expect("pool lock is never poisoned");
+                pool.get_mut(authority)?.pop()?
+            };
+            if idle.since.elapsed() > self.idle_timeout || idle.sender.is_closed() {
+                continue; // dropping the sender closes the connection
+            }
+            let mut sender = idle.sender;
+            // Ready at once unless the connection is still finishing the last response.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<Incoming>, UpstreamError> {
+        let connecting = TcpStream::connect(authority.as_str());
+        let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Err(_) => return Err(UpstreamError::ConnectTimeout(authority.clone())),
+            Ok(Err(error)) => return Err(UpstreamError::Connect(authority.clone(), error)),
+            Ok(Ok(stream)) => stream,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Exchange)?;
+        tokio::spawn(async move {
+            // Upgrades (WebSocket) take the connection over; it then never returns to the pool.
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn wrap(
+        self: &Arc<Self>,
+        authority: &Authority,
+        sender: SendRequest<Incoming>,
+        response: Response<Incoming>,
+    ) -> Response<PooledBody> {
+        let reusable = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
+        let release = reusable.then(|| Release {
+            pool: self.clone(),
+            authority: authority.clone(),
+            sender,
+        });
+        let release = if response.body().is_end_stream() {
+            // Nothing more to read: the connection is free now.
+            release.and_then(Release::give_back)
+        } else {
+            release
+        };
+        response.map(|inner| PooledBody { inner, release })
+    }
+
+    fn give_back(&self, authority: Authority, sender: SendRequest<Incoming>) {
+        let mut pool = self.idle.lock().expect("pool lock is never poisoned");
+        let idle = pool.entry(authority).or_default();
+        if idle.len() < MAX_IDLE_PER_UPSTREAM {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+struct Release {
+    pool: Arc<UpstreamPool>,
+    authority: Authority,
+    sender: SendRequest<Incoming>,
+}
+
+impl Release {
+    /// Returns the connection to the pool; always `None`, to clear the caller's slot.
+    fn give_back(self) -> Option<Release> {
+        self.pool.give_back(self.authority, self.sender);
+        None
+    }
+}
+
+/// An upstream response body that returns its connection to the pool once read to the end. If it
+/// is dropped early (the client went away), the connection is simply closed.
+pub struct PooledBody {
+    inner: Incoming,
+    release: Option<Release>,
+}
+
+impl Body for PooledBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release = self.release.take().and_then(Release::give_back),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => {
+                self.release = self.release.take().and_then(Release::give_back)
+            }
+            // An error leaves the connection in an unknown state: never reuse it.
+            Poll::Ready(Some(Err(_))) => self.release = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

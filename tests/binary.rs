@@ -1,0 +1,180 @@
+//! The `kube-iap` binary itself, as a user runs it: its CLI, JSON logs with one access line per
+//! request, and its memory while a 1 GiB upload streams through.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use support::manifests::{self, write};
+use support::{backends, get};
+
+struct Binary {
+    child: Child,
+    http: SocketAddr,
+    lines: mpsc::Receiver<serde_json::Value>,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on ephemeral ports and reads the bound address from its `listening` log line.
+fn start(manifests: &std::path::Path) -> Binary {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-iap"))
+        .args(["serve", "--manifests"])
+        .arg(manifests)
+        .args([
+            "--http-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--no-https",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the binary starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let parsed = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+            if sender.send(parsed).is_err() {
+                return;
+            }
+        }
+    });
+    let http = loop {
+        let line: serde_json::Value = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a listening log line");
+        if line["message"] == "listening" && line["listener"] == "http" {
+            break line["addr"]
+                .as_str()
+                .expect("addr")
+                .parse()
+                .expect("socket address");
+        }
+    };
+    Binary { child, http, lines }
+}
+
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("procfs");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM line");
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1024
+}
+
+async fn world() -> (tempfile::TempDir, SocketAddr) {
+    let backend = backends::echo("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "client.yaml", &manifests::oauth_client());
+    write(
+        dir.path(),
+        "web.yaml",
+        &manifests::service("web", backend.port()),
+    );
+    write(
+        dir.path(),
+        "policy.yaml",
+        &manifests::policy("app", "app.test", "web", &["allUsers"]),
+    );
+    (dir, backend)
+}
+
+#[tokio::test]
+async fn a_1_gib_upload_streams_through_the_binary_without_growing_its_memory() {
+    let (dir, _backend) = world().await;
+    let binary = start(dir.path());
+    // Warm up the connection pools so the measurement sees only the upload.
+    assert_eq!(get(binary.http, "app.test", "/", &[]).await.status, 200);
+    let before = peak_rss_mib(binary.child.id());
+
+    const CHUNK: usize = 256 * 1024;
+    const CHUNKS: usize = 4096;
+    let chunk = Bytes::from(vec![b'x'; CHUNK]);
+    let body =
+        http_body_util::StreamBody::new(futures_util::stream::iter((0..CHUNKS).map(move |_| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))
+        })));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let request = http::Request::post(format!("http://{}/count", binary.http))
+        .header("host", "app.test")
+        .body(body)
+        .unwrap();
+    let response = client.request(request).await.expect("upload");
+    assert_eq!(response.status(), 200);
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        echo["bodyBytes"],
+        (CHUNK * CHUNKS) as u64,
+        "every byte arrived"
+    );
+
+    let after = peak_rss_mib(binary.child.id());
+    assert!(
+        after - before < 32,
+        "peak memory grew from {before} MiB to {after} MiB while 1 GiB streamed through"
+    );
+}
+
+#[tokio::test]
+async fn the_access_log_has_one_json_line_per_request_without_query_or_cookies() {
+    let (dir, _backend) = world().await;
+    let binary = start(dir.path());
+    let reply = get(
+        binary.http,
+        "app.test",
+        "/some/../page?token=SECRET",
+        &[("cookie", "KUBE_IAP_AUTH=SECRET")],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let access = loop {
+        let line = binary
+            .lines
+            .recv_timeout(Duration::from_secs(5))
+            .expect("an access log line");
+        if line["target"] == "kube_iap::access" {
+            break line;
+        }
+    };
+    assert_eq!(access["host"], "app.test");
+    assert_eq!(access["path"], "/page");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["route"], "default/app");
+    assert!(
+        access["request_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 20)
+    );
+    assert!(access["latency_ms"].is_number());
+    assert!(
+        !access.to_string().contains("SECRET"),
+        "no query or cookie value in the log: {access}"
+    );
+}
