@@ -311,9 +311,12 @@ async fn websocket_upgrades_pass_through() {
 #[tokio::test]
 async fn upstream_connections_are_pooled_and_a_closed_one_is_replaced_transparently() {
     let (dir, _backend) = standard_world().await;
-    let mut config = kube_iap::proxy::ProxyConfig::default();
-    config.access_log = false;
-    config.workers = 1; // one pool, so sequential requests must share a connection
+    // One worker, one pool: sequential requests must share a connection.
+    let config = kube_iap::proxy::ProxyConfig {
+        access_log: false,
+        workers: 1,
+        ..Default::default()
+    };
     let server = support::start_server_with(dir.path(), config).await;
     let http = server.http_addr.unwrap();
 
