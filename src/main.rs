@@ -54,6 +54,10 @@ struct ServeArgs {
     /// Seconds allowed for a backend to send its response headers.
     #[arg(long, default_value_t = 60)]
     response_timeout_secs: u64,
+    /// Worker threads serving connections, each with its own runtime and upstream pool
+    /// (default: one per CPU).
+    #[arg(long, env = "KUBE_IAP_WORKERS")]
+    workers: Option<usize>,
     /// Write no access-log line per request.
     #[arg(long)]
     no_access_log: bool,
@@ -81,6 +85,10 @@ fn main() -> anyhow::Result<()> {
                     connect_timeout: Duration::from_secs(args.connect_timeout_secs),
                     response_timeout: Duration::from_secs(args.response_timeout_secs),
                     access_log: !args.no_access_log,
+                    workers: args
+                        .workers
+                        .unwrap_or(ProxyConfig::default().workers)
+                        .max(1),
                     ..ProxyConfig::default()
                 },
             };
