@@ -8,13 +8,7 @@ use support::{backends, get, start_server};
 #[tokio::test]
 async fn admin_endpoints_report_health_readiness_metrics_and_status() {
     let backend = backends::echo("web").await;
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "client.yaml", &manifests::oauth_client());
-    write(
-        dir.path(),
-        "web.yaml",
-        &manifests::service("web", backend.port()),
-    );
+    let dir = manifests::folder(&[("web", backend.port())]);
     write(
         dir.path(),
         "app.yaml",

@@ -86,13 +86,7 @@ fn peak_rss_mib(pid: u32) -> u64 {
 
 async fn world() -> (tempfile::TempDir, SocketAddr) {
     let backend = backends::echo("web").await;
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "client.yaml", &manifests::oauth_client());
-    write(
-        dir.path(),
-        "web.yaml",
-        &manifests::service("web", backend.port()),
-    );
+    let dir = manifests::folder(&[("web", backend.port())]);
     write(
         dir.path(),
         "policy.yaml",

@@ -11,13 +11,7 @@ use support::{backends, get, send, start_server};
 /// served by one echo backend.
 async fn standard_world() -> (tempfile::TempDir, std::net::SocketAddr) {
     let backend = backends::echo("web").await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    write(dir.path(), "client.yaml", &manifests::oauth_client());
-    write(
-        dir.path(),
-        "web.yaml",
-        &manifests::service("web", backend.port()),
-    );
+    let dir = manifests::folder(&[("web", backend.port())]);
     write(
         dir.path(),
         "policies.yaml",
@@ -176,10 +170,8 @@ async fn a_protected_route_fails_closed_with_401_and_generated_pages_follow_acce
 
 #[tokio::test]
 async fn backend_failures_get_502_and_503_pages() {
-    let dir = tempfile::tempdir().unwrap();
     let closed = backends::closed_port().await;
-    write(dir.path(), "client.yaml", &manifests::oauth_client());
-    write(dir.path(), "down.yaml", &manifests::service("down", closed));
+    let dir = manifests::folder(&[("down", closed)]);
     write(
         dir.path(),
         "p1.yaml",
@@ -210,16 +202,11 @@ async fn backend_failures_get_502_and_503_pages() {
 #[tokio::test]
 async fn a_broken_oauth_client_fails_its_routes_closed_with_code_7_without_leaking_the_secret() {
     let backend = backends::echo("web").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = manifests::folder(&[("web", backend.port())]);
     write(
         dir.path(),
         "client.yaml",
         &manifests::oauth_client().replace("clientId: test-client", "clientId: \"\""),
-    );
-    write(
-        dir.path(),
-        "web.yaml",
-        &manifests::service("web", backend.port()),
     );
     write(
         dir.path(),
@@ -267,13 +254,7 @@ async fn a_broken_oauth_client_fails_its_routes_closed_with_code_7_without_leaki
 #[tokio::test]
 async fn websocket_upgrades_pass_through() {
     let ws_backend = backends::websocket_echo().await;
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "client.yaml", &manifests::oauth_client());
-    write(
-        dir.path(),
-        "ws.yaml",
-        &manifests::service("ws", ws_backend.port()),
-    );
+    let dir = manifests::folder(&[("ws", ws_backend.port())]);
     write(
         dir.path(),
         "p.yaml",

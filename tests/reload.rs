@@ -9,17 +9,7 @@ use support::{backends, eventually, get, start_server};
 #[tokio::test]
 async fn an_edited_manifest_applies_without_a_restart() {
     let (one, two) = (backends::echo("one").await, backends::echo("two").await);
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "client.yaml", &manifests::oauth_client());
-    write(
-        dir.path(),
-        "services.yaml",
-        &format!(
-            "{}---\n{}",
-            manifests::service("one", one.port()),
-            manifests::service("two", two.port())
-        ),
-    );
+    let dir = manifests::folder(&[("one", one.port()), ("two", two.port())]);
     write(
         dir.path(),
         "policy.yaml",
@@ -64,13 +54,7 @@ async fn an_edited_manifest_applies_without_a_restart() {
 #[tokio::test]
 async fn a_malformed_file_is_reported_and_breaks_nothing_else() {
     let backend = backends::echo("web").await;
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "client.yaml", &manifests::oauth_client());
-    write(
-        dir.path(),
-        "web.yaml",
-        &manifests::service("web", backend.port()),
-    );
+    let dir = manifests::folder(&[("web", backend.port())]);
     write(
         dir.path(),
         "good.yaml",
@@ -122,7 +106,7 @@ async fn a_malformed_file_is_reported_and_breaks_nothing_else() {
     // Breaking a file that served a route later keeps everything else serving.
     write(
         dir.path(),
-        "web.yaml",
+        "web-service.yaml",
         &format!(
             "{}\n  garbage: [",
             manifests::service("web", backend.port())
@@ -143,7 +127,7 @@ async fn a_malformed_file_is_reported_and_breaks_nothing_else() {
     );
     write(
         dir.path(),
-        "web.yaml",
+        "web-service.yaml",
         &manifests::service("web", backend.port()),
     );
     eventually("the repaired file", || async {
@@ -156,13 +140,7 @@ async fn a_malformed_file_is_reported_and_breaks_nothing_else() {
 #[tokio::test]
 async fn a_request_in_flight_finishes_on_the_table_it_started_with() {
     let slow = backends::gated("slow").await;
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "client.yaml", &manifests::oauth_client());
-    write(
-        dir.path(),
-        "slow.yaml",
-        &manifests::service("slow", slow.addr.port()),
-    );
+    let dir = manifests::folder(&[("slow", slow.addr.port())]);
     write(
         dir.path(),
         "policy.yaml",

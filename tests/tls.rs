@@ -78,13 +78,7 @@ async fn sni_chooses_between_two_certificates_and_both_http_versions_work() {
         certificate("alpha.test", "alpha-tls"),
         certificate("beta.test", "beta-tls"),
     );
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "client.yaml", &manifests::oauth_client());
-    write(
-        dir.path(),
-        "web.yaml",
-        &manifests::service("web", backend.port()),
-    );
+    let dir = manifests::folder(&[("web", backend.port())]);
     write(
         dir.path(),
         "alpha.yaml",

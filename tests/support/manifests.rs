@@ -71,3 +71,18 @@ pub fn write(dir: &Path, file: &str, text: &str) {
     std::fs::write(&temporary, text).expect("write manifest");
     std::fs::rename(&temporary, dir.join(file)).expect("rename manifest");
 }
+
+/// A manifests folder holding the healthy OAuth client and, for each `(name, port)`, a Service
+/// `name` whose endpoint is 127.0.0.1:`port`, in `NAME-service.yaml`.
+pub fn folder(services: &[(&str, u16)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "client.yaml", &oauth_client());
+    for (name, port) in services {
+        write(
+            dir.path(),
+            &format!("{name}-service.yaml"),
+            &service(name, *port),
+        );
+    }
+    dir
+}
