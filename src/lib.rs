@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod error_codes;
 pub mod index;
 pub mod metrics;

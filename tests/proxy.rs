@@ -332,3 +332,75 @@ async fn upstream_connections_are_pooled_and_a_closed_one_is_replaced_transparen
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn cors_preflights_get_405_unless_the_policy_lets_them_through() {
+    let backend = backends::echo("web").await;
+    let dir = manifests::folder(&[("web", backend.port())]);
+    let members = &["allAuthenticatedUsers"];
+    let open_preflight = format!(
+        "{}  cors: {{allowHttpOptions: true}}\n",
+        manifests::policy("cors", "cors.test", "web", members)
+    );
+    write(
+        dir.path(),
+        "strict.yaml",
+        &manifests::policy("strict", "strict.test", "web", members),
+    );
+    write(dir.path(), "cors.yaml", &open_preflight);
+    let server = start_server(dir.path()).await;
+    let http = server.http_addr.unwrap();
+    let preflight = [
+        ("origin", "https://spa.example.com"),
+        ("access-control-request-method", "POST"),
+    ];
+
+    let refused = send(
+        http,
+        "OPTIONS",
+        "strict.test",
+        "/api",
+        &preflight,
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(refused.status, 405);
+    assert_eq!(
+        refused.header("x-kube-iap-generated-response"),
+        Some("true")
+    );
+    assert!(
+        refused.text().contains("credentials: 'include'"),
+        "{}",
+        refused.text()
+    );
+
+    let forwarded = send(
+        http,
+        "OPTIONS",
+        "cors.test",
+        "/api",
+        &preflight,
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(forwarded.status, 200, "{}", forwarded.text());
+    assert_eq!(forwarded.json()["method"], "OPTIONS");
+
+    // Only a real preflight passes: a plain OPTIONS, or any other method, still needs credentials.
+    assert_eq!(
+        send(http, "OPTIONS", "cors.test", "/api", &[], Bytes::new())
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        send(http, "POST", "cors.test", "/api", &preflight, Bytes::new())
+            .await
+            .status,
+        401
+    );
+    let unauthorized = get(http, "cors.test", "/", &[("accept", "*/*")]).await;
+    assert!(unauthorized.text().contains("Authorization: Bearer"));
+    server.shutdown().await;
+}

@@ -283,6 +283,10 @@ fn parse_access(spec: &IapPolicySpec) -> Result<AccessPolicy, String> {
     Ok(AccessPolicy {
         rules,
         public_paths,
+        allow_http_options: spec
+            .cors
+            .as_ref()
+            .is_some_and(|cors| cors.allow_http_options),
     })
 }
 

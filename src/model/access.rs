@@ -105,6 +105,8 @@ pub struct AccessPolicy {
     pub rules: Vec<AccessRule>,
     /// Path prefixes forwarded without identity.
     pub public_paths: Vec<String>,
+    /// Forward CORS preflights without authentication (`cors.allowHttpOptions`).
+    pub allow_http_options: bool,
 }
 
 impl AccessPolicy {
@@ -171,21 +173,25 @@ mod tests {
         let open = AccessPolicy {
             rules: vec![rule(Member::AllUsers, false)],
             public_paths: vec![],
+            allow_http_options: false,
         };
         assert!(open.admits_anonymous("/x"));
         let conditional = AccessPolicy {
             rules: vec![rule(Member::AllUsers, true)],
             public_paths: vec![],
+            allow_http_options: false,
         };
         assert!(!conditional.admits_anonymous("/x"));
         let signed_in = AccessPolicy {
             rules: vec![rule(Member::AllAuthenticatedUsers, false)],
             public_paths: vec![],
+            allow_http_options: false,
         };
         assert!(!signed_in.admits_anonymous("/x"));
         let public = AccessPolicy {
             rules: vec![],
             public_paths: vec!["/health".into()],
+            allow_http_options: false,
         };
         assert!(public.admits_anonymous("/health/live"));
         assert!(!public.admits_anonymous("/healthz"));

@@ -13,6 +13,7 @@ use super::forward::Origin;
 use super::headers::strip_identity_headers;
 use super::pages::{self, Answer};
 use super::{Proxy, ProxyBody};
+use crate::auth::decision::{Unauthenticated, decide};
 use crate::model::path;
 use crate::model::{Route, RouteAction};
 
@@ -120,7 +121,7 @@ impl Proxy {
             }
             RouteAction::Forward(backend) => backend,
         };
-        admit(&route, &normalized)?;
+        admit(&route, &normalized, &request)?;
 
         let upstream = backend.pick().ok_or(Answer::NoHealthyUpstream)?;
         request
@@ -144,13 +145,20 @@ impl Proxy {
     }
 }
 
-/// Until authentication lands, only routes open to `allUsers` (or public paths) admit anyone;
-/// every other route fails closed with 401.
-fn admit(route: &Route, path: &str) -> Result<(), Answer> {
+/// Admits a request that carries no identity, or says what it gets instead. Until sign-in lands,
+/// a browser navigation gets the same 401 as everyone else rather than a redirect.
+fn admit<B>(route: &Route, path: &str, request: &Request<B>) -> Result<(), Answer> {
     if route.access.admits_anonymous(path) {
-        Ok(())
-    } else {
-        Err(Answer::Unauthenticated)
+        return Ok(());
+    }
+    match decide(
+        request.method(),
+        request.headers(),
+        route.access.allow_http_options,
+    ) {
+        Unauthenticated::ForwardPreflight => Ok(()),
+        Unauthenticated::PreflightNeedsCredentials => Err(Answer::PreflightNeedsCredentials),
+        Unauthenticated::SignIn | Unauthenticated::Unauthorized => Err(Answer::Unauthenticated),
     }
 }
 

@@ -28,6 +28,8 @@ pub enum Answer {
     Misconfigured(Option<ErrorCode>),
     /// Authentication is required and none was presented.
     Unauthenticated,
+    /// A CORS preflight on a policy that does not forward them: credentials must be attached.
+    PreflightNeedsCredentials,
     /// The backend Service has no ready endpoint.
     NoHealthyUpstream,
     /// The backend refused or dropped the connection.
@@ -43,6 +45,7 @@ impl Answer {
             Answer::NoRoute | Answer::UnknownReservedPath => StatusCode::NOT_FOUND,
             Answer::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Answer::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Answer::PreflightNeedsCredentials => StatusCode::METHOD_NOT_ALLOWED,
             Answer::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Answer::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Answer::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -64,6 +67,7 @@ impl Answer {
             Answer::UnknownReservedPath => "Not found",
             Answer::Misconfigured(_) => "This application is not configured correctly",
             Answer::Unauthenticated => "Authentication required",
+            Answer::PreflightNeedsCredentials => "Credentials required",
             Answer::NoHealthyUpstream => "Service unavailable",
             Answer::UpstreamUnavailable => "Bad gateway",
             Answer::UpstreamTimeout => "Gateway timeout",
@@ -80,8 +84,13 @@ impl Answer {
             Answer::Misconfigured(None) => {
                 "The IapPolicy for this address is invalid, so access is closed. Its status says why.".into()
             }
-            Answer::Unauthenticated => "This application requires authentication. Send an OpenID Connect ID token \
-                 in the Authorization header (Authorization: Bearer ID_TOKEN), or sign in with a browser."
+            Answer::Unauthenticated => "This application requires authentication. Programs send an \
+                 OpenID Connect ID token as Authorization: Bearer ID_TOKEN; browser scripts send the sign-in \
+                 cookies with XMLHttpRequest.withCredentials = true or fetch(url, {credentials: 'include'})."
+                .into(),
+            Answer::PreflightNeedsCredentials => "Cross-origin requests to this application must carry \
+                 credentials: set XMLHttpRequest.withCredentials = true or fetch(url, {credentials: 'include'}). \
+                 To let CORS preflights through without credentials, set spec.cors.allowHttpOptions on the IapPolicy."
                 .into(),
             Answer::NoHealthyUpstream => "The application has no ready instance. Try again shortly.".into(),
             Answer::UpstreamUnavailable => "The application could not be reached.".into(),

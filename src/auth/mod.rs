@@ -1,0 +1,7 @@
+//! Authentication pieces of the data plane: what to do with a request that carries no identity,
+//! where a user may land after sign-in, and the session cookie. Like the proxy, this layer sees
+//! only plain types, never Kubernetes ones.
+
+pub mod decision;
+pub mod redirect;
+pub mod session;
