@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use kube_iap::index::ObjectKey;
 use kube_iap::proxy::ProxyConfig;
 use kube_iap::serve::{self, ServeConfig};
 use kube_iap::telemetry::{self, LogFormat};
@@ -23,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the routes described by a folder of manifests (local mode, no cluster needed).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the CustomResourceDefinitions (IapPolicy, OAuthClient) as YAML.
     Crds,
 }
@@ -58,12 +59,27 @@ struct ServeArgs {
     /// (default: one per CPU).
     #[arg(long, env = "KUBE_IAP_WORKERS")]
     workers: Option<usize>,
+    /// The Secret holding session keys, as NAMESPACE/NAME: one 32-byte key per data entry (raw or
+    /// base64), the greatest entry name newest. Without it, keys are generated at start.
+    #[arg(long, value_parser = parse_object_key, default_value = "default/kube-iap-session-keys")]
+    session_keys_secret: ObjectKey,
     /// Write no access-log line per request.
     #[arg(long)]
     no_access_log: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "KUBE_IAP_LOG_FORMAT")]
     log_format: LogFormat,
+}
+
+fn parse_object_key(text: &str) -> Result<ObjectKey, String> {
+    match text.split_once('/') {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+        {
+            Ok(ObjectKey::new(namespace, name))
+        }
+        _ => Err(format!("expected NAMESPACE/NAME, got {text:?}")),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,6 +97,7 @@ fn main() -> anyhow::Result<()> {
                 https_addr: (!args.no_https).then_some(args.https_addr),
                 admin_addr: args.admin_addr,
                 reload_interval: Duration::from_millis(args.reload_interval_ms.max(50)),
+                session_keys_secret: Some(args.session_keys_secret),
                 proxy: ProxyConfig {
                     connect_timeout: Duration::from_secs(args.connect_timeout_secs),
                     response_timeout: Duration::from_secs(args.response_timeout_secs),

@@ -11,6 +11,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::{self, Admin};
+use crate::auth::session::KeyRing;
+use crate::index::ObjectKey;
 use crate::metrics::Metrics;
 use crate::proxy::{self, ProxyConfig, Workers};
 use crate::publish::Published;
@@ -24,6 +26,8 @@ pub struct ServeConfig {
     pub https_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub reload_interval: Duration,
+    /// The Secret holding the session key ring (`default/kube-iap-session-keys` when unset).
+    pub session_keys_secret: Option<ObjectKey>,
     pub proxy: ProxyConfig,
 }
 
@@ -78,15 +82,23 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
     let metrics = Arc::new(Metrics::new());
     let published = Published::new();
-    let mut source = FolderSource::new(config.manifests.clone());
+    let mut source = FolderSource::new(config.manifests.clone(), session_keys_secret(&config));
     source.reload(&published, &metrics);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
+    if published.table.load().session_keys.is_none() {
+        tracing::warn!(
+            secret = %session_keys_secret(&config),
+            "no session keys Secret: using a key generated at start, so sign-ins will not survive a restart \
+             and replicas will not share sessions"
+        );
+    }
     let workers = Arc::new(Workers::start(
         config.proxy.workers,
         published.table.clone(),
         metrics.clone(),
         config.proxy.clone(),
+        Arc::new(KeyRing::generate()),
     )?);
     let mut tasks = JoinSet::new();
     let running_addrs = (
@@ -146,6 +158,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         shutdown,
         tasks,
     })
+}
+
+fn session_keys_secret(config: &ServeConfig) -> ObjectKey {
+    config
+        .session_keys_secret
+        .clone()
+        .unwrap_or_else(|| ObjectKey::new("default", crate::index::DEFAULT_SESSION_KEYS_SECRET))
 }
 
 async fn wait_for_signal() {

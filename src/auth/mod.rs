@@ -2,6 +2,7 @@
 //! where a user may land after sign-in, and the session cookie. Like the proxy, this layer sees
 //! only plain types, never Kubernetes ones.
 
+pub mod cookies;
 pub mod decision;
 pub mod redirect;
 pub mod session;

@@ -12,6 +12,8 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
+use crate::model::Identity;
+
 /// Cookie format version; a new layout gets a new prefix.
 const VERSION: &str = "v1";
 /// Browsers drop cookies over 4096 bytes (name and attributes included); keep well below.
@@ -57,9 +59,19 @@ struct RingKey {
 }
 
 /// Session keys, newest first.
+///
+/// Its `Debug` shows key ids only, never key material.
 pub struct KeyRing {
     keys: Vec<RingKey>,
     random: SystemRandom,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("ids", &self.keys.iter().map(|k| &k.id).collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl KeyRing {
@@ -149,6 +161,18 @@ impl KeyRing {
             return Err(SessionError::Expired);
         }
         Ok(session)
+    }
+}
+
+impl From<Session> for Identity {
+    fn from(session: Session) -> Self {
+        Identity {
+            subject: session.subject,
+            email: session.email,
+            email_verified: session.email_verified,
+            issuer: session.issuer,
+            groups: session.groups,
+        }
     }
 }
 

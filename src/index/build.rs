@@ -43,6 +43,10 @@ pub fn build(index: &Index) -> Snapshot {
             &mut builder,
         ));
     }
+    let keys_secret = index.session_keys_secret();
+    let keys =
+        super::session_keys::key_ring(&keys_secret.to_string(), index.secrets.get(&keys_secret));
+    builder.set_session_keys(keys);
     Snapshot {
         table: builder.build(),
         statuses,

@@ -7,6 +7,7 @@ mod backends;
 mod build;
 mod clients;
 mod resources;
+mod session_keys;
 mod status;
 mod tls;
 
@@ -23,6 +24,7 @@ use crate::model::RoutingTable;
 
 pub use backends::SERVICE_NAME_LABEL;
 pub use resources::{Kind, ObjectKey, Resource};
+pub use session_keys::DEFAULT_SECRET_NAME as DEFAULT_SESSION_KEYS_SECRET;
 pub use status::{ComputedStatus, Problem};
 
 /// Everything the index knows, by kind.
@@ -33,6 +35,8 @@ pub struct Index {
     services: BTreeMap<ObjectKey, Service>,
     slices: BTreeMap<ObjectKey, EndpointSlice>,
     secrets: BTreeMap<ObjectKey, Secret>,
+    /// Where the session keys live; `default/kube-iap-session-keys` unless set.
+    session_keys_secret: Option<ObjectKey>,
 }
 
 /// What one build produces: the table for the data plane and the statuses for the status writer.
@@ -78,6 +82,17 @@ impl Index {
         for object in objects {
             self.apply(object);
         }
+    }
+
+    /// Names the Secret that holds the session key ring.
+    pub fn set_session_keys_secret(&mut self, key: ObjectKey) {
+        self.session_keys_secret = Some(key);
+    }
+
+    pub(crate) fn session_keys_secret(&self) -> ObjectKey {
+        self.session_keys_secret
+            .clone()
+            .unwrap_or_else(|| ObjectKey::new("default", DEFAULT_SESSION_KEYS_SECRET))
     }
 
     /// How many objects of each kind the index holds.

@@ -110,11 +110,16 @@ pub struct AccessPolicy {
 }
 
 impl AccessPolicy {
-    /// Whether a request with no identity may pass on `path` (a normalised path).
-    pub fn admits_anonymous(&self, path: &str) -> bool {
+    /// Whether `path` is one of the policy's public paths, forwarded with no identity at all.
+    pub fn is_public(&self, path: &str) -> bool {
         self.public_paths
             .iter()
             .any(|prefix| super::path::has_prefix(path, prefix))
+    }
+
+    /// Whether a request with no identity may pass on `path` (a normalised path).
+    pub fn admits_anonymous(&self, path: &str) -> bool {
+        self.is_public(path)
             || self
                 .rules
                 .iter()

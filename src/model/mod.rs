@@ -3,9 +3,13 @@
 
 mod access;
 mod backend;
+mod identity;
 pub mod path;
 mod table;
 
 pub use access::{AccessPolicy, AccessRule, Member, MemberParseError};
 pub use backend::{Backend, Upstream};
-pub use table::{Route, RouteAction, RoutingTable, RoutingTableBuilder, TlsCertificates};
+pub use identity::Identity;
+pub use table::{
+    Route, RouteAction, RoutingTable, RoutingTableBuilder, TlsCertificates, canonical_host,
+};

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
 
+use crate::auth::session::KeyRing;
+
 use super::path::has_prefix;
 use super::{AccessPolicy, Backend};
 use crate::error_codes::ErrorCode;
@@ -58,6 +60,8 @@ impl TlsCertificates {
 pub struct RoutingTable {
     hosts: HashMap<String, Vec<Arc<Route>>>,
     pub certificates: TlsCertificates,
+    /// Session keys from the configured Secret; `None` when it is absent or holds no usable key.
+    pub session_keys: Option<Arc<KeyRing>>,
 }
 
 impl RoutingTable {
@@ -109,6 +113,10 @@ impl RoutingTableBuilder {
             .entry(host)
             .or_default()
             .push(Arc::new(route));
+    }
+
+    pub fn set_session_keys(&mut self, keys: Option<Arc<KeyRing>>) {
+        self.table.session_keys = keys;
     }
 
     pub fn add_certificate(&mut self, server_name: &str, key: Arc<CertifiedKey>) {

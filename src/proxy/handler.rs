@@ -12,10 +12,17 @@ use hyper::body::Incoming;
 use super::forward::Origin;
 use super::headers::strip_identity_headers;
 use super::pages::{self, Answer};
+use super::reserved;
 use super::{Proxy, ProxyBody};
+use crate::auth::cookies::strip_proxy_cookies;
 use crate::auth::decision::{Unauthenticated, decide};
 use crate::model::path;
+use crate::model::{Identity, canonical_host};
 use crate::model::{Route, RouteAction};
+
+/// Identity headers the backend receives; client-sent copies are always stripped first.
+pub const EMAIL_HEADER: &str = "x-kube-iap-authenticated-user-email";
+pub const USER_ID_HEADER: &str = "x-kube-iap-authenticated-user-id";
 
 /// Prefix of the paths kube-iap answers itself on every host.
 pub const RESERVED_PREFIX: &str = "/_iap/";
@@ -101,18 +108,35 @@ impl Proxy {
             outcome.path.clone_from(&normalized);
         }
 
-        // The snapshot is read once; the route is kept, the table guard is not held across awaits.
-        let route = self
-            .table
-            .load()
-            .route(&host, &normalized)
-            .cloned()
-            .ok_or(Answer::NoRoute)?;
+        // The snapshot is read once; the route and keys are kept, the guard is not held across awaits.
+        let (route, keys) = {
+            let table = self.table.load();
+            let route = table
+                .route(&host, &normalized)
+                .cloned()
+                .ok_or(Answer::NoRoute)?;
+            (
+                route,
+                table
+                    .session_keys
+                    .clone()
+                    .unwrap_or_else(|| self.fallback_keys.clone()),
+            )
+        };
         outcome.route = Some(route.clone());
+        let session_host = canonical_host(&host);
 
         strip_identity_headers(request.headers_mut());
         if normalized.starts_with(RESERVED_PREFIX) {
-            return Err(Answer::UnknownReservedPath);
+            let id = request_id.to_str().unwrap_or("-");
+            return reserved::answer(
+                &normalized,
+                request.headers(),
+                &session_host,
+                &keys,
+                connection.tls,
+                id,
+            );
         }
         let backend = match &route.action {
             RouteAction::FailClosed { code, reason } => {
@@ -121,7 +145,27 @@ impl Proxy {
             }
             RouteAction::Forward(backend) => backend,
         };
-        admit(&route, &normalized, &request)?;
+
+        // Public paths carry no identity at all, even for a signed-in user.
+        let identity = match route.access.is_public(&normalized) {
+            true => None,
+            false => reserved::session(request.headers(), &session_host, &keys).map(Identity::from),
+        };
+        match &identity {
+            Some(identity) if !route.access.admits(identity, &normalized) => {
+                let who = identity
+                    .email
+                    .clone()
+                    .unwrap_or_else(|| identity.subject.clone());
+                return Err(Answer::Forbidden { identity: who });
+            }
+            Some(_) => {}
+            None => admit(&route, &normalized, &request)?,
+        }
+        strip_proxy_cookies(request.headers_mut());
+        if let Some(identity) = &identity {
+            set_identity_headers(request.headers_mut(), identity);
+        }
 
         let upstream = backend.pick().ok_or(Answer::NoHealthyUpstream)?;
         request
@@ -159,6 +203,21 @@ fn admit<B>(route: &Route, path: &str, request: &Request<B>) -> Result<(), Answe
         Unauthenticated::ForwardPreflight => Ok(()),
         Unauthenticated::PreflightNeedsCredentials => Err(Answer::PreflightNeedsCredentials),
         Unauthenticated::SignIn | Unauthenticated::Unauthorized => Err(Answer::Unauthenticated),
+    }
+}
+
+/// Tells the backend who is calling. Values that are not valid header text are left out rather
+/// than mangled.
+fn set_identity_headers(headers: &mut http::HeaderMap, identity: &Identity) {
+    if let Some(email) = identity
+        .email
+        .as_deref()
+        .and_then(|e| HeaderValue::from_str(e).ok())
+    {
+        headers.insert(EMAIL_HEADER, email);
+    }
+    if let Ok(subject) = HeaderValue::from_str(&identity.subject) {
+        headers.insert(USER_ID_HEADER, subject);
     }
 }
 

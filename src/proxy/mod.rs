@@ -6,6 +6,7 @@ mod handler;
 pub mod headers;
 pub mod pages;
 mod request_id;
+mod reserved;
 mod server;
 mod tls;
 mod upstream;
@@ -18,6 +19,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 
+use crate::auth::session::KeyRing;
 use crate::metrics::Metrics;
 use crate::model::RoutingTable;
 
@@ -64,6 +66,7 @@ impl Default for ProxyConfig {
 /// Shared state of every connection.
 pub struct Proxy {
     table: SharedTable,
+    fallback_keys: Arc<KeyRing>,
     upstream: forward::UpstreamClient,
     metrics: Arc<Metrics>,
     config: ProxyConfig,
@@ -71,9 +74,16 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(table: SharedTable, metrics: Arc<Metrics>, config: ProxyConfig) -> Arc<Self> {
+    /// `fallback_keys` seal and open sessions whenever the table holds no keys of its own.
+    pub fn new(
+        table: SharedTable,
+        metrics: Arc<Metrics>,
+        config: ProxyConfig,
+        fallback_keys: Arc<KeyRing>,
+    ) -> Arc<Self> {
         Arc::new(Proxy {
             table,
+            fallback_keys,
             upstream: forward::UpstreamClient::new(&config),
             metrics,
             config,

@@ -30,6 +30,8 @@ pub enum Answer {
     Unauthenticated,
     /// A CORS preflight on a policy that does not forward them: credentials must be attached.
     PreflightNeedsCredentials,
+    /// Signed in, but the policy does not grant this identity access.
+    Forbidden { identity: String },
     /// The backend Service has no ready endpoint.
     NoHealthyUpstream,
     /// The backend refused or dropped the connection.
@@ -46,6 +48,7 @@ impl Answer {
             Answer::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Answer::Unauthenticated => StatusCode::UNAUTHORIZED,
             Answer::PreflightNeedsCredentials => StatusCode::METHOD_NOT_ALLOWED,
+            Answer::Forbidden { .. } => StatusCode::FORBIDDEN,
             Answer::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Answer::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Answer::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -68,6 +71,7 @@ impl Answer {
             Answer::Misconfigured(_) => "This application is not configured correctly",
             Answer::Unauthenticated => "Authentication required",
             Answer::PreflightNeedsCredentials => "Credentials required",
+            Answer::Forbidden { .. } => "Access denied",
             Answer::NoHealthyUpstream => "Service unavailable",
             Answer::UpstreamUnavailable => "Bad gateway",
             Answer::UpstreamTimeout => "Gateway timeout",
@@ -92,6 +96,10 @@ impl Answer {
                  credentials: set XMLHttpRequest.withCredentials = true or fetch(url, {credentials: 'include'}). \
                  To let CORS preflights through without credentials, set spec.cors.allowHttpOptions on the IapPolicy."
                 .into(),
+            Answer::Forbidden { identity } => format!(
+                "You are signed in as {identity}, and the policy for this application does not grant you \
+                 access. To use another account, sign out at /_iap/clear_login_cookie."
+            ),
             Answer::NoHealthyUpstream => "The application has no ready instance. Try again shortly.".into(),
             Answer::UpstreamUnavailable => "The application could not be reached.".into(),
             Answer::UpstreamTimeout => "The application did not answer in time.".into(),
@@ -118,6 +126,23 @@ pub fn respond(answer: &Answer, html: bool, request_id: &str) -> Response<ProxyB
     } else {
         ("application/json", json_body(answer, status, request_id))
     };
+    let mut response = generated(status, content_type, body, request_id);
+    if *answer == Answer::Unauthenticated {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"kube-iap\""),
+        );
+    }
+    response
+}
+
+/// A response the proxy generates itself: never cached, never sniffed, marked as generated.
+pub fn generated(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+    request_id: &str,
+) -> Response<ProxyBody> {
     let mut response = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
@@ -135,13 +160,18 @@ pub fn respond(answer: &Answer, html: bool, request_id: &str) -> Response<ProxyB
     if let Ok(id) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", id);
     }
-    if *answer == Answer::Unauthenticated {
-        headers.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"kube-iap\""),
-        );
-    }
     response
+}
+
+/// A small page in the proxy's style; `body_html` must already be escaped.
+pub fn simple_page(title: &str, body_html: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}</style>\
+</head><body><h1>{title}</h1>{body_html}</body></html>\n",
+        title = escape(title),
+    )
 }
 
 fn json_body(answer: &Answer, status: StatusCode, request_id: &str) -> String {
@@ -178,7 +208,7 @@ fn html_page(answer: &Answer, status: StatusCode, request_id: &str) -> String {
     )
 }
 
-fn escape(text: &str) -> String {
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for ch in text.chars() {
         match ch {

@@ -12,6 +12,7 @@ use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 
 use super::{Proxy, ProxyConfig, SharedTable};
+use crate::auth::session::KeyRing;
 use crate::metrics::Metrics;
 
 struct Worker {
@@ -33,6 +34,7 @@ impl Workers {
         table: SharedTable,
         metrics: Arc<Metrics>,
         config: ProxyConfig,
+        fallback_keys: Arc<KeyRing>,
     ) -> std::io::Result<Self> {
         let mut workers = Vec::with_capacity(count.max(1));
         for index in 0..count.max(1) {
@@ -51,7 +53,12 @@ impl Workers {
             // run on that worker.
             let proxy = {
                 let _entered = handle.enter();
-                Proxy::new(table.clone(), metrics.clone(), config.clone())
+                Proxy::new(
+                    table.clone(),
+                    metrics.clone(),
+                    config.clone(),
+                    fallback_keys.clone(),
+                )
             };
             workers.push(Worker {
                 handle,

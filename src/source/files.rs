@@ -191,14 +191,16 @@ impl FirstSeen {
 /// read happens before this returns, so the proxy starts with the folder's table.
 pub struct FolderSource {
     dir: PathBuf,
+    session_keys_secret: ObjectKey,
     first_seen: FirstSeen,
     last_fingerprint: Option<u64>,
 }
 
 impl FolderSource {
-    pub fn new(dir: PathBuf) -> Self {
+    pub fn new(dir: PathBuf, session_keys_secret: ObjectKey) -> Self {
         FolderSource {
             dir,
+            session_keys_secret,
             first_seen: FirstSeen::default(),
             last_fingerprint: None,
         }
@@ -238,6 +240,7 @@ impl FolderSource {
             Time(k8s_openapi::jiff::Timestamp::now()),
         );
         let mut index = Index::default();
+        index.set_session_keys_secret(self.session_keys_secret.clone());
         for resource in manifests.resources {
             index.apply(resource);
         }

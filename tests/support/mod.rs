@@ -37,6 +37,7 @@ pub async fn start_server_with(manifests: &Path, proxy: ProxyConfig) -> Running 
         https_addr: Some(loopback()),
         admin_addr: loopback(),
         reload_interval: Duration::from_millis(50),
+        session_keys_secret: None,
         proxy,
     };
     serve::start(config).await.expect("server starts")

@@ -1,0 +1,100 @@
+//! The proxy's cookies in a request: reading session cookies, and removing every proxy cookie
+//! before the request goes upstream while the app's own cookies pass byte for byte.
+
+use http::header::{COOKIE, HeaderMap, HeaderValue};
+
+/// Prefix of every cookie kube-iap sets.
+pub const PROXY_COOKIE_PREFIX: &str = "KUBE_IAP_";
+/// Session cookies: `KUBE_IAP_AUTH_TOKEN_<suffix>`. Several may arrive at once (set for different
+/// paths or parent domains); any one valid for the host authenticates.
+pub const SESSION_COOKIE_PREFIX: &str = "KUBE_IAP_AUTH_TOKEN_";
+
+/// `name=value` pairs of every Cookie header (HTTP/2 sends one header per cookie).
+fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+}
+
+/// Values of the session cookies, in the order sent.
+pub fn session_cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    pairs(headers)
+        .filter(|(name, _)| name.starts_with(SESSION_COOKIE_PREFIX))
+        .map(|(_, value)| value)
+}
+
+/// Removes the proxy's cookies; a Cookie header left empty is dropped.
+pub fn strip_proxy_cookies(headers: &mut HeaderMap) {
+    let has_proxy_cookie = pairs(headers).any(|(name, _)| name.starts_with(PROXY_COOKIE_PREFIX));
+    if !has_proxy_cookie {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && !pair.starts_with(PROXY_COOKIE_PREFIX))
+        .map(str::to_string)
+        .collect();
+    headers.remove(COOKIE);
+    if !kept.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(COOKIE, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(cookies: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for cookie in cookies {
+            map.append(COOKIE, cookie.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn every_session_cookie_copy_is_found_in_order() {
+        let map = headers(&[
+            "app=1; KUBE_IAP_AUTH_TOKEN_a=first",
+            "KUBE_IAP_AUTH_TOKEN_b=second;KUBE_IAP_UID=u",
+        ]);
+        assert_eq!(
+            session_cookies(&map).collect::<Vec<_>>(),
+            ["first", "second"]
+        );
+    }
+
+    #[test]
+    fn proxy_cookies_are_removed_and_the_apps_kept_exactly() {
+        let mut map = headers(&[
+            "app=a=b; KUBE_IAP_AUTH_TOKEN_x=secret; theme=\"dark\"",
+            "KUBE_IAP_UID=u",
+        ]);
+        strip_proxy_cookies(&mut map);
+        assert_eq!(
+            map.get_all(COOKIE).iter().collect::<Vec<_>>(),
+            ["app=a=b; theme=\"dark\""]
+        );
+
+        let mut only_proxy = headers(&["KUBE_IAP_AUTH_TOKEN_x=secret"]);
+        strip_proxy_cookies(&mut only_proxy);
+        assert!(only_proxy.get(COOKIE).is_none());
+
+        let mut untouched = headers(&["a=1;b=2"]);
+        strip_proxy_cookies(&mut untouched);
+        assert_eq!(
+            untouched.get(COOKIE).unwrap(),
+            "a=1;b=2",
+            "no proxy cookie: the header is not rewritten"
+        );
+    }
+}

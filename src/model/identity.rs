@@ -1,0 +1,121 @@
+//! Who a request is from, once authenticated, and whether a policy's members admit them.
+
+use super::{AccessPolicy, Member};
+
+/// An authenticated caller, from a session cookie (and later a bearer token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The provider's stable subject id.
+    pub subject: String,
+    pub email: Option<String>,
+    /// Unverified emails never match `user:` or `domain:` members.
+    pub email_verified: bool,
+    pub issuer: String,
+    pub groups: Vec<String>,
+}
+
+impl Identity {
+    /// The email if the provider verified it, lower-cased; `None` for anything with more or less
+    /// than one `@`.
+    fn verified_email(&self) -> Option<String> {
+        let email = self.email.as_deref().filter(|_| self.email_verified)?;
+        (email.matches('@').count() == 1).then(|| email.to_ascii_lowercase())
+    }
+
+    pub fn matches(&self, member: &Member) -> bool {
+        match member {
+            Member::AllUsers | Member::AllAuthenticatedUsers => true,
+            Member::User(wanted) => self.verified_email().is_some_and(|email| email == *wanted),
+            Member::Domain(domain) => self
+                .verified_email()
+                .and_then(|email| email.rsplit_once('@').map(|(_, d)| d.to_string()))
+                .is_some_and(|d| d == *domain),
+            Member::Group(group) => self.groups.iter().any(|g| g == group),
+            // Service-account identities arrive with workload tokens; a browser session is never one.
+            Member::ServiceAccount { .. } => false,
+        }
+    }
+}
+
+impl AccessPolicy {
+    /// Whether `identity` may pass on `path`: some unconditional rule names a matching member.
+    /// Conditional rules grant nothing until conditions are evaluated (fail closed).
+    pub fn admits(&self, identity: &Identity, path: &str) -> bool {
+        self.admits_anonymous(path)
+            || self
+                .rules
+                .iter()
+                .filter(|rule| !rule.conditional)
+                .any(|rule| rule.members.iter().any(|member| identity.matches(member)))
+    }
+
+    /// The groups some rule names, so sessions keep only those.
+    pub fn needs_group(&self, group: &str) -> bool {
+        self.rules
+            .iter()
+            .flat_map(|rule| &rule.members)
+            .any(|member| matches!(member, Member::Group(g) if g == group))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AccessRule;
+
+    fn alice(email: &str, verified: bool) -> Identity {
+        Identity {
+            subject: "sub-1".into(),
+            email: Some(email.into()),
+            email_verified: verified,
+            issuer: "https://idp.example.com".into(),
+            groups: vec!["eng".into()],
+        }
+    }
+
+    fn member(text: &str) -> Member {
+        text.parse().expect("valid member")
+    }
+
+    #[test]
+    fn members_match_as_the_policy_language_says() {
+        let cases: &[(&str, &str, bool, bool)] = &[
+            ("user:alice@corp.com", "alice@corp.com", true, true),
+            ("user:alice@corp.com", "Alice@CORP.com", true, true),
+            ("user:alice@corp.com", "alice@corp.com", false, false),
+            ("user:alice@corp.com", "bob@corp.com", true, false),
+            ("domain:corp.com", "alice@corp.com", true, true),
+            ("domain:corp.com", "alice@corp.com", false, false),
+            ("domain:corp.com", "a@evil.com@corp.com", true, false),
+            ("domain:corp.com", "x@corp.com.evil.com", true, false),
+            ("domain:corp.com", "x@evilcorp.com", true, false),
+            ("domain:corp.com", "x@sub.corp.com", true, false),
+            ("group:eng", "x@corp.com", false, true),
+            ("group:ops", "x@corp.com", true, false),
+            ("allAuthenticatedUsers", "x@corp.com", false, true),
+            ("allUsers", "x@corp.com", false, true),
+            ("serviceAccount:ci/bot", "x@corp.com", true, false),
+        ];
+        for (text, email, verified, want) in cases {
+            assert_eq!(
+                alice(email, *verified).matches(&member(text)),
+                *want,
+                "{text} vs {email} verified={verified}"
+            );
+        }
+    }
+
+    #[test]
+    fn conditional_rules_grant_nothing_yet() {
+        let policy = AccessPolicy {
+            rules: vec![AccessRule {
+                members: vec![member("domain:corp.com")],
+                conditional: true,
+            }],
+            public_paths: vec![],
+            allow_http_options: false,
+        };
+        assert!(!policy.admits(&alice("a@corp.com", true), "/"));
+        assert!(!policy.needs_group("eng"));
+    }
+}

@@ -1,0 +1,93 @@
+//! The proxy's own paths under `/_iap/`, answered on every host it serves.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{HeaderValue, SET_COOKIE};
+use http::{HeaderMap, Response, StatusCode};
+
+use super::ProxyBody;
+use super::pages::{self, Answer};
+use crate::auth::cookies::{PROXY_COOKIE_PREFIX, session_cookies};
+use crate::auth::session::{KeyRing, Session};
+
+pub const IDENTITY: &str = "/_iap/identity";
+pub const CLEAR_LOGIN_COOKIE: &str = "/_iap/clear_login_cookie";
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// The first session cookie that opens for `host` (canonical) with `keys`.
+pub fn session(headers: &HeaderMap, host: &str, keys: &KeyRing) -> Option<Session> {
+    let now = unix_now();
+    session_cookies(headers).find_map(|value| keys.open(value, host, now).ok())
+}
+
+/// Answers a reserved path, or says it does not exist.
+pub fn answer(
+    path: &str,
+    headers: &HeaderMap,
+    host: &str,
+    keys: &KeyRing,
+    tls: bool,
+    request_id: &str,
+) -> Result<Response<ProxyBody>, Answer> {
+    match path {
+        IDENTITY => identity(headers, host, keys, request_id),
+        CLEAR_LOGIN_COOKIE => Ok(clear_login_cookie(headers, tls, request_id)),
+        _ => Err(Answer::UnknownReservedPath),
+    }
+}
+
+/// Who is signed in, even when the policy would deny them: the first thing to check when access
+/// is refused.
+fn identity(
+    headers: &HeaderMap,
+    host: &str,
+    keys: &KeyRing,
+    request_id: &str,
+) -> Result<Response<ProxyBody>, Answer> {
+    let session = session(headers, host, keys).ok_or(Answer::Unauthenticated)?;
+    let body = serde_json::json!({
+        "email": session.email,
+        "emailVerified": session.email_verified,
+        "sub": session.subject,
+        "issuer": session.issuer,
+        "expiresAt": session.expires_at,
+    });
+    Ok(pages::generated(
+        StatusCode::OK,
+        "application/json",
+        body.to_string(),
+        request_id,
+    ))
+}
+
+/// Signs out of this host: every proxy cookie the browser sent is expired.
+fn clear_login_cookie(headers: &HeaderMap, tls: bool, request_id: &str) -> Response<ProxyBody> {
+    let names: Vec<&str> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('=').map(|(name, _)| name))
+        .filter(|name| name.starts_with(PROXY_COOKIE_PREFIX))
+        .collect();
+    let body = pages::simple_page(
+        "Signed out",
+        "<p>You are signed out of this application.</p>",
+    );
+    let mut response =
+        pages::generated(StatusCode::OK, "text/html; charset=utf-8", body, request_id);
+    let secure = if tls { "; Secure" } else { "" };
+    for name in names {
+        let expired = format!("{name}=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax{secure}");
+        if let Ok(value) = HeaderValue::from_str(&expired) {
+            response.headers_mut().append(SET_COOKIE, value);
+        }
+    }
+    response
+}
