@@ -176,6 +176,14 @@ impl From<Session> for Identity {
     }
 }
 
+/// The session of the first cookie in `headers` that opens for `host` (canonical) with `keys`.
+pub fn session_from(headers: &http::HeaderMap, host: &str, keys: &KeyRing) -> Option<Session> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    super::cookies::session_cookies(headers).find_map(|value| keys.open(value, host, now).ok())
+}
+
 /// Hosts are compared case-insensitively everywhere else, so here too.
 fn host_aad(host: &str) -> Vec<u8> {
     host.to_ascii_lowercase().into_bytes()

@@ -16,6 +16,7 @@ use super::reserved;
 use super::{Proxy, ProxyBody};
 use crate::auth::cookies::strip_proxy_cookies;
 use crate::auth::decision::{Unauthenticated, decide};
+use crate::auth::session::session_from;
 use crate::model::path;
 use crate::model::{Identity, canonical_host};
 use crate::model::{Route, RouteAction};
@@ -149,7 +150,7 @@ impl Proxy {
         // Public paths carry no identity at all, even for a signed-in user.
         let identity = match route.access.is_public(&normalized) {
             true => None,
-            false => reserved::session(request.headers(), &session_host, &keys).map(Identity::from),
+            false => session_from(request.headers(), &session_host, &keys).map(Identity::from),
         };
         match &identity {
             Some(identity) if !route.access.admits(identity, &normalized) => {

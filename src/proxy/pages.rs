@@ -192,13 +192,19 @@ fn html_page(answer: &Answer, status: StatusCode, request_id: &str) -> String {
         Some(code) => format!("<p class=\"code\">Error code {}</p>", code.number()),
         None => String::new(),
     };
+    let action = match answer {
+        Answer::Forbidden { .. } => {
+            "<p><a href=\"/_iap/clear_login_cookie\">Sign out to use another account</a></p>"
+        }
+        _ => "",
+    };
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <title>{status} {title}</title>\
 <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
 .code{{font-weight:bold}}.meta{{color:#666;font-size:.85rem}}</style></head>\
-<body><h1>{title}</h1>{code_line}<p>{detail}</p>\
+<body><h1>{title}</h1>{code_line}<p>{detail}</p>{action}\
 <p class=\"meta\">HTTP {status_num} · request {request_id} · kube-iap</p></body></html>\n",
         status = status.as_u16(),
         status_num = status.as_u16(),

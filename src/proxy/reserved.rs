@@ -1,30 +1,15 @@
 //! The proxy's own paths under `/_iap/`, answered on every host it serves.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use http::header::{HeaderValue, SET_COOKIE};
 use http::{HeaderMap, Response, StatusCode};
 
 use super::ProxyBody;
 use super::pages::{self, Answer};
-use crate::auth::cookies::{PROXY_COOKIE_PREFIX, session_cookies};
-use crate::auth::session::{KeyRing, Session};
+use crate::auth::cookies::PROXY_COOKIE_PREFIX;
+use crate::auth::session::{KeyRing, session_from};
 
 pub const IDENTITY: &str = "/_iap/identity";
 pub const CLEAR_LOGIN_COOKIE: &str = "/_iap/clear_login_cookie";
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
-}
-
-/// The first session cookie that opens for `host` (canonical) with `keys`.
-pub fn session(headers: &HeaderMap, host: &str, keys: &KeyRing) -> Option<Session> {
-    let now = unix_now();
-    session_cookies(headers).find_map(|value| keys.open(value, host, now).ok())
-}
 
 /// Answers a reserved path, or says it does not exist.
 pub fn answer(
@@ -50,7 +35,7 @@ fn identity(
     keys: &KeyRing,
     request_id: &str,
 ) -> Result<Response<ProxyBody>, Answer> {
-    let session = session(headers, host, keys).ok_or(Answer::Unauthenticated)?;
+    let session = session_from(headers, host, keys).ok_or(Answer::Unauthenticated)?;
     let body = serde_json::json!({
         "email": session.email,
         "emailVerified": session.email_verified,
