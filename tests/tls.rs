@@ -46,12 +46,13 @@ fn tls_policy(name: &str, host: &str, secret: &str) -> String {
     )
 }
 
-async fn connect(
+/// A TLS handshake to `addr` as `server_name`, trusting only `roots`.
+async fn handshake(
     addr: std::net::SocketAddr,
     roots: &[&TestCert],
     server_name: &str,
     alpn: &[&[u8]],
-) -> TlsStream<TcpStream> {
+) -> std::io::Result<TlsStream<TcpStream>> {
     let mut store = rustls::RootCertStore::empty();
     for cert in roots {
         store.add(cert.der.clone()).expect("add root");
@@ -59,14 +60,24 @@ async fn connect(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .unwrap()
+        .expect("ring supports the default versions")
         .with_root_certificates(store)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let name = ServerName::try_from(server_name.to_string()).unwrap();
+    let stream = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(server_name.to_string()).expect("valid server name");
     TlsConnector::from(Arc::new(config))
         .connect(name, stream)
+        .await
+}
+
+async fn connect(
+    addr: std::net::SocketAddr,
+    roots: &[&TestCert],
+    server_name: &str,
+    alpn: &[&[u8]],
+) -> TlsStream<TcpStream> {
+    handshake(addr, roots, server_name, alpn)
         .await
         .expect("TLS handshake")
 }
@@ -140,19 +151,7 @@ async fn sni_chooses_between_two_certificates_and_both_http_versions_work() {
     assert_eq!(echo["headers"]["host"], "beta.test");
 
     // A name with no certificate gets no handshake, rather than someone else's certificate.
-    let mut store = rustls::RootCertStore::empty();
-    store.add(alpha.der.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(store)
-    .with_no_client_auth();
-    let stream = TcpStream::connect(https).await.unwrap();
-    let refused = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("gamma.test").unwrap(), stream)
-        .await;
+    let refused = handshake(https, &[&alpha, &beta], "gamma.test", &[]).await;
     assert!(refused.is_err());
     server.shutdown().await;
 }

@@ -11,9 +11,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-/// An HTTP backend that answers every request with JSON describing it: `name`, method, path,
-/// query and headers. `POST /count` reads the body as a stream and answers its length.
-pub async fn echo(name: &'static str) -> SocketAddr {
+/// Serves HTTP on 127.0.0.1:0, answering each request with `respond(peer, request)`.
+async fn serve_http<F, Fut>(respond: F) -> SocketAddr
+where
+    F: Fn(SocketAddr, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, hyper::Error>> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");
@@ -23,8 +26,9 @@ pub async fn echo(name: &'static str) -> SocketAddr {
             let Ok((stream, peer)) = listener.accept().await else {
                 return;
             };
+            let respond = respond.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| answer(name, peer, request));
+                let service = service_fn(move |request| respond(peer, request));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -32,6 +36,13 @@ pub async fn echo(name: &'static str) -> SocketAddr {
         }
     });
     addr
+}
+
+/// An HTTP backend that answers every request with JSON describing it: `name`, method, path,
+/// query, headers and the connection's peer. `POST /count` reads the body as a stream and answers
+/// its length.
+pub async fn echo(name: &'static str) -> SocketAddr {
+    serve_http(move |peer, request| answer(name, peer, request)).await
 }
 
 async fn answer(
@@ -131,33 +142,17 @@ pub struct Gated {
 pub async fn gated(name: &'static str) -> Gated {
     let arrived = std::sync::Arc::new(tokio::sync::Notify::new());
     let release = std::sync::Arc::new(tokio::sync::Notify::new());
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind gated backend");
-    let addr = listener.local_addr().expect("gated backend address");
     let (arrive, gate) = (arrived.clone(), release.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                return;
-            };
-            let (arrive, gate) = (arrive.clone(), gate.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let (arrive, gate) = (arrive.clone(), gate.clone());
-                    async move {
-                        // notify_one keeps a permit, so neither side can miss the other.
-                        arrive.notify_one();
-                        gate.notified().await;
-                        answer(name, peer, request).await
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    let addr = serve_http(move |peer, request| {
+        let (arrive, gate) = (arrive.clone(), gate.clone());
+        async move {
+            // notify_one keeps a permit, so neither side can miss the other.
+            arrive.notify_one();
+            gate.notified().await;
+            answer(name, peer, request).await
         }
-    });
+    })
+    .await;
     Gated {
         addr,
         arrived,
