@@ -404,3 +404,37 @@ async fn cors_preflights_get_405_unless_the_policy_lets_them_through() {
     assert!(unauthorized.text().contains("Authorization: Bearer"));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_after_the_idle_timeout_without_new_traffic() {
+    let (backend, open) = backends::echo_counting("web").await;
+    let dir = manifests::folder(&[("web", backend.port())]);
+    write(
+        dir.path(),
+        "p.yaml",
+        &manifests::policy("app", "app.test", "web", &["allUsers"]),
+    );
+    let config = kube_iap::proxy::ProxyConfig {
+        access_log: false,
+        workers: 1,
+        pool_idle_timeout: std::time::Duration::from_millis(100),
+        ..Default::default()
+    };
+    let server = support::start_server_with(dir.path(), config).await;
+    assert_eq!(
+        get(server.http_addr.unwrap(), "app.test", "/", &[])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        open.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the pooled connection stays open"
+    );
+    support::eventually("the idle connection to be closed", || async {
+        open.load(std::sync::atomic::Ordering::SeqCst) == 0
+    })
+    .await;
+    server.shutdown().await;
+}

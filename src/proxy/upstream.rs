@@ -26,6 +26,9 @@ pub enum UpstreamError {
     Exchange(hyper::Error),
 }
 
+/// The longest pause between two sweeps of idle connections.
+const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(10);
+
 /// Idle connections kept per upstream address; more are closed when returned.
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
 
@@ -41,12 +44,40 @@ pub struct UpstreamPool {
 }
 
 impl UpstreamPool {
+    /// Must be called inside the worker's runtime: the pool's sweeper runs there.
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
-        Arc::new(UpstreamPool {
+        let pool = Arc::new(UpstreamPool {
             idle: Mutex::default(),
             connect_timeout,
             idle_timeout,
-        })
+        });
+        // Without traffic nothing checks connections out, so expired and closed ones (a backend
+        // Pod that went away) would hold their sockets forever; the sweeper closes them.
+        let weak = Arc::downgrade(&pool);
+        let period = idle_timeout.min(MAX_SWEEP_PERIOD);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                match weak.upgrade() {
+                    Some(pool) => pool.sweep(),
+                    None => return,
+                }
+            }
+        });
+        pool
+    }
+
+    /// Drops idle connections that expired or that the upstream closed.
+    fn sweep(&self) {
+        let mut pool = self.idle.lock().expect("pool lock is never poisoned");
+        pool.retain(|_, idle| {
+            idle.retain(|entry| {
+                entry.since.elapsed() <= self.idle_timeout && !entry.sender.is_closed()
+            });
+            !idle.is_empty()
+        });
     }
 
     /// Sends `request` to `authority` on a pooled connection, or a new one. A pooled connection the

@@ -1,6 +1,8 @@
 //! Real backends on 127.0.0.1:0: an HTTP echo server and a WebSocket echo server.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -11,8 +13,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-/// Serves HTTP on 127.0.0.1:0, answering each request with `respond(peer, request)`.
-async fn serve_http<F, Fut>(respond: F) -> SocketAddr
+/// Serves HTTP on 127.0.0.1:0, answering each request with `respond(peer, request)`, and counts
+/// the connections open right now in `open`.
+async fn serve_http<F, Fut>(respond: F, open: Arc<AtomicUsize>) -> SocketAddr
 where
     F: Fn(SocketAddr, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, hyper::Error>> + Send + 'static,
@@ -27,11 +30,14 @@ where
                 return;
             };
             let respond = respond.clone();
+            let open = open.clone();
+            open.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let service = service_fn(move |request| respond(peer, request));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+                open.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
@@ -42,7 +48,18 @@ where
 /// query, headers and the connection's peer. `POST /count` reads the body as a stream and answers
 /// its length.
 pub async fn echo(name: &'static str) -> SocketAddr {
-    serve_http(move |peer, request| answer(name, peer, request)).await
+    echo_counting(name).await.0
+}
+
+/// [`echo`], also returning how many connections to it are open right now.
+pub async fn echo_counting(name: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let addr = serve_http(
+        move |peer, request| answer(name, peer, request),
+        open.clone(),
+    )
+    .await;
+    (addr, open)
 }
 
 async fn answer(
@@ -143,15 +160,18 @@ pub async fn gated(name: &'static str) -> Gated {
     let arrived = std::sync::Arc::new(tokio::sync::Notify::new());
     let release = std::sync::Arc::new(tokio::sync::Notify::new());
     let (arrive, gate) = (arrived.clone(), release.clone());
-    let addr = serve_http(move |peer, request| {
-        let (arrive, gate) = (arrive.clone(), gate.clone());
-        async move {
-            // notify_one keeps a permit, so neither side can miss the other.
-            arrive.notify_one();
-            gate.notified().await;
-            answer(name, peer, request).await
-        }
-    })
+    let addr = serve_http(
+        move |peer, request| {
+            let (arrive, gate) = (arrive.clone(), gate.clone());
+            async move {
+                // notify_one keeps a permit, so neither side can miss the other.
+                arrive.notify_one();
+                gate.notified().await;
+                answer(name, peer, request).await
+            }
+        },
+        Arc::default(),
+    )
     .await;
     Gated {
         addr,
