@@ -258,9 +258,25 @@ impl FolderSource {
     ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (dir, keys_secret) = (self.dir.clone(), self.session_keys_secret.clone());
         loop {
             ticker.tick().await;
-            self.reload(&published, &metrics);
+            // Reading and parsing a large folder takes a while; keep it off the async threads
+            // that accept connections and answer the admin port.
+            let (published, metrics) = (published.clone(), metrics.clone());
+            let reloaded = tokio::task::spawn_blocking(move || {
+                self.reload(&published, &metrics);
+                self
+            });
+            match reloaded.await {
+                Ok(source) => self = source,
+                Err(error) => {
+                    // A bug, never bad input; the last table keeps serving and the next tick
+                    // starts over with a fresh reader.
+                    tracing::error!(%error, "reading the manifests folder panicked; starting over");
+                    self = FolderSource::new(dir.clone(), keys_secret.clone());
+                }
+            }
         }
     }
 }
