@@ -117,18 +117,6 @@ impl ErrorCode {
     pub fn headline(self) -> String {
         format!("Error code {}: {}", self.number(), self.info().title)
     }
-
-    /// The Markdown troubleshooting table the docs embed.
-    pub fn markdown_table() -> String {
-        let mut out = String::from("| code | meaning | what to do |\n|---|---|---|\n");
-        for row in TABLE {
-            out.push_str(&format!(
-                "| {} | {} | {} |\n",
-                row.number, row.title, row.remedy
-            ));
-        }
-        out
-    }
 }
 
 impl std::fmt::Display for ErrorCode {

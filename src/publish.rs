@@ -74,7 +74,14 @@ impl Published {
         self.report.store(Arc::new(StatusReport {
             generation,
             routes,
-            objects: snapshot.statuses.iter().map(object_report).collect(),
+            objects: {
+                let now = Time(k8s_openapi::jiff::Timestamp::now());
+                snapshot
+                    .statuses
+                    .iter()
+                    .map(|status| object_report(status, &now))
+                    .collect()
+            },
             manifest_errors,
         }));
         self.ready.store(true, Ordering::Release);
@@ -90,11 +97,10 @@ impl Published {
     }
 }
 
-fn object_report(status: &ComputedStatus) -> ObjectReport {
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
+fn object_report(status: &ComputedStatus, now: &Time) -> ObjectReport {
     let value = match status.kind {
-        Kind::OAuthClient => serde_json::to_value(status.to_client_status(now)),
-        _ => serde_json::to_value(status.to_policy_status(now)),
+        Kind::OAuthClient => serde_json::to_value(status.to_client_status(now.clone())),
+        _ => serde_json::to_value(status.to_policy_status(now.clone())),
     };
     ObjectReport {
         kind: status.kind,

@@ -46,6 +46,11 @@ fn tls_policy(name: &str, host: &str, secret: &str) -> String {
     )
 }
 
+async fn json(response: http::Response<hyper::body::Incoming>) -> serde_json::Value {
+    serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes())
+        .expect("JSON body")
+}
+
 /// A TLS handshake to `addr` as `server_name`, trusting only `roots`.
 async fn handshake(
     addr: std::net::SocketAddr,
@@ -127,8 +132,7 @@ async fn sni_chooses_between_two_certificates_and_both_http_versions_work() {
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
-    let echo: serde_json::Value =
-        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let echo = json(response).await;
     assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
     assert_eq!(echo["path"], "/hello");
 
@@ -146,8 +150,7 @@ async fn sni_chooses_between_two_certificates_and_both_http_versions_work() {
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
-    let echo: serde_json::Value =
-        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let echo = json(response).await;
     assert_eq!(echo["headers"]["host"], "beta.test");
 
     // A name with no certificate gets no handshake, rather than someone else's certificate.

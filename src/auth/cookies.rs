@@ -26,10 +26,16 @@ pub fn session_cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(|(_, value)| value)
 }
 
+/// Names of the proxy's cookies in the request, for signing out.
+pub fn proxy_cookie_names(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    pairs(headers)
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with(PROXY_COOKIE_PREFIX))
+}
+
 /// Removes the proxy's cookies; a Cookie header left empty is dropped.
 pub fn strip_proxy_cookies(headers: &mut HeaderMap) {
-    let has_proxy_cookie = pairs(headers).any(|(name, _)| name.starts_with(PROXY_COOKIE_PREFIX));
-    if !has_proxy_cookie {
+    if proxy_cookie_names(headers).next().is_none() {
         return;
     }
     let kept: Vec<String> = headers

@@ -28,8 +28,7 @@ impl Identity {
             Member::User(wanted) => self.verified_email().is_some_and(|email| email == *wanted),
             Member::Domain(domain) => self
                 .verified_email()
-                .and_then(|email| email.rsplit_once('@').map(|(_, d)| d.to_string()))
-                .is_some_and(|d| d == *domain),
+                .is_some_and(|email| email.rsplit_once('@').is_some_and(|(_, d)| d == domain)),
             Member::Group(group) => self.groups.iter().any(|g| g == group),
             // Service-account identities arrive with workload tokens; a browser session is never one.
             Member::ServiceAccount { .. } => false,

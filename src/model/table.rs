@@ -46,10 +46,6 @@ impl TlsCertificates {
         self.by_name.get(&server_name.to_ascii_lowercase()).cloned()
     }
 
-    pub fn len(&self) -> usize {
-        self.by_name.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
@@ -69,10 +65,6 @@ impl RoutingTable {
     pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
         let routes = self.hosts.get(canonical_host(host).as_ref())?;
         routes.iter().find(|route| has_prefix(path, &route.prefix))
-    }
-
-    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
-        self.hosts.values().flatten()
     }
 
     pub fn route_count(&self) -> usize {

@@ -69,7 +69,7 @@ impl Proxy {
             .await
         {
             Ok(response) => response,
-            Err(answer) => pages::respond(&answer, html, request_id_text),
+            Err(answer) => pages::respond(&answer, html, &request_id),
         };
         let status = response.status().as_u16();
         self.metrics
@@ -129,14 +129,13 @@ impl Proxy {
 
         strip_identity_headers(request.headers_mut());
         if normalized.starts_with(RESERVED_PREFIX) {
-            let id = request_id.to_str().unwrap_or("-");
             return reserved::answer(
                 &normalized,
                 request.headers(),
                 &session_host,
                 &keys,
                 connection.tls,
-                id,
+                request_id,
             );
         }
         let backend = match &route.action {

@@ -48,17 +48,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .filter(|name| HOP_BY_HOP.contains(name) || (!keep_upgrade && *name == header::UPGRADE))
         .cloned()
         .collect();
-    if headers.contains_key(header::CONNECTION) {
-        doomed.extend(
-            headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .flat_map(|value| value.split(','))
-                .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-                .filter(|name| !(keep_upgrade && *name == header::UPGRADE)),
-        );
-    }
+    doomed.extend(
+        connection_tokens(headers)
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .filter(|name| !(keep_upgrade && *name == header::UPGRADE)),
+    );
     for name in doomed {
         headers.remove(name);
     }
@@ -69,13 +63,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Whether the client asks to switch protocols (WebSocket) on an HTTP/1.1 request.
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    let connection_says_upgrade = headers
+    connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"))
+        && headers.contains_key(header::UPGRADE)
+}
+
+/// The comma-separated options of every `Connection` header, trimmed.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    connection_says_upgrade && headers.contains_key(header::UPGRADE)
+        .map(str::trim)
 }
 
 /// Sets `X-Forwarded-For/-Proto/-Host`. Client-sent values are replaced, not extended: no proxy in

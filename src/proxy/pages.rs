@@ -116,15 +116,13 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
         .any(|accept| accept.contains("text/html"))
 }
 
-pub fn respond(answer: &Answer, html: bool, request_id: &str) -> Response<ProxyBody> {
+pub fn respond(answer: &Answer, html: bool, request_id: &HeaderValue) -> Response<ProxyBody> {
     let status = answer.status();
+    let id = request_id.to_str().unwrap_or("-");
     let (content_type, body) = if html {
-        (
-            "text/html; charset=utf-8",
-            html_page(answer, status, request_id),
-        )
+        ("text/html; charset=utf-8", html_page(answer, status, id))
     } else {
-        ("application/json", json_body(answer, status, request_id))
+        ("application/json", json_body(answer, status, id))
     };
     let mut response = generated(status, content_type, body, request_id);
     if *answer == Answer::Unauthenticated {
@@ -141,7 +139,7 @@ pub fn generated(
     status: StatusCode,
     content_type: &'static str,
     body: String,
-    request_id: &str,
+    request_id: &HeaderValue,
 ) -> Response<ProxyBody> {
     let mut response = Response::new(
         Full::new(Bytes::from(body))
@@ -157,18 +155,17 @@ pub fn generated(
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(GENERATED_HEADER, HeaderValue::from_static("true"));
-    if let Ok(id) = HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", id);
-    }
+    headers.insert("x-request-id", request_id.clone());
     response
 }
 
-/// A small page in the proxy's style; `body_html` must already be escaped.
+/// Every page the proxy shows, in one style; `body_html` must already be escaped.
 pub fn simple_page(title: &str, body_html: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>\
-<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}</style>\
+<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+.code{{font-weight:bold}}.meta{{color:#666;font-size:.85rem}}</style>\
 </head><body><h1>{title}</h1>{body_html}</body></html>\n",
         title = escape(title),
     )
@@ -198,20 +195,13 @@ fn html_page(answer: &Answer, status: StatusCode, request_id: &str) -> String {
         }
         _ => "",
     };
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{status} {title}</title>\
-<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
-.code{{font-weight:bold}}.meta{{color:#666;font-size:.85rem}}</style></head>\
-<body><h1>{title}</h1>{code_line}<p>{detail}</p>{action}\
-<p class=\"meta\">HTTP {status_num} · request {request_id} · kube-iap</p></body></html>\n",
+    let body = format!(
+        "{code_line}<p>{detail}</p>{action}<p class=\"meta\">HTTP {status} · request {request_id} · kube-iap</p>",
         status = status.as_u16(),
-        status_num = status.as_u16(),
-        title = escape(answer.title()),
         detail = escape(&answer.detail()),
         request_id = escape(request_id),
-    )
+    );
+    simple_page(answer.title(), &body)
 }
 
 pub fn escape(text: &str) -> String {

@@ -5,7 +5,7 @@ use http::{HeaderMap, Response, StatusCode};
 
 use super::ProxyBody;
 use super::pages::{self, Answer};
-use crate::auth::cookies::PROXY_COOKIE_PREFIX;
+use crate::auth::cookies::proxy_cookie_names;
 use crate::auth::session::{KeyRing, session_from};
 
 pub const IDENTITY: &str = "/_iap/identity";
@@ -18,7 +18,7 @@ pub fn answer(
     host: &str,
     keys: &KeyRing,
     tls: bool,
-    request_id: &str,
+    request_id: &HeaderValue,
 ) -> Result<Response<ProxyBody>, Answer> {
     match path {
         IDENTITY => identity(headers, host, keys, request_id),
@@ -33,7 +33,7 @@ fn identity(
     headers: &HeaderMap,
     host: &str,
     keys: &KeyRing,
-    request_id: &str,
+    request_id: &HeaderValue,
 ) -> Result<Response<ProxyBody>, Answer> {
     let session = session_from(headers, host, keys).ok_or(Answer::Unauthenticated)?;
     let body = serde_json::json!({
@@ -52,15 +52,12 @@ fn identity(
 }
 
 /// Signs out of this host: every proxy cookie the browser sent is expired.
-fn clear_login_cookie(headers: &HeaderMap, tls: bool, request_id: &str) -> Response<ProxyBody> {
-    let names: Vec<&str> = headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('=').map(|(name, _)| name))
-        .filter(|name| name.starts_with(PROXY_COOKIE_PREFIX))
-        .collect();
+fn clear_login_cookie(
+    headers: &HeaderMap,
+    tls: bool,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let names: Vec<&str> = proxy_cookie_names(headers).collect();
     let body = pages::simple_page(
         "Signed out",
         "<p>You are signed out of this application.</p>",

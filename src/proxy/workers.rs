@@ -78,14 +78,6 @@ impl Workers {
         let worker = &self.workers[self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len()];
         (&worker.handle, &worker.proxy)
     }
-
-    pub fn len(&self) -> usize {
-        self.workers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.workers.is_empty()
-    }
 }
 
 impl Drop for Workers {
