@@ -14,15 +14,35 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use std::collections::HashMap;
+
+use crate::auth::providers::Providers;
 use crate::metrics::Metrics;
 use crate::publish::Published;
 
 pub struct Admin {
     pub published: Arc<Published>,
     pub metrics: Arc<Metrics>,
+    pub providers: Arc<Providers>,
 }
 
 impl Admin {
+    /// What the identity providers of the current table's OAuthClients report, by client name.
+    fn provider_problems(&self) -> HashMap<String, String> {
+        let table = self.published.table.load();
+        let mut problems = HashMap::new();
+        for route in table.routes() {
+            if let Some(sign_in) = &route.sign_in {
+                if !problems.contains_key(&sign_in.client.name) {
+                    if let Some(problem) = self.providers.problem(&sign_in.client) {
+                        problems.insert(sign_in.client.name.clone(), problem);
+                    }
+                }
+            }
+        }
+        problems
+    }
+
     pub fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
@@ -41,8 +61,13 @@ impl Admin {
             }
             "/status" => {
                 let report = self.published.report.load();
-                let body =
-                    serde_json::to_string_pretty(&**report).expect("the status report serializes");
+                let problems = self.provider_problems();
+                let body = if problems.is_empty() {
+                    serde_json::to_string_pretty(&**report)
+                } else {
+                    serde_json::to_string_pretty(&report.with_provider_problems(&problems))
+                }
+                .expect("the status report serializes");
                 let mut response = text(StatusCode::OK, &body);
                 response
                     .headers_mut()

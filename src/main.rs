@@ -55,6 +55,9 @@ struct ServeArgs {
     /// Seconds allowed for a backend to send its response headers.
     #[arg(long, default_value_t = 60)]
     response_timeout_secs: u64,
+    /// Seconds allowed for one call to an identity provider (discovery, keys, token exchange).
+    #[arg(long, default_value_t = 5)]
+    idp_timeout_secs: u64,
     /// Worker threads serving connections, each with its own runtime and upstream pool
     /// (default: one per CPU).
     #[arg(long, env = "KUBE_IAP_WORKERS")]
@@ -102,6 +105,7 @@ fn main() -> anyhow::Result<()> {
                     connect_timeout: Duration::from_secs(args.connect_timeout_secs),
                     response_timeout: Duration::from_secs(args.response_timeout_secs),
                     access_log: !args.no_access_log,
+                    idp_timeout: Duration::from_secs(args.idp_timeout_secs.max(1)),
                     workers: args
                         .workers
                         .unwrap_or(ProxyConfig::default().workers)

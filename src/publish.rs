@@ -9,7 +9,10 @@ use arc_swap::ArcSwap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
-use crate::index::{ComputedStatus, Index, Kind};
+use std::collections::HashMap;
+
+use crate::error_codes::ErrorCode;
+use crate::index::{ComputedStatus, Index, Kind, Problem};
 use crate::metrics::Metrics;
 use crate::model::RoutingTable;
 use crate::proxy::SharedTable;
@@ -24,6 +27,50 @@ pub struct StatusReport {
     pub routes: usize,
     pub objects: Vec<ObjectReport>,
     pub manifest_errors: Vec<ManifestError>,
+    /// What `objects` was rendered from, so problems found later can be folded in.
+    #[serde(skip)]
+    pub statuses: Vec<ComputedStatus>,
+    #[serde(skip)]
+    pub published_at: Option<Time>,
+}
+
+impl StatusReport {
+    /// The report with problems found at identity providers (by OAuthClient `namespace/name`)
+    /// folded into those OAuthClients' statuses: error code 11.
+    pub fn with_provider_problems(&self, problems: &HashMap<String, String>) -> StatusReport {
+        let now = self
+            .published_at
+            .clone()
+            .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
+        let objects = self
+            .statuses
+            .iter()
+            .map(|status| {
+                let problem = (status.kind == Kind::OAuthClient)
+                    .then(|| problems.get(&status.key.to_string()))
+                    .flatten();
+                match problem {
+                    Some(detail) => object_report(
+                        &status.with_problem(&Problem::new(
+                            "IdentityProviderProblem",
+                            Some(ErrorCode::OAuthClientMisconfigured),
+                            format!("{detail}."),
+                        )),
+                        &now,
+                    ),
+                    None => object_report(status, &now),
+                }
+            })
+            .collect();
+        StatusReport {
+            generation: self.generation,
+            routes: self.routes,
+            objects,
+            manifest_errors: self.manifest_errors.clone(),
+            statuses: Vec::new(),
+            published_at: None,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -71,18 +118,18 @@ impl Published {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let routes = snapshot.table.route_count();
         self.table.store(Arc::new(snapshot.table));
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
         self.report.store(Arc::new(StatusReport {
             generation,
             routes,
-            objects: {
-                let now = Time(k8s_openapi::jiff::Timestamp::now());
-                snapshot
-                    .statuses
-                    .iter()
-                    .map(|status| object_report(status, &now))
-                    .collect()
-            },
+            objects: snapshot
+                .statuses
+                .iter()
+                .map(|status| object_report(status, &now))
+                .collect(),
             manifest_errors,
+            statuses: snapshot.statuses.clone(),
+            published_at: Some(now),
         }));
         self.ready.store(true, Ordering::Release);
         for status in snapshot.statuses.iter().filter(|status| !status.ready) {

@@ -11,10 +11,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::{self, Admin};
+use crate::auth::idp_http::IdpHttp;
+use crate::auth::login::Logins;
+use crate::auth::providers::Providers;
 use crate::auth::session::KeyRing;
 use crate::index::ObjectKey;
 use crate::metrics::Metrics;
-use crate::proxy::{self, ProxyConfig, Workers};
+use crate::proxy::{self, AuthShared, ProxyConfig, Workers};
 use crate::publish::Published;
 use crate::shutdown::until_stopped;
 use crate::source::files::FolderSource;
@@ -93,12 +96,20 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
              and replicas will not share sessions"
         );
     }
+    let providers = Providers::new(IdpHttp::new(
+        config.proxy.idp_timeout / 2,
+        config.proxy.idp_timeout,
+    ));
+    let auth = AuthShared {
+        fallback_keys: Arc::new(KeyRing::generate()),
+        logins: Arc::new(Logins::new(providers.clone())),
+    };
     let workers = Arc::new(Workers::start(
         config.proxy.workers,
         published.table.clone(),
         metrics.clone(),
         config.proxy.clone(),
-        Arc::new(KeyRing::generate()),
+        auth,
     )?);
     let mut tasks = JoinSet::new();
     let running_addrs = (
@@ -122,9 +133,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             shutdown_rx.clone(),
         ));
     }
+    tasks.spawn(
+        providers
+            .clone()
+            .keep_fresh(published.table.clone(), shutdown_rx.clone()),
+    );
     let admin = Arc::new(Admin {
         published: published.clone(),
         metrics: metrics.clone(),
+        providers,
     });
     tasks.spawn(admin::serve(admin_listener, admin, shutdown_rx.clone()));
     {

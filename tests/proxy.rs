@@ -127,7 +127,10 @@ async fn a_protected_route_fails_closed_with_401_and_generated_pages_follow_acce
         http,
         "private.test",
         "/secret",
-        &[("accept", "text/html,application/xhtml+xml")],
+        &[
+            ("accept", "text/html,application/xhtml+xml"),
+            ("x-requested-with", "XMLHttpRequest"),
+        ],
     )
     .await;
     assert_eq!(html.status, 401);

@@ -20,6 +20,36 @@ fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
 }
 
 /// Values of the session cookies, in the order sent.
+/// The cookie carrying the user's opaque id.
+pub const UID_COOKIE: &str = "KUBE_IAP_UID";
+
+/// The session cookie's name on `host`. Cookies are host-only, so the suffix only has to be
+/// stable per host; deriving it from the host keeps re-sign-ins overwriting one cookie.
+pub fn session_cookie_name(host: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, host.to_ascii_lowercase().as_bytes());
+    let suffix: String = digest.as_ref()[..4]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("{SESSION_COOKIE_PREFIX}{suffix}")
+}
+
+/// A `Set-Cookie` value for one of the proxy's cookies: HttpOnly, SameSite=Lax, Secure on TLS.
+/// `max_age` of zero expires the cookie.
+pub fn set_cookie(name: &str, value: &str, path: &str, max_age: u64, tls: bool) -> HeaderValue {
+    let secure = if tls { "; Secure" } else { "" };
+    let text =
+        format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
+    HeaderValue::from_str(&text).expect("cookie names and sealed values are header-safe")
+}
+
+/// The value of the first cookie called `name`.
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    pairs(headers)
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value)
+}
+
 pub fn session_cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     pairs(headers)
         .filter(|(name, _)| name.starts_with(SESSION_COOKIE_PREFIX))

@@ -4,5 +4,9 @@
 
 pub mod cookies;
 pub mod decision;
+pub mod id_token;
+pub mod idp_http;
+pub mod login;
+pub mod providers;
 pub mod redirect;
 pub mod session;

@@ -106,8 +106,29 @@ impl KeyRing {
 
     /// Seals `session` for `host` with the newest key.
     pub fn seal(&self, session: &Session, host: &str) -> Result<String, SessionError> {
+        let payload = serde_json::to_vec(session).expect("a session serializes");
+        self.seal_bytes(payload, Purpose::Session, host)
+    }
+
+    /// Opens a cookie value for `host` at `now` (seconds since the Unix epoch).
+    pub fn open(&self, value: &str, host: &str, now: u64) -> Result<Session, SessionError> {
+        let plain = self.open_bytes(value, Purpose::Session, host)?;
+        let session: Session =
+            serde_json::from_slice(&plain).map_err(|_| SessionError::Malformed)?;
+        if session.expires_at <= now {
+            return Err(SessionError::Expired);
+        }
+        Ok(session)
+    }
+
+    /// Encrypts `payload` for `purpose` on `host` with the newest key, as a cookie-safe string.
+    pub fn seal_bytes(
+        &self,
+        mut payload: Vec<u8>,
+        purpose: Purpose,
+        host: &str,
+    ) -> Result<String, SessionError> {
         let newest = self.keys.first().ok_or(SessionError::UnknownKey)?;
-        let mut payload = serde_json::to_vec(session).expect("a session serializes");
         let mut nonce = [0u8; NONCE_LEN];
         self.random
             .fill(&mut nonce)
@@ -116,7 +137,7 @@ impl KeyRing {
             .key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(host_aad(host)),
+                Aad::from(purpose.aad(host)),
                 &mut payload,
             )
             .map_err(|_| SessionError::Malformed)?;
@@ -129,8 +150,13 @@ impl KeyRing {
         Ok(value)
     }
 
-    /// Opens a cookie value for `host` at `now` (seconds since the Unix epoch).
-    pub fn open(&self, value: &str, host: &str, now: u64) -> Result<Session, SessionError> {
+    /// Decrypts what [`KeyRing::seal_bytes`] sealed for the same purpose and host.
+    pub fn open_bytes(
+        &self,
+        value: &str,
+        purpose: Purpose,
+        host: &str,
+    ) -> Result<Vec<u8>, SessionError> {
         let mut parts = value.splitn(3, '.');
         let (Some(VERSION), Some(id), Some(body)) = (parts.next(), parts.next(), parts.next())
         else {
@@ -147,20 +173,38 @@ impl KeyRing {
         if sealed.len() < NONCE_LEN {
             return Err(SessionError::Malformed);
         }
-        let ciphertext = sealed.split_off(NONCE_LEN);
+        let mut ciphertext = sealed.split_off(NONCE_LEN);
         let nonce =
             Nonce::try_assume_unique_for_key(&sealed).map_err(|_| SessionError::Malformed)?;
-        let mut ciphertext = ciphertext;
-        let plain = key
+        let plain_len = key
             .key
-            .open_in_place(nonce, Aad::from(host_aad(host)), &mut ciphertext)
-            .map_err(|_| SessionError::Forged)?;
-        let session: Session =
-            serde_json::from_slice(plain).map_err(|_| SessionError::Malformed)?;
-        if session.expires_at <= now {
-            return Err(SessionError::Expired);
-        }
-        Ok(session)
+            .open_in_place(nonce, Aad::from(purpose.aad(host)), &mut ciphertext)
+            .map_err(|_| SessionError::Forged)?
+            .len();
+        ciphertext.truncate(plain_len);
+        Ok(ciphertext)
+    }
+}
+
+/// What a sealed value is for. It is part of the associated data, so a value sealed for one
+/// purpose (a login in progress) never opens as another (a session).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    Session,
+    Login,
+}
+
+impl Purpose {
+    /// Hosts are compared case-insensitively everywhere else, so here too.
+    fn aad(self, host: &str) -> Vec<u8> {
+        let prefix: &[u8] = match self {
+            // Sessions keep the bare host, so cookies sealed before purposes existed still open.
+            Purpose::Session => b"",
+            Purpose::Login => b"login\0",
+        };
+        let mut aad = prefix.to_vec();
+        aad.extend(host.to_ascii_lowercase().into_bytes());
+        aad
     }
 }
 
@@ -178,15 +222,15 @@ impl From<Session> for Identity {
 
 /// The session of the first cookie in `headers` that opens for `host` (canonical) with `keys`.
 pub fn session_from(headers: &http::HeaderMap, host: &str, keys: &KeyRing) -> Option<Session> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = unix_now();
     super::cookies::session_cookies(headers).find_map(|value| keys.open(value, host, now).ok())
 }
 
-/// Hosts are compared case-insensitively everywhere else, so here too.
-fn host_aad(host: &str) -> Vec<u8> {
-    host.to_ascii_lowercase().into_bytes()
+/// Seconds since the Unix epoch, the clock sessions and login states are stamped with.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The groups worth keeping in a session: those some policy names. A user in hundreds of groups

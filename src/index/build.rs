@@ -13,8 +13,12 @@ use crate::api::{HOST_ANNOTATION, IapPolicy, IapPolicySpec, POLICY_ANNOTATION, P
 use crate::error_codes::ErrorCode;
 use crate::model::path;
 use crate::model::{
-    AccessPolicy, AccessRule, Backend, Member, Route, RouteAction, RoutingTableBuilder,
+    AccessPolicy, AccessRule, Backend, DEFAULT_SESSION_MAX_AGE, Member, Route, RouteAction,
+    RoutingTableBuilder, SignIn,
 };
+
+/// A session shorter than this would send users back to the provider on nearly every click.
+const MIN_SESSION_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub fn build(index: &Index) -> Snapshot {
     let mut statuses = Vec::with_capacity(index.clients.len() + index.policies.len());
@@ -125,6 +129,7 @@ fn translate_policy(
     let mut fatal: Option<Problem> = None;
 
     let client_key = ObjectKey::new(&key.namespace, &spec.oauth_client_ref.name);
+    let mut client = None;
     match world.client_health.get(&client_key) {
         None => {
             fatal = Some(Problem::new(
@@ -140,8 +145,32 @@ fn translate_policy(
                 format!("OAuthClient {client_key}: {}", problem.detail),
             ))
         }
-        Some(Ok(())) => {}
+        Some(Ok(healthy)) => client = Some(healthy.clone()),
     }
+    let session_max_age = match spec.session.as_ref().and_then(|s| s.max_age.as_ref()) {
+        None => DEFAULT_SESSION_MAX_AGE,
+        Some(duration) => match std::time::Duration::from(*duration) {
+            max_age if !duration.is_negative() && max_age >= MIN_SESSION_MAX_AGE => max_age,
+            _ => {
+                problems.push(Problem::new(
+                    "InvalidSpec",
+                    None,
+                    format!(
+                        "spec.session.maxAge {duration} is shorter than {}s; using the default of {}s.",
+                        MIN_SESSION_MAX_AGE.as_secs(),
+                        DEFAULT_SESSION_MAX_AGE.as_secs()
+                    ),
+                ));
+                DEFAULT_SESSION_MAX_AGE
+            }
+        },
+    };
+    let sign_in = client.map(|client| {
+        Arc::new(SignIn {
+            client,
+            session_max_age,
+        })
+    });
 
     let access = match parse_access(spec) {
         Ok(access) => access,
@@ -217,6 +246,7 @@ fn translate_policy(
                     prefix: prefix.clone(),
                     access: access.clone(),
                     action,
+                    sign_in: sign_in.clone(),
                 });
             }
         }

@@ -1,6 +1,7 @@
 //! OAuthClient validation: what can be checked without talking to the identity provider.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 
@@ -8,9 +9,10 @@ use super::status::{ComputedStatus, Problem};
 use super::{Kind, ObjectKey};
 use crate::api::OAuthClient;
 use crate::error_codes::ErrorCode;
+use crate::model::{ClientSecret, OidcClient};
 
-/// The OAuthClient's usability as policies see it.
-pub type ClientHealth = Result<(), Problem>;
+/// The OAuthClient as policies see it: usable, with its secret resolved, or the problem.
+pub type ClientHealth = Result<Arc<OidcClient>, Problem>;
 
 pub fn evaluate(
     key: &ObjectKey,
@@ -36,6 +38,7 @@ pub fn evaluate(
         problems.push(missing("spec.clientId is empty.".to_string()));
     }
     let mut secret_sha256 = None;
+    let mut secret_value = None;
     match &client.spec.client_secret_ref {
         None => problems.push(missing("spec.clientSecretRef is not set.".to_string())),
         Some(reference) => {
@@ -57,7 +60,16 @@ pub fn evaluate(
                     "Secret {secret_key} key {:?} is empty.",
                     reference.key
                 ))),
-                Some(Some(secret)) => secret_sha256 = Some(sha256_hex(secret)),
+                Some(Some(secret)) => match std::str::from_utf8(secret) {
+                    Ok(text) => {
+                        secret_sha256 = Some(sha256_hex(secret));
+                        secret_value = Some(ClientSecret::new(text.trim_end_matches(['\r', '\n'])));
+                    }
+                    Err(_) => problems.push(missing(format!(
+                        "Secret {secret_key} key {:?} is not UTF-8 text.",
+                        reference.key
+                    ))),
+                },
             }
         }
     }
@@ -72,9 +84,21 @@ pub fn evaluate(
         ),
     );
     status.client_secret_sha256 = secret_sha256;
-    let health = match problems.into_iter().find(|problem| problem.code.is_some()) {
-        Some(problem) => Err(problem),
-        None => Ok(()),
+    let health = match (
+        problems.into_iter().find(|problem| problem.code.is_some()),
+        secret_value,
+    ) {
+        (Some(problem), _) => Err(problem),
+        (None, Some(client_secret)) => Ok(Arc::new(OidcClient {
+            name: key.to_string(),
+            issuer: client.spec.issuer.trim().to_string(),
+            client_id: client.spec.client_id.trim().to_string(),
+            client_secret,
+            scopes: client.spec.scopes.clone(),
+            groups_claim: client.spec.groups_claim.clone(),
+            audiences: client.spec.audiences.clone(),
+        })),
+        (None, None) => unreachable!("a client without a secret always has a coded problem"),
     };
     (health, status)
 }

@@ -91,6 +91,21 @@ impl ComputedStatus {
         }
     }
 
+    /// This status with a problem found outside the index (at the identity provider) folded in.
+    /// An object that is already not ready keeps its own, earlier problem.
+    pub fn with_problem(&self, problem: &Problem) -> ComputedStatus {
+        if !self.ready {
+            return self.clone();
+        }
+        ComputedStatus {
+            ready: false,
+            reason: problem.reason.to_string(),
+            message: problem.message(),
+            error_code: problem.code.map(ErrorCode::number),
+            ..self.clone()
+        }
+    }
+
     fn ready_condition(&self, now: Time) -> Condition {
         Condition {
             type_: "Ready".to_string(),

@@ -5,11 +5,13 @@ mod access;
 mod backend;
 mod identity;
 pub mod path;
+mod sign_in;
 mod table;
 
 pub use access::{AccessPolicy, AccessRule, Member, MemberParseError};
 pub use backend::{Backend, Upstream};
 pub use identity::Identity;
+pub use sign_in::{ClientSecret, DEFAULT_SESSION_MAX_AGE, OidcClient, SignIn};
 pub use table::{
     Route, RouteAction, RoutingTable, RoutingTableBuilder, TlsCertificates, canonical_host,
 };

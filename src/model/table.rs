@@ -9,7 +9,7 @@ use rustls::sign::CertifiedKey;
 use crate::auth::session::KeyRing;
 
 use super::path::has_prefix;
-use super::{AccessPolicy, Backend};
+use super::{AccessPolicy, Backend, SignIn};
 use crate::error_codes::ErrorCode;
 
 /// What a matched route does.
@@ -33,6 +33,8 @@ pub struct Route {
     pub prefix: String,
     pub access: Arc<AccessPolicy>,
     pub action: RouteAction,
+    /// How users sign in here; `None` when the route fails closed before sign-in matters.
+    pub sign_in: Option<Arc<SignIn>>,
 }
 
 /// TLS certificates by server name.
@@ -65,6 +67,26 @@ impl RoutingTable {
     pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
         let routes = self.hosts.get(canonical_host(host).as_ref())?;
         routes.iter().find(|route| has_prefix(path, &route.prefix))
+    }
+
+    /// Every route of `host` (any case, with or without port), longest prefix first.
+    pub fn host_routes(&self, host: &str) -> &[Arc<Route>] {
+        self.hosts
+            .get(canonical_host(host).as_ref())
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// How users sign in on `host`. Every policy on a host shares one OAuth client (a second
+    /// one fails closed with code 9), so any route's client serves the host's reserved paths.
+    pub fn host_sign_in(&self, host: &str) -> Option<&Arc<SignIn>> {
+        self.host_routes(host)
+            .iter()
+            .find_map(|route| route.sign_in.as_ref())
+    }
+
+    /// Every route of every host.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.hosts.values().flatten()
     }
 
     pub fn route_count(&self) -> usize {
@@ -141,6 +163,7 @@ mod tests {
                 code: None,
                 reason: "test".into(),
             },
+            sign_in: None,
         }
     }
 

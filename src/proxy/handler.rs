@@ -12,10 +12,11 @@ use hyper::body::Incoming;
 use super::forward::Origin;
 use super::headers::strip_identity_headers;
 use super::pages::{self, Answer};
-use super::reserved;
+use super::reserved::Reserved;
 use super::{Proxy, ProxyBody};
 use crate::auth::cookies::strip_proxy_cookies;
 use crate::auth::decision::{Unauthenticated, decide};
+use crate::auth::login::LoginRequest;
 use crate::auth::session::session_from;
 use crate::model::path;
 use crate::model::{Identity, canonical_host};
@@ -99,9 +100,10 @@ impl Proxy {
         request_id: &HeaderValue,
         outcome: &mut Outcome,
     ) -> Result<Response<ProxyBody>, Answer> {
-        let host = request_host(&request)
+        let authority = request_authority(&request)
             .ok_or(Answer::MissingHost)?
             .to_string();
+        let host = canonical_host(&authority).into_owned();
         let normalized = path::normalize(request.uri().path())
             .map_err(|error| Answer::BadPath(error.to_string()))?;
         if self.config.access_log {
@@ -109,35 +111,41 @@ impl Proxy {
             outcome.path.clone_from(&normalized);
         }
 
-        // The snapshot is read once; the route and keys are kept, the guard is not held across awaits.
-        let (route, keys) = {
-            let table = self.table.load();
-            let route = table
-                .route(&host, &normalized)
-                .cloned()
-                .ok_or(Answer::NoRoute)?;
-            (
-                route,
-                table
-                    .session_keys
-                    .clone()
-                    .unwrap_or_else(|| self.fallback_keys.clone()),
-            )
-        };
-        outcome.route = Some(route.clone());
-        let session_host = canonical_host(&host);
-
         strip_identity_headers(request.headers_mut());
+        // The snapshot is read once; what is needed is kept, the guard is not held across awaits.
+        let table = self.table.load_full();
+        let keys = table
+            .session_keys
+            .clone()
+            .unwrap_or_else(|| self.fallback_keys.clone());
+        let login = LoginRequest {
+            host: &host,
+            authority: &authority,
+            tls: connection.tls,
+            keys: &keys,
+        };
         if normalized.starts_with(RESERVED_PREFIX) {
-            return reserved::answer(
-                &normalized,
-                request.headers(),
-                &session_host,
-                &keys,
-                connection.tls,
-                request_id,
-            );
+            let routes = table.host_routes(&host);
+            if routes.is_empty() {
+                return Err(Answer::NoRoute);
+            }
+            outcome.route = Some(routes[0].clone());
+            return self
+                .reserved(Reserved {
+                    path: &normalized,
+                    query: request.uri().query().unwrap_or(""),
+                    headers: request.headers(),
+                    login,
+                    routes,
+                    request_id,
+                })
+                .await;
         }
+        let route = table
+            .route(&host, &normalized)
+            .cloned()
+            .ok_or(Answer::NoRoute)?;
+        outcome.route = Some(route.clone());
         let backend = match &route.action {
             RouteAction::FailClosed { code, reason } => {
                 tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), route = %route.policy, reason = %reason, "route fails closed");
@@ -149,7 +157,7 @@ impl Proxy {
         // Public paths carry no identity at all, even for a signed-in user.
         let identity = match route.access.is_public(&normalized) {
             true => None,
-            false => session_from(request.headers(), &session_host, &keys).map(Identity::from),
+            false => session_from(request.headers(), &host, &keys).map(Identity::from),
         };
         match &identity {
             Some(identity) if !route.access.admits(identity, &normalized) => {
@@ -160,7 +168,25 @@ impl Proxy {
                 return Err(Answer::Forbidden { identity: who });
             }
             Some(_) => {}
-            None => admit(&route, &normalized, &request)?,
+            None => match admit(&route, &normalized, &request) {
+                Admission::Forward => {}
+                Admission::Deny(answer) => return Err(answer),
+                Admission::SignIn => {
+                    let return_to = request
+                        .uri()
+                        .path_and_query()
+                        .map_or("/", |target| target.as_str());
+                    let reserved = Reserved {
+                        path: &normalized,
+                        query: "",
+                        headers: request.headers(),
+                        login,
+                        routes: std::slice::from_ref(&route),
+                        request_id,
+                    };
+                    return self.start_login(&reserved, return_to).await;
+                }
+            },
         }
         strip_proxy_cookies(request.headers_mut());
         if let Some(identity) = &identity {
@@ -189,20 +215,28 @@ impl Proxy {
     }
 }
 
-/// Admits a request that carries no identity, or says what it gets instead. Until sign-in lands,
-/// a browser navigation gets the same 401 as everyone else rather than a redirect.
-fn admit<B>(route: &Route, path: &str, request: &Request<B>) -> Result<(), Answer> {
+/// What a request without identity gets.
+enum Admission {
+    Forward,
+    SignIn,
+    Deny(Answer),
+}
+
+fn admit<B>(route: &Route, path: &str, request: &Request<B>) -> Admission {
     if route.access.admits_anonymous(path) {
-        return Ok(());
+        return Admission::Forward;
     }
     match decide(
         request.method(),
         request.headers(),
         route.access.allow_http_options,
     ) {
-        Unauthenticated::ForwardPreflight => Ok(()),
-        Unauthenticated::PreflightNeedsCredentials => Err(Answer::PreflightNeedsCredentials),
-        Unauthenticated::SignIn | Unauthenticated::Unauthorized => Err(Answer::Unauthenticated),
+        Unauthenticated::ForwardPreflight => Admission::Forward,
+        Unauthenticated::PreflightNeedsCredentials => {
+            Admission::Deny(Answer::PreflightNeedsCredentials)
+        }
+        Unauthenticated::SignIn => Admission::SignIn,
+        Unauthenticated::Unauthorized => Admission::Deny(Answer::Unauthenticated),
     }
 }
 
@@ -221,10 +255,11 @@ fn set_identity_headers(headers: &mut http::HeaderMap, identity: &Identity) {
     }
 }
 
-/// The host a request is for: the URI's authority (HTTP/2, absolute-form) or the Host header.
-fn request_host<B>(request: &Request<B>) -> Option<&str> {
+/// The authority a request is for, port included: the URI's (HTTP/2, absolute-form) or the
+/// Host header. Only used once a route matched its host, so it names a served host.
+fn request_authority<B>(request: &Request<B>) -> Option<&str> {
     if let Some(authority) = request.uri().authority() {
-        return Some(authority.host());
+        return Some(authority.as_str());
     }
     request
         .headers()

@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 
+use crate::auth::login::Logins;
 use crate::auth::session::KeyRing;
 use crate::metrics::Metrics;
 use crate::model::RoutingTable;
@@ -48,6 +49,9 @@ pub struct ProxyConfig {
     pub access_log: bool,
     /// Worker threads serving connections (thread-per-core).
     pub workers: usize,
+    /// Total time allowed for one call to an identity provider (discovery, keys, token
+    /// exchange); connecting gets at most half of it.
+    pub idp_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -59,14 +63,24 @@ impl Default for ProxyConfig {
             header_read_timeout: Duration::from_secs(30),
             access_log: true,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            idp_timeout: Duration::from_secs(5),
         }
     }
 }
 
 /// Shared state of every connection.
+/// What every worker's proxy shares for authentication.
+#[derive(Clone)]
+pub struct AuthShared {
+    /// Session keys when the table has none (no Secret): generated at start.
+    pub fallback_keys: Arc<KeyRing>,
+    pub logins: Arc<Logins>,
+}
+
 pub struct Proxy {
     table: SharedTable,
     fallback_keys: Arc<KeyRing>,
+    logins: Arc<Logins>,
     upstream: forward::UpstreamClient,
     metrics: Arc<Metrics>,
     config: ProxyConfig,
@@ -79,11 +93,12 @@ impl Proxy {
         table: SharedTable,
         metrics: Arc<Metrics>,
         config: ProxyConfig,
-        fallback_keys: Arc<KeyRing>,
+        auth: AuthShared,
     ) -> Arc<Self> {
         Arc::new(Proxy {
             table,
-            fallback_keys,
+            fallback_keys: auth.fallback_keys,
+            logins: auth.logins,
             upstream: forward::UpstreamClient::new(&config),
             metrics,
             config,

@@ -12,6 +12,7 @@ use super::ProxyBody;
 use crate::error_codes::ErrorCode;
 
 pub const GENERATED_HEADER: &str = "x-kube-iap-generated-response";
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// Why the proxy answers instead of the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,11 @@ pub enum Answer {
     Unauthenticated,
     /// A CORS preflight on a policy that does not forward them: credentials must be attached.
     PreflightNeedsCredentials,
+    /// A sign-in could not start or complete; the code says why (9, 11 or 13).
+    SignInFailed(ErrorCode),
+    /// `/_iap/session_refresh` came back without a session (cookies blocked, or it was opened
+    /// by hand).
+    SessionRefreshIncomplete,
     /// Signed in, but the policy does not grant this identity access.
     Forbidden { identity: String },
     /// The backend Service has no ready endpoint.
@@ -46,6 +52,8 @@ impl Answer {
             Answer::MissingHost | Answer::BadPath(_) => StatusCode::BAD_REQUEST,
             Answer::NoRoute | Answer::UnknownReservedPath => StatusCode::NOT_FOUND,
             Answer::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Answer::SignInFailed(ErrorCode::OAuthClientMisconfigured) => StatusCode::BAD_GATEWAY,
+            Answer::SignInFailed(_) | Answer::SessionRefreshIncomplete => StatusCode::BAD_REQUEST,
             Answer::Unauthenticated => StatusCode::UNAUTHORIZED,
             Answer::PreflightNeedsCredentials => StatusCode::METHOD_NOT_ALLOWED,
             Answer::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -58,6 +66,8 @@ impl Answer {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Answer::Misconfigured(code) => *code,
+            Answer::SignInFailed(code) => Some(*code),
+            Answer::SessionRefreshIncomplete => Some(ErrorCode::OAuthFlowFailed),
             _ => None,
         }
     }
@@ -70,6 +80,7 @@ impl Answer {
             Answer::UnknownReservedPath => "Not found",
             Answer::Misconfigured(_) => "This application is not configured correctly",
             Answer::Unauthenticated => "Authentication required",
+            Answer::SignInFailed(_) | Answer::SessionRefreshIncomplete => "Sign-in failed",
             Answer::PreflightNeedsCredentials => "Credentials required",
             Answer::Forbidden { .. } => "Access denied",
             Answer::NoHealthyUpstream => "Service unavailable",
@@ -88,6 +99,10 @@ impl Answer {
             Answer::Misconfigured(None) => {
                 "The IapPolicy for this address is invalid, so access is closed. Its status says why.".into()
             }
+            Answer::SignInFailed(code) => format!("{} {}", code.headline(), code.info().remedy),
+            Answer::SessionRefreshIncomplete => "The sign-in did not complete: no session cookie came back. \
+                 Check that the browser accepts cookies for this site, then try again."
+                .into(),
             Answer::Unauthenticated => "This application requires authentication. Programs send an \
                  OpenID Connect ID token as Authorization: Bearer ID_TOKEN; browser scripts send the sign-in \
                  cookies with XMLHttpRequest.withCredentials = true or fetch(url, {credentials: 'include'})."
@@ -155,6 +170,11 @@ pub fn generated(
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(GENERATED_HEADER, HeaderValue::from_static("true"));
+    // Pages hold no script and load nothing; a page that needs a script replaces this.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
     headers.insert("x-request-id", request_id.clone());
     response
 }
@@ -192,6 +212,9 @@ fn html_page(answer: &Answer, status: StatusCode, request_id: &str) -> String {
     let action = match answer {
         Answer::Forbidden { .. } => {
             "<p><a href=\"/_iap/clear_login_cookie\">Sign out to use another account</a></p>"
+        }
+        Answer::SignInFailed(_) | Answer::SessionRefreshIncomplete => {
+            "<p><a href=\"/\">Start again</a></p>"
         }
         _ => "",
     };

@@ -11,8 +11,7 @@ use std::thread::JoinHandle;
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 
-use super::{Proxy, ProxyConfig, SharedTable};
-use crate::auth::session::KeyRing;
+use super::{AuthShared, Proxy, ProxyConfig, SharedTable};
 use crate::metrics::Metrics;
 
 struct Worker {
@@ -34,7 +33,7 @@ impl Workers {
         table: SharedTable,
         metrics: Arc<Metrics>,
         config: ProxyConfig,
-        fallback_keys: Arc<KeyRing>,
+        auth: AuthShared,
     ) -> std::io::Result<Self> {
         let mut workers = Vec::with_capacity(count.max(1));
         for index in 0..count.max(1) {
@@ -53,12 +52,7 @@ impl Workers {
             // run on that worker.
             let proxy = {
                 let _entered = handle.enter();
-                Proxy::new(
-                    table.clone(),
-                    metrics.clone(),
-                    config.clone(),
-                    fallback_keys.clone(),
-                )
+                Proxy::new(table.clone(), metrics.clone(), config.clone(), auth.clone())
             };
             workers.push(Worker {
                 handle,

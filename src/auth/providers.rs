@@ -1,0 +1,302 @@
+//! What kube-iap knows about each identity provider: its discovery document and signing keys,
+//! fetched once, kept fresh in the background, and kept even while the provider is down, so
+//! existing sessions and cached keys keep working through an outage. Problems (discovery fails,
+//! the provider rejects a client) are remembered per OAuthClient for its status: error code 11.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use openidconnect::{IssuerUrl, ProviderMetadataWithLogout};
+
+use super::idp_http::IdpHttp;
+use crate::model::{OidcClient, RoutingTable};
+
+/// Discovery document plus the key set it points at.
+pub type Metadata = ProviderMetadataWithLogout;
+
+/// How often a healthy provider's document and keys are fetched again.
+const REFRESH_EVERY: Duration = Duration::from_secs(15 * 60);
+/// After a failure, callers get the failure instead of a new attempt for this long, so a
+/// provider that is down is not hammered by every browser that wants to sign in.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
+/// A token naming an unknown key triggers at most one key refresh per this interval.
+const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// The background retry delay grows to this after repeated failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+pub struct Discovered {
+    pub metadata: Metadata,
+    pub fetched_at: Instant,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("OpenID discovery for {issuer} failed: {detail}")]
+pub struct DiscoveryFailed {
+    pub issuer: String,
+    pub detail: String,
+}
+
+#[derive(Default)]
+struct Failures {
+    last: Option<(Instant, String)>,
+    in_a_row: u32,
+}
+
+struct Provider {
+    issuer: String,
+    current: ArcSwapOption<Discovered>,
+    failures: Mutex<Failures>,
+    /// One fetch at a time per provider; waiters reuse its result.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+pub struct Providers {
+    http: IdpHttp,
+    by_issuer: Mutex<HashMap<String, Arc<Provider>>>,
+    /// OAuthClient name → why the provider rejected it (e.g. `invalid_client`).
+    rejected: Mutex<HashMap<String, String>>,
+}
+
+impl Providers {
+    pub fn new(http: IdpHttp) -> Arc<Self> {
+        Arc::new(Providers {
+            http,
+            by_issuer: Mutex::default(),
+            rejected: Mutex::default(),
+        })
+    }
+
+    pub fn http(&self) -> &IdpHttp {
+        &self.http
+    }
+
+    /// The provider's metadata: the cached copy (even a stale one), else a discovery now.
+    pub async fn metadata(&self, issuer: &str) -> Result<Arc<Discovered>, DiscoveryFailed> {
+        let provider = self.provider(issuer);
+        if let Some(found) = provider.current.load_full() {
+            return Ok(found);
+        }
+        self.fetch(&provider, None).await
+    }
+
+    /// Fetches the document and keys again because a token names a key the cached set lacks.
+    /// Rate-limited: within [`KEY_REFRESH_INTERVAL`] of the last fetch, the cached copy is final.
+    pub async fn refresh_keys(&self, issuer: &str) -> Result<Arc<Discovered>, DiscoveryFailed> {
+        let provider = self.provider(issuer);
+        self.fetch(&provider, Some(KEY_REFRESH_INTERVAL)).await
+    }
+
+    /// Records that the provider refused `client`'s credentials.
+    pub fn client_rejected(&self, client: &str, detail: String) {
+        self.rejected
+            .lock()
+            .expect("rejections lock is never poisoned")
+            .insert(client.to_string(), detail);
+    }
+
+    /// Records that the provider accepted `client`'s credentials.
+    pub fn client_accepted(&self, client: &str) {
+        self.rejected
+            .lock()
+            .expect("rejections lock is never poisoned")
+            .remove(client);
+    }
+
+    /// What is wrong with `client` at its provider right now, if anything: the latest discovery
+    /// failed, or the provider rejected the client's credentials.
+    pub fn problem(&self, client: &OidcClient) -> Option<String> {
+        if let Some(detail) = self
+            .rejected
+            .lock()
+            .expect("rejections lock is never poisoned")
+            .get(&client.name)
+        {
+            return Some(detail.clone());
+        }
+        let provider = self
+            .by_issuer
+            .lock()
+            .expect("providers lock is never poisoned")
+            .get(&client.issuer)
+            .cloned()?;
+        let failures = provider.failures.lock().expect("never poisoned");
+        let (failed_at, detail) = failures.last.as_ref()?;
+        let fetched_at = provider.current.load().as_ref().map(|d| d.fetched_at);
+        match fetched_at {
+            Some(fetched_at) if fetched_at > *failed_at => None,
+            Some(_) => Some(format!(
+                "{detail} (sign-ins keep using the provider's last known keys)"
+            )),
+            None => Some(detail.clone()),
+        }
+    }
+
+    /// Keeps every provider the table names fresh until `stop` fires: discovered at start,
+    /// refreshed every [`REFRESH_EVERY`], retried with backoff while failing.
+    pub async fn keep_fresh(
+        self: Arc<Self>,
+        table: Arc<arc_swap::ArcSwap<RoutingTable>>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen: Option<Arc<RoutingTable>> = None;
+        let mut issuers: Vec<String> = Vec::new();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = crate::shutdown::until_stopped(&mut stop) => return,
+            }
+            let current = table.load_full();
+            if !seen
+                .as_ref()
+                .is_some_and(|seen| Arc::ptr_eq(seen, &current))
+            {
+                issuers = issuers_of(&current);
+                self.forget_all_but(&issuers);
+                seen = Some(current);
+            }
+            for issuer in &issuers {
+                let provider = self.provider(issuer);
+                if provider.due(Instant::now()) && provider.fetching.try_lock().is_ok() {
+                    let providers = self.clone();
+                    tokio::spawn(async move {
+                        let _ = providers.fetch(&provider, Some(Duration::ZERO)).await;
+                    });
+                }
+            }
+        }
+    }
+
+    fn provider(&self, issuer: &str) -> Arc<Provider> {
+        self.by_issuer
+            .lock()
+            .expect("providers lock is never poisoned")
+            .entry(issuer.to_string())
+            .or_insert_with(|| {
+                Arc::new(Provider {
+                    issuer: issuer.to_string(),
+                    current: ArcSwapOption::empty(),
+                    failures: Mutex::default(),
+                    fetching: tokio::sync::Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+
+    fn forget_all_but(&self, issuers: &[String]) {
+        self.by_issuer
+            .lock()
+            .expect("providers lock is never poisoned")
+            .retain(|issuer, _| issuers.contains(issuer));
+    }
+
+    /// Fetches unless a fetch finished less than `fresh_enough` ago (`None`: any cached copy
+    /// will do). Concurrent callers wait for the one fetch in flight.
+    async fn fetch(
+        &self,
+        provider: &Provider,
+        fresh_enough: Option<Duration>,
+    ) -> Result<Arc<Discovered>, DiscoveryFailed> {
+        let _fetching = provider.fetching.lock().await;
+        if let Some(current) = provider.current.load_full() {
+            match fresh_enough {
+                None => return Ok(current),
+                Some(age) if current.fetched_at.elapsed() < age => return Ok(current),
+                Some(_) => {}
+            }
+        }
+        if fresh_enough.is_none() {
+            let failures = provider.failures.lock().expect("never poisoned");
+            if let Some((at, detail)) = &failures.last {
+                if at.elapsed() < RETRY_AFTER_FAILURE {
+                    return Err(provider.failed(detail.clone()));
+                }
+            }
+        }
+        let http = self.http.clone();
+        let send = move |request| {
+            let http = http.clone();
+            async move { http.call(request).await }
+        };
+        let result = match IssuerUrl::new(provider.issuer.clone()) {
+            Ok(issuer) => Metadata::discover_async(issuer, &send)
+                .await
+                .map_err(|error| describe(&error)),
+            Err(error) => Err(format!("the issuer is not a URL: {error}")),
+        };
+        match result {
+            Ok(metadata) => {
+                let discovered = Arc::new(Discovered {
+                    metadata,
+                    fetched_at: Instant::now(),
+                });
+                provider.current.store(Some(discovered.clone()));
+                *provider.failures.lock().expect("never poisoned") = Failures::default();
+                tracing::info!(issuer = %provider.issuer, "identity provider discovered");
+                Ok(discovered)
+            }
+            Err(detail) => {
+                tracing::warn!(issuer = %provider.issuer, error = %detail, "identity provider discovery failed");
+                let mut failures = provider.failures.lock().expect("never poisoned");
+                failures.last = Some((Instant::now(), detail.clone()));
+                failures.in_a_row = failures.in_a_row.saturating_add(1);
+                match provider.current.load_full() {
+                    // Keys outlive their refresh while the provider is down.
+                    Some(stale) if fresh_enough.is_some() => Ok(stale),
+                    _ => Err(provider.failed(detail)),
+                }
+            }
+        }
+    }
+}
+
+impl Provider {
+    fn failed(&self, detail: String) -> DiscoveryFailed {
+        DiscoveryFailed {
+            issuer: self.issuer.clone(),
+            detail,
+        }
+    }
+
+    /// Whether the background refresher should fetch now.
+    fn due(&self, now: Instant) -> bool {
+        let failures = self.failures.lock().expect("never poisoned");
+        if let Some((at, _)) = &failures.last {
+            let backoff = Duration::from_secs(1 << failures.in_a_row.min(6)).min(MAX_BACKOFF);
+            return now.duration_since(*at) >= backoff;
+        }
+        match self.current.load().as_ref() {
+            Some(current) => now.duration_since(current.fetched_at) >= REFRESH_EVERY,
+            None => true,
+        }
+    }
+}
+
+fn issuers_of(table: &RoutingTable) -> Vec<String> {
+    let mut issuers: Vec<String> = table
+        .routes()
+        .filter_map(|route| route.sign_in.as_ref())
+        .map(|sign_in| sign_in.client.issuer.clone())
+        .collect();
+    issuers.sort();
+    issuers.dedup();
+    issuers
+}
+
+/// An error and its causes on one line, for status messages and logs.
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
