@@ -10,6 +10,7 @@
 // The account is the login typed on the form: `email` is the login (or login@example.com when it
 // holds no @), `email_verified` is true, and `groups` come from --groups.
 import { generateKeyPairSync } from 'node:crypto';
+import { createServer } from 'node:http';
 import Provider from 'oidc-provider';
 
 const options = {
@@ -48,7 +49,11 @@ function account(login) {
   };
 }
 
-function listen(port) {
+// Listen first, then build the provider: with --port 0 the issuer must name the port the
+// kernel chose, and the provider needs its issuer when it is created.
+const server = createServer();
+server.listen(Number(options.port), options.host, () => {
+  const port = server.address().port;
   const issuer = `http://${options.host}:${port}`;
   const provider = new Provider(issuer, {
     clients: [{
@@ -68,7 +73,14 @@ function listen(port) {
     ttl: { IdToken: Number(options['id-token-ttl']) },
     findAccount: (_ctx, id) => account(id),
     // Consent is granted up front so a sign-in is one login form, as at an organisation's IdP.
+    // The session's existing grant is reused, so a second tab's sign-in does not replace it (and
+    // with it the first tab's authorization code).
     async loadExistingGrant(ctx) {
+      const existing = ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+      if (existing) {
+        const found = await ctx.oidc.provider.Grant.find(existing);
+        if (found) return found;
+      }
       const grant = new ctx.oidc.provider.Grant({
         clientId: ctx.oidc.client.clientId,
         accountId: ctx.oidc.session.accountId,
@@ -88,16 +100,8 @@ function listen(port) {
       return pattern.test(uri) || exact.call(this, uri);
     };
   }
-  const server = provider.listen(Number(port), options.host, () => {
-    const actual = server.address().port;
-    if (Number(port) === 0) {
-      // The issuer must name the real port; restart on it now that the kernel chose one.
-      server.close(() => listen(actual));
-      return;
-    }
-    console.log(JSON.stringify({ issuer }));
-  });
-}
+  server.on('request', provider.callback());
+  console.log(JSON.stringify({ issuer }));
+});
 
 process.on('SIGTERM', () => process.exit(0));
-listen(options.port);

@@ -3,11 +3,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== node packages (the test identity provider and the browser driver)"
+if [ ! -d node_modules/oidc-provider ] || [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules ]; then
+  npm ci --no-audit --no-fund
+fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== shell scripts parse"
 for script in .ci/run scripts/*.sh examples/*.sh bench/*.sh e2e/*.sh; do bash -n "$script"; done
+for script in idp/*.mjs e2e/browser/*.mjs; do node --check "$script"; done
 echo "== cargo test"
 cargo test

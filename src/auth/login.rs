@@ -381,6 +381,117 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::idp_http::IdpHttp;
+    use crate::model::ClientSecret;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn sign_in() -> SignIn {
+        SignIn {
+            client: Arc::new(OidcClient {
+                name: "ns/idp".into(),
+                // Nothing listens here: a check that needed the provider would fail differently.
+                issuer: "http://127.0.0.1:1".into(),
+                client_id: "app".into(),
+                client_secret: ClientSecret::new("secret"),
+                scopes: vec![],
+                groups_claim: "groups".into(),
+                audiences: vec![],
+            }),
+            session_max_age: Duration::from_secs(3600),
+        }
+    }
+
+    fn sealed_login(keys: &KeyRing, host: &str, state: &str, expires_at: u64) -> String {
+        let login = LoginState {
+            state: state.into(),
+            nonce: "n".into(),
+            pkce_verifier: "v".into(),
+            return_to: "/".into(),
+            redirect_uri: format!("http://{host}/_iap/callback"),
+            session_max_age: 3600,
+            expires_at,
+        };
+        keys.seal_bytes(serde_json::to_vec(&login).unwrap(), Purpose::Login, host)
+            .unwrap()
+    }
+
+    async fn finish_with(cookie: &str, host: &str, keys: &KeyRing, now: u64) -> LoginError {
+        let logins = Logins::new(Providers::new(IdpHttp::new(
+            Duration::from_millis(200),
+            Duration::from_millis(500),
+        )));
+        let request = LoginRequest {
+            host,
+            authority: host,
+            tls: false,
+            keys,
+        };
+        let callback = Callback::parse("code=c&state=the-state-value");
+        logins
+            .finish(
+                &sign_in(),
+                &request,
+                &callback,
+                Some(cookie),
+                &|_| true,
+                now,
+            )
+            .await
+            .err()
+            .expect("the login must fail")
+    }
+
+    #[tokio::test]
+    async fn an_expired_foreign_or_session_sealed_login_cookie_is_refused_before_the_provider() {
+        let keys = KeyRing::new(&[[5; 32]]);
+        let expired = sealed_login(&keys, "app.test", "the-state-value", NOW);
+        assert!(matches!(
+            finish_with(&expired, "app.test", &keys, NOW).await,
+            LoginError::StateUnknown
+        ));
+        let other_host = sealed_login(&keys, "other.test", "the-state-value", NOW + 60);
+        assert!(matches!(
+            finish_with(&other_host, "app.test", &keys, NOW).await,
+            LoginError::StateUnknown
+        ));
+        // A session cookie is sealed for another purpose and never opens as a login.
+        let session = keys
+            .seal(
+                &Session {
+                    subject: "s".into(),
+                    email: None,
+                    email_verified: false,
+                    issuer: "i".into(),
+                    groups: vec![],
+                    expires_at: NOW + 60,
+                },
+                "app.test",
+            )
+            .unwrap();
+        assert!(matches!(
+            finish_with(&session, "app.test", &keys, NOW).await,
+            LoginError::StateUnknown
+        ));
+        let wrong_state = sealed_login(&keys, "app.test", "another-state", NOW + 60);
+        assert!(matches!(
+            finish_with(&wrong_state, "app.test", &keys, NOW).await,
+            LoginError::StateMismatch
+        ));
+    }
+
+    #[test]
+    fn every_failure_maps_to_the_code_users_look_up() {
+        let failed = DiscoveryFailed {
+            issuer: "i".into(),
+            detail: "d".into(),
+        };
+        assert_eq!(LoginError::ProviderUnavailable(failed).code().number(), 11);
+        assert_eq!(LoginError::ClientRejected("x".into()).code().number(), 11);
+        assert_eq!(LoginError::StateUnknown.code().number(), 9);
+        assert_eq!(LoginError::ProviderRefused("x".into()).code().number(), 9);
+        assert_eq!(LoginError::InvalidIdToken("x".into()).code().number(), 13);
+    }
 
     #[test]
     fn callback_query_is_parsed_with_the_providers_error_description() {

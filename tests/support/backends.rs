@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 /// Serves HTTP on 127.0.0.1:0, answering each request with `respond(peer, request)`, and counts
 /// the connections open right now in `open`.
-async fn serve_http<F, Fut>(respond: F, open: Arc<AtomicUsize>) -> SocketAddr
+pub async fn serve_http<F, Fut>(respond: F, open: Arc<AtomicUsize>) -> SocketAddr
 where
     F: Fn(SocketAddr, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, hyper::Error>> + Send + 'static,

@@ -3,6 +3,9 @@
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
 pub mod backends;
+pub mod browser;
+pub mod forging_idp;
+pub mod idp;
 pub mod manifests;
 
 use std::net::SocketAddr;
@@ -31,6 +34,10 @@ pub async fn start_server(manifests: &Path) -> Running {
 }
 
 pub async fn start_server_with(manifests: &Path, proxy: ProxyConfig) -> Running {
+    // `KUBE_IAP_TEST_LOG=1 cargo test …` shows the server's log when a test needs explaining.
+    if std::env::var_os("KUBE_IAP_TEST_LOG").is_some() {
+        kube_iap::telemetry::init(kube_iap::telemetry::LogFormat::Text);
+    }
     let config = ServeConfig {
         manifests: manifests.to_path_buf(),
         http_addr: Some(loopback()),

@@ -1,0 +1,98 @@
+//! The browser flow in a real browser: Debian's Chromium driven by playwright-core
+//! (`e2e/browser/signin.mjs`) against kube-iap, the real OpenID provider and a backend.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine;
+use kube_iap::auth::cookies::session_cookie_name;
+use kube_iap::auth::session::{KeyRing, Session};
+use support::manifests::{self, write};
+use support::{backends, idp, start_server};
+
+const SESSION_KEY: [u8; 32] = [9; 32];
+
+#[tokio::test]
+async fn a_person_signs_in_uses_the_app_signs_out_and_signs_in_from_two_tabs() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: install Debian's chromium (`apt-get install -y chromium`, as .ci/run does) \
+         or point CHROMIUM at a Chromium binary"
+    );
+    let provider = idp::start(&[]).await;
+    let backend = backends::echo("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "client.yaml",
+        &idp::oauth_client(&provider.issuer, idp::CLIENT_SECRET, &["openid", "email"]),
+    );
+    write(
+        dir.path(),
+        "keys.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: kube-iap-session-keys, namespace: default}}\nstringData:\n  k1: {}\n",
+            base64::engine::general_purpose::STANDARD.encode(SESSION_KEY)
+        ),
+    );
+    write(
+        dir.path(),
+        "app.yaml",
+        &manifests::service("app", backend.port()),
+    );
+    write(
+        dir.path(),
+        "policy.yaml",
+        &manifests::policy("app", "app.localhost", "app", &["domain:example.com"]),
+    );
+    let server = start_server(dir.path()).await;
+    let app = format!("http://app.localhost:{}", server.http_addr.unwrap().port());
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expired = KeyRing::new(&[SESSION_KEY])
+        .seal(
+            &Session {
+                subject: "alice@example.com".into(),
+                email: Some("alice@example.com".into()),
+                email_verified: true,
+                issuer: provider.issuer.clone(),
+                groups: vec![],
+                expires_at: now - 60,
+            },
+            "app.localhost",
+        )
+        .unwrap();
+
+    let script = format!("{}/e2e/browser/signin.mjs", env!("CARGO_MANIFEST_DIR"));
+    let run = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("APP_URL", &app)
+        .env("ISSUER", &provider.issuer)
+        .env("CHROMIUM", &chromium)
+        .env(
+            "EXPIRED_COOKIE",
+            format!("{}={expired}", session_cookie_name("app.localhost")),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the browser run finishes within two minutes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("all steps passed"),
+        "browser run failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    server.shutdown().await;
+}

@@ -1,0 +1,85 @@
+//! The real OpenID provider for tests: `idp/server.mjs` (npm `oidc-provider`) on 127.0.0.1 with a
+//! port the kernel picks, stopped when the handle drops.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The client the provider registers; tests write the same values into their OAuthClient.
+pub const CLIENT_ID: &str = "kube-iap-test";
+pub const CLIENT_SECRET: &str = "test-client-secret";
+
+pub struct Idp {
+    pub issuer: String,
+    child: Child,
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Starts the provider; `extra` adds options such as `--groups alice@example.com=engineering`.
+pub async fn start(extra: &[&str]) -> Idp {
+    let root = env!("CARGO_MANIFEST_DIR");
+    assert!(
+        std::path::Path::new(root)
+            .join("node_modules/oidc-provider")
+            .is_dir(),
+        "the test identity provider is not installed: run `npm ci` (scripts/test.sh does)"
+    );
+    let mut child = Command::new("node")
+        .arg(format!("{root}/idp/server.mjs"))
+        .args(["--port", "0", "--client-id", CLIENT_ID])
+        .args(["--client-secret", CLIENT_SECRET])
+        .args([
+            "--redirect-uri-pattern",
+            r"^https?://[a-z0-9.-]+:[0-9]+/_iap/callback$",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var_os("KUBE_IAP_TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts (is Node.js installed?)");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the identity provider announces itself within 20 s")
+        .expect("stdout readable")
+        .expect("the identity provider printed its issuer");
+    let announced: serde_json::Value = serde_json::from_str(&first).expect("a JSON line");
+    let issuer = announced["issuer"].as_str().expect("issuer").to_string();
+    // Keep reading: a closed pipe would kill the provider at its next line of output.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Idp { issuer, child }
+}
+
+/// An OAuthClient `idp` for `issuer` with the test client's credentials (or `secret`).
+pub fn oauth_client(issuer: &str, secret: &str, scopes: &[&str]) -> String {
+    format!(
+        r#"apiVersion: kube-iap.io/v1alpha1
+kind: OAuthClient
+metadata: {{name: idp, namespace: default}}
+spec:
+  issuer: {issuer}
+  clientId: {CLIENT_ID}
+  clientSecretRef: {{name: idp-secret, key: client-secret}}
+  scopes: [{scopes}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: idp-secret, namespace: default}}
+stringData: {{client-secret: {secret}}}
+"#,
+        scopes = scopes.join(", ")
+    )
+}
