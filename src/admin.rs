@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use std::collections::HashMap;
 
+use crate::auth::assertion::{Jwks, SigningKeys};
 use crate::auth::providers::Providers;
 use crate::metrics::Metrics;
 use crate::publish::Published;
@@ -24,6 +25,8 @@ pub struct Admin {
     pub published: Arc<Published>,
     pub metrics: Arc<Metrics>,
     pub providers: Arc<Providers>,
+    pub jwks: Arc<Jwks>,
+    pub fallback_signing_keys: Arc<SigningKeys>,
 }
 
 impl Admin {
@@ -74,9 +77,23 @@ impl Admin {
                     .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 response
             }
+            "/jwks.json" => {
+                let keys = self
+                    .published
+                    .table
+                    .load()
+                    .signing_keys
+                    .clone()
+                    .unwrap_or_else(|| self.fallback_signing_keys.clone());
+                let mut response = text(StatusCode::OK, &self.jwks.document(&keys).to_string());
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
+            }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try /healthz, /readyz, /metrics or /status\n",
+                "not found: try /healthz, /readyz, /metrics, /status or /jwks.json\n",
             ),
         }
     }

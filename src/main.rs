@@ -58,6 +58,10 @@ struct ServeArgs {
     /// Seconds allowed for one call to an identity provider (discovery, keys, token exchange).
     #[arg(long, default_value_t = 5)]
     idp_timeout_secs: u64,
+    /// `iss` of the signed assertion (`x-kube-iap-jwt-assertion`) backends receive, e.g. this
+    /// deployment's public URL.
+    #[arg(long, default_value = "kube-iap")]
+    assertion_issuer: String,
     /// Worker threads serving connections, each with its own runtime and upstream pool
     /// (default: one per CPU).
     #[arg(long, env = "KUBE_IAP_WORKERS")]
@@ -106,6 +110,7 @@ fn main() -> anyhow::Result<()> {
                     response_timeout: Duration::from_secs(args.response_timeout_secs),
                     access_log: !args.no_access_log,
                     idp_timeout: Duration::from_secs(args.idp_timeout_secs.max(1)),
+                    assertion_issuer: args.assertion_issuer,
                     workers: args
                         .workers
                         .unwrap_or(ProxyConfig::default().workers)

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::{self, Admin};
+use crate::auth::assertion::{Jwks, SigningKey, SigningKeys};
 use crate::auth::idp_http::IdpHttp;
 use crate::auth::login::Logins;
 use crate::auth::providers::Providers;
@@ -100,10 +101,23 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         config.proxy.idp_timeout / 2,
         config.proxy.idp_timeout,
     ));
+    let jwks = Arc::new(Jwks::default());
+    let fallback_signing_keys =
+        Arc::new(SigningKeys::new(vec![SigningKey::generate()]).expect("one key"));
     let auth = AuthShared {
         fallback_keys: Arc::new(KeyRing::generate()),
         logins: Arc::new(Logins::new(providers.clone())),
+        fallback_signing_keys: fallback_signing_keys.clone(),
+        jwks: jwks.clone(),
+        assertion_issuer: config.proxy.assertion_issuer.clone().into(),
     };
+    if published.table.load().signing_keys.is_none() {
+        tracing::warn!(
+            secret = %ObjectKey::new(&session_keys_secret(&config).namespace, crate::index::DEFAULT_SIGNING_KEYS_SECRET),
+            "no assertion signing keys Secret: using a key generated at start, so backends must fetch \
+             /_iap/jwks.json again after a restart and replicas sign with different keys"
+        );
+    }
     let workers = Arc::new(Workers::start(
         config.proxy.workers,
         published.table.clone(),
@@ -138,10 +152,18 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             .clone()
             .keep_fresh(published.table.clone(), shutdown_rx.clone()),
     );
+    tasks.spawn(remember_signing_keys(
+        published.table.clone(),
+        jwks.clone(),
+        fallback_signing_keys.clone(),
+        shutdown_rx.clone(),
+    ));
     let admin = Arc::new(Admin {
         published: published.clone(),
         metrics: metrics.clone(),
         providers,
+        jwks,
+        fallback_signing_keys,
     });
     tasks.spawn(admin::serve(admin_listener, admin, shutdown_rx.clone()));
     {
@@ -175,6 +197,25 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         shutdown,
         tasks,
     })
+}
+
+/// Keeps the published key set aware of every signing key that was current, so a key removed
+/// from its Secret stays published until the assertions it signed have expired.
+async fn remember_signing_keys(
+    table: proxy::SharedTable,
+    jwks: Arc<Jwks>,
+    fallback: Arc<SigningKeys>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = until_stopped(&mut stop) => return,
+        }
+        let keys = table.load().signing_keys.clone();
+        jwks.observe(keys.as_deref().unwrap_or(&fallback));
+    }
 }
 
 fn session_keys_secret(config: &ServeConfig) -> ObjectKey {

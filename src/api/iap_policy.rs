@@ -73,6 +73,29 @@ pub struct IapPolicySpec {
     /// Who may open TCP tunnels through `/_iap/tunnel`, and to which ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_forwarding: Option<TcpForwarding>,
+    /// Forward the `Authorization` header to the backend even when it carried the bearer token
+    /// kube-iap authenticated the request with (by default that credential is removed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pass_authorization_header: bool,
+    /// The signed identity header `x-kube-iap-jwt-assertion` sent to the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_headers: Option<SignedHeaders>,
+    /// Also send Google IAP's `x-goog-authenticated-user-email` and
+    /// `x-goog-authenticated-user-id` headers (values prefixed `kube-iap:`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub google_compatible_headers: bool,
+}
+
+/// Settings of the signed identity assertion.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedHeaders {
+    /// The assertion's `aud`. Default: `/namespaces/NAMESPACE/iappolicies/NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Include the user's groups (those the policies on the host name) in a `groups` claim.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_groups: bool,
 }
 
 fn default_paths() -> Vec<String> {

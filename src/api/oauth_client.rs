@@ -53,6 +53,28 @@ pub struct OAuthClientSpec {
     /// Extra audiences accepted in bearer ID tokens besides `clientId`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audiences: Vec<String>,
+    /// Other issuers whose tokens are accepted as bearer tokens: the cluster's service-account
+    /// issuer (a Pod's projected token authenticates as `serviceAccount:NAMESPACE/NAME`) or any
+    /// OpenID issuer such as a CI system's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_issuers: Vec<TrustedIssuer>,
+}
+
+/// An issuer of workload tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedIssuer {
+    /// The issuer exactly as tokens carry it in `iss`, e.g.
+    /// `https://kubernetes.default.svc.cluster.local`.
+    #[schemars(length(min = 1))]
+    pub issuer: String,
+    /// Where the issuer publishes its signing keys. By default they are found through
+    /// `<issuer>/.well-known/openid-configuration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// Audiences accepted from this issuer, e.g. the `audience` of a projected token volume.
+    #[schemars(length(min = 1))]
+    pub audiences: Vec<String>,
 }
 
 /// A key of a Secret in the same namespace.

@@ -254,7 +254,8 @@ impl Logins {
             .ok_or_else(|| LoginError::InvalidIdToken("the token response has no id_token".into()))?
             .to_string();
         let nonce = Nonce::new(login.nonce.clone());
-        let identity = id_token::verify(&self.providers, &sign_in.client, &raw_token, Some(&nonce))
+        let expected = id_token::Expected::for_client(&sign_in.client);
+        let identity = id_token::verify(&self.providers, &expected, &raw_token, Some(&nonce))
             .await
             .map_err(|error| match error {
                 TokenError::ProviderUnavailable(failed) => LoginError::ProviderUnavailable(failed),
@@ -295,24 +296,22 @@ impl Logins {
         LoginError,
     > {
         let discovered = self.providers.metadata(&client.issuer).await?;
+        let document = discovered.document();
         let redirect = RedirectUrl::new(redirect_uri.to_string())
             .map_err(|error| LoginError::ExchangeFailed(format!("redirect URI: {error}")))?;
         // The logout extension is not needed here; map it away to get the core client type.
         let metadata = openidconnect::core::CoreProviderMetadata::new(
-            discovered.metadata.issuer().clone(),
-            discovered.metadata.authorization_endpoint().clone(),
-            discovered.metadata.jwks_uri().clone(),
-            discovered.metadata.response_types_supported().clone(),
-            discovered.metadata.subject_types_supported().clone(),
-            discovered
-                .metadata
-                .id_token_signing_alg_values_supported()
-                .clone(),
+            document.issuer().clone(),
+            document.authorization_endpoint().clone(),
+            document.jwks_uri().clone(),
+            document.response_types_supported().clone(),
+            document.subject_types_supported().clone(),
+            document.id_token_signing_alg_values_supported().clone(),
             openidconnect::EmptyAdditionalProviderMetadata {},
         )
-        .set_token_endpoint(discovered.metadata.token_endpoint().cloned())
-        .set_userinfo_endpoint(discovered.metadata.userinfo_endpoint().cloned())
-        .set_jwks(discovered.metadata.jwks().clone());
+        .set_token_endpoint(document.token_endpoint().cloned())
+        .set_userinfo_endpoint(document.userinfo_endpoint().cloned())
+        .set_jwks(discovered.keys().clone());
         Ok(CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(client.client_id.clone()),
@@ -397,6 +396,7 @@ mod tests {
                 scopes: vec![],
                 groups_claim: "groups".into(),
                 audiences: vec![],
+                trusted_issuers: vec![],
             }),
             session_max_age: Duration::from_secs(3600),
         }
@@ -483,7 +483,7 @@ mod tests {
     #[test]
     fn every_failure_maps_to_the_code_users_look_up() {
         let failed = DiscoveryFailed {
-            issuer: "i".into(),
+            origin: "i".into(),
             detail: "d".into(),
         };
         assert_eq!(LoginError::ProviderUnavailable(failed).code().number(), 11);

@@ -2,6 +2,8 @@
 //! where a user may land after sign-in, and the session cookie. Like the proxy, this layer sees
 //! only plain types, never Kubernetes ones.
 
+pub mod assertion;
+pub mod bearer;
 pub mod cookies;
 pub mod decision;
 pub mod id_token;

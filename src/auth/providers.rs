@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use openidconnect::{IssuerUrl, ProviderMetadataWithLogout};
+use openidconnect::core::CoreJsonWebKey;
+use openidconnect::{IssuerUrl, JsonWebKeySet, JsonWebKeySetUrl, ProviderMetadataWithLogout};
 
 use super::idp_http::IdpHttp;
 use crate::model::{OidcClient, RoutingTable};
@@ -26,15 +27,58 @@ const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// The background retry delay grows to this after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// What was fetched from one key source.
 pub struct Discovered {
-    pub metadata: Metadata,
+    /// The discovery document; `None` for a source that only publishes keys.
+    metadata: Option<Metadata>,
+    keys: JsonWebKeySet<CoreJsonWebKey>,
     pub fetched_at: Instant,
 }
 
+impl Discovered {
+    /// The discovery document of a source fetched by [`Providers::metadata`].
+    pub fn document(&self) -> &Metadata {
+        self.metadata
+            .as_ref()
+            .expect("sources looked up by issuer are discovered, so they have a document")
+    }
+
+    pub fn keys(&self) -> &JsonWebKeySet<CoreJsonWebKey> {
+        &self.keys
+    }
+}
+
+/// Where a provider's keys come from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum KeySource {
+    /// `<issuer>/.well-known/openid-configuration`, then its `jwks_uri`.
+    Discovery(String),
+    /// A key set URL on its own (e.g. a cluster's service-account issuer).
+    Jwks(String),
+}
+
+impl KeySource {
+    pub fn for_issuer(issuer: &str, jwks_uri: Option<&str>) -> KeySource {
+        match jwks_uri {
+            Some(uri) => KeySource::Jwks(uri.to_string()),
+            None => KeySource::Discovery(issuer.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Discovery(issuer) => f.write_str(issuer),
+            KeySource::Jwks(uri) => write!(f, "key set {uri}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("OpenID discovery for {issuer} failed: {detail}")]
+#[error("fetching the keys of {origin} failed: {detail}")]
 pub struct DiscoveryFailed {
-    pub issuer: String,
+    pub origin: String,
     pub detail: String,
 }
 
@@ -45,7 +89,7 @@ struct Failures {
 }
 
 struct Provider {
-    issuer: String,
+    source: KeySource,
     current: ArcSwapOption<Discovered>,
     failures: Mutex<Failures>,
     /// One fetch at a time per provider; waiters reuse its result.
@@ -54,7 +98,7 @@ struct Provider {
 
 pub struct Providers {
     http: IdpHttp,
-    by_issuer: Mutex<HashMap<String, Arc<Provider>>>,
+    by_source: Mutex<HashMap<KeySource, Arc<Provider>>>,
     /// OAuthClient name → why the provider rejected it (e.g. `invalid_client`).
     rejected: Mutex<HashMap<String, String>>,
 }
@@ -63,7 +107,7 @@ impl Providers {
     pub fn new(http: IdpHttp) -> Arc<Self> {
         Arc::new(Providers {
             http,
-            by_issuer: Mutex::default(),
+            by_source: Mutex::default(),
             rejected: Mutex::default(),
         })
     }
@@ -74,17 +118,25 @@ impl Providers {
 
     /// The provider's metadata: the cached copy (even a stale one), else a discovery now.
     pub async fn metadata(&self, issuer: &str) -> Result<Arc<Discovered>, DiscoveryFailed> {
-        let provider = self.provider(issuer);
+        self.keys(&KeySource::Discovery(issuer.to_string())).await
+    }
+
+    /// The keys (and document, if any) of `source`: cached, else fetched now.
+    pub async fn keys(&self, source: &KeySource) -> Result<Arc<Discovered>, DiscoveryFailed> {
+        let provider = self.provider(source);
         if let Some(found) = provider.current.load_full() {
             return Ok(found);
         }
         self.fetch(&provider, None).await
     }
 
-    /// Fetches the document and keys again because a token names a key the cached set lacks.
-    /// Rate-limited: within [`KEY_REFRESH_INTERVAL`] of the last fetch, the cached copy is final.
-    pub async fn refresh_keys(&self, issuer: &str) -> Result<Arc<Discovered>, DiscoveryFailed> {
-        let provider = self.provider(issuer);
+    /// Fetches the keys again because a token names a key the cached set lacks. Rate-limited:
+    /// within [`KEY_REFRESH_INTERVAL`] of the last fetch, the cached copy is final.
+    pub async fn refresh_keys(
+        &self,
+        source: &KeySource,
+    ) -> Result<Arc<Discovered>, DiscoveryFailed> {
+        let provider = self.provider(source);
         self.fetch(&provider, Some(KEY_REFRESH_INTERVAL)).await
     }
 
@@ -115,11 +167,15 @@ impl Providers {
         {
             return Some(detail.clone());
         }
+        client_sources(client).find_map(|source| self.source_problem(&source))
+    }
+
+    fn source_problem(&self, source: &KeySource) -> Option<String> {
         let provider = self
-            .by_issuer
+            .by_source
             .lock()
             .expect("providers lock is never poisoned")
-            .get(&client.issuer)
+            .get(source)
             .cloned()?;
         let failures = provider.failures.lock().expect("never poisoned");
         let (failed_at, detail) = failures.last.as_ref()?;
@@ -143,7 +199,7 @@ impl Providers {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seen: Option<Arc<RoutingTable>> = None;
-        let mut issuers: Vec<String> = Vec::new();
+        let mut sources: Vec<KeySource> = Vec::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -154,12 +210,12 @@ impl Providers {
                 .as_ref()
                 .is_some_and(|seen| Arc::ptr_eq(seen, &current))
             {
-                issuers = issuers_of(&current);
-                self.forget_all_but(&issuers);
+                sources = sources_of(&current);
+                self.forget_all_but(&sources);
                 seen = Some(current);
             }
-            for issuer in &issuers {
-                let provider = self.provider(issuer);
+            for source in &sources {
+                let provider = self.provider(source);
                 if provider.due(Instant::now()) && provider.fetching.try_lock().is_ok() {
                     let providers = self.clone();
                     tokio::spawn(async move {
@@ -170,14 +226,14 @@ impl Providers {
         }
     }
 
-    fn provider(&self, issuer: &str) -> Arc<Provider> {
-        self.by_issuer
+    fn provider(&self, source: &KeySource) -> Arc<Provider> {
+        self.by_source
             .lock()
             .expect("providers lock is never poisoned")
-            .entry(issuer.to_string())
+            .entry(source.clone())
             .or_insert_with(|| {
                 Arc::new(Provider {
-                    issuer: issuer.to_string(),
+                    source: source.clone(),
                     current: ArcSwapOption::empty(),
                     failures: Mutex::default(),
                     fetching: tokio::sync::Mutex::new(()),
@@ -186,11 +242,11 @@ impl Providers {
             .clone()
     }
 
-    fn forget_all_but(&self, issuers: &[String]) {
-        self.by_issuer
+    fn forget_all_but(&self, sources: &[KeySource]) {
+        self.by_source
             .lock()
             .expect("providers lock is never poisoned")
-            .retain(|issuer, _| issuers.contains(issuer));
+            .retain(|source, _| sources.contains(source));
     }
 
     /// Fetches unless a fetch finished less than `fresh_enough` ago (`None`: any cached copy
@@ -221,25 +277,36 @@ impl Providers {
             let http = http.clone();
             async move { http.call(request).await }
         };
-        let result = match IssuerUrl::new(provider.issuer.clone()) {
-            Ok(issuer) => Metadata::discover_async(issuer, &send)
-                .await
-                .map_err(|error| describe(&error)),
-            Err(error) => Err(format!("the issuer is not a URL: {error}")),
+        let result = match &provider.source {
+            KeySource::Discovery(issuer) => match IssuerUrl::new(issuer.clone()) {
+                Ok(issuer) => Metadata::discover_async(issuer, &send)
+                    .await
+                    .map(|metadata| (metadata.jwks().clone(), Some(metadata)))
+                    .map_err(|error| describe(&error)),
+                Err(error) => Err(format!("the issuer is not a URL: {error}")),
+            },
+            KeySource::Jwks(uri) => match JsonWebKeySetUrl::new(uri.clone()) {
+                Ok(url) => JsonWebKeySet::fetch_async(&url, &send)
+                    .await
+                    .map(|keys| (keys, None))
+                    .map_err(|error| describe(&error)),
+                Err(error) => Err(format!("the key set URL is not a URL: {error}")),
+            },
         };
         match result {
-            Ok(metadata) => {
+            Ok((keys, metadata)) => {
                 let discovered = Arc::new(Discovered {
                     metadata,
+                    keys,
                     fetched_at: Instant::now(),
                 });
                 provider.current.store(Some(discovered.clone()));
                 *provider.failures.lock().expect("never poisoned") = Failures::default();
-                tracing::info!(issuer = %provider.issuer, "identity provider discovered");
+                tracing::info!(source = %provider.source, "identity provider keys fetched");
                 Ok(discovered)
             }
             Err(detail) => {
-                tracing::warn!(issuer = %provider.issuer, error = %detail, "identity provider discovery failed");
+                tracing::warn!(source = %provider.source, error = %detail, "identity provider keys could not be fetched");
                 let mut failures = provider.failures.lock().expect("never poisoned");
                 failures.last = Some((Instant::now(), detail.clone()));
                 failures.in_a_row = failures.in_a_row.saturating_add(1);
@@ -256,7 +323,7 @@ impl Providers {
 impl Provider {
     fn failed(&self, detail: String) -> DiscoveryFailed {
         DiscoveryFailed {
-            issuer: self.issuer.clone(),
+            origin: self.source.to_string(),
             detail,
         }
     }
@@ -275,15 +342,29 @@ impl Provider {
     }
 }
 
-fn issuers_of(table: &RoutingTable) -> Vec<String> {
-    let mut issuers: Vec<String> = table
-        .routes()
-        .filter_map(|route| route.sign_in.as_ref())
-        .map(|sign_in| sign_in.client.issuer.clone())
-        .collect();
-    issuers.sort();
-    issuers.dedup();
-    issuers
+/// Every key source a client relies on: its own issuer, then its trusted workload issuers.
+fn client_sources(client: &OidcClient) -> impl Iterator<Item = KeySource> + '_ {
+    std::iter::once(KeySource::Discovery(client.issuer.clone())).chain(
+        client
+            .trusted_issuers
+            .iter()
+            .map(|trusted| KeySource::for_issuer(&trusted.issuer, trusted.jwks_uri.as_deref())),
+    )
+}
+
+fn sources_of(table: &RoutingTable) -> Vec<KeySource> {
+    let mut sources: Vec<KeySource> = Vec::new();
+    let mut seen_clients = std::collections::HashSet::new();
+    for sign_in in table.routes().filter_map(|route| route.sign_in.as_ref()) {
+        if seen_clients.insert(Arc::as_ptr(&sign_in.client)) {
+            for source in client_sources(&sign_in.client) {
+                if !sources.contains(&source) {
+                    sources.push(source);
+                }
+            }
+        }
+    }
+    sources
 }
 
 /// An error and its causes on one line, for status messages and logs.

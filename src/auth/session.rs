@@ -216,6 +216,7 @@ impl From<Session> for Identity {
             email_verified: session.email_verified,
             issuer: session.issuer,
             groups: session.groups,
+            service_account: None,
         }
     }
 }

@@ -13,8 +13,8 @@ use crate::api::{HOST_ANNOTATION, IapPolicy, IapPolicySpec, POLICY_ANNOTATION, P
 use crate::error_codes::ErrorCode;
 use crate::model::path;
 use crate::model::{
-    AccessPolicy, AccessRule, Backend, DEFAULT_SESSION_MAX_AGE, Member, Route, RouteAction,
-    RoutingTableBuilder, SignIn,
+    AccessPolicy, AccessRule, Backend, BackendIdentity, DEFAULT_SESSION_MAX_AGE, Member, Route,
+    RouteAction, RoutingTableBuilder, SignIn,
 };
 
 /// A session shorter than this would send users back to the provider on nearly every click.
@@ -51,6 +51,15 @@ pub fn build(index: &Index) -> Snapshot {
     let keys =
         super::session_keys::key_ring(&keys_secret.to_string(), index.secrets.get(&keys_secret));
     builder.set_session_keys(keys);
+    // The signing keys live next to the session keys.
+    let signing_secret = ObjectKey::new(
+        &keys_secret.namespace,
+        super::signing_keys::DEFAULT_SECRET_NAME,
+    );
+    builder.set_signing_keys(super::signing_keys::signing_keys(
+        &signing_secret.to_string(),
+        index.secrets.get(&signing_secret),
+    ));
     Snapshot {
         table: builder.build(),
         statuses,
@@ -165,6 +174,19 @@ fn translate_policy(
             }
         },
     };
+    let backend_identity = Arc::new(BackendIdentity {
+        assertion_audience: spec
+            .signed_headers
+            .as_ref()
+            .and_then(|signed| signed.audience.clone())
+            .unwrap_or_else(|| format!("/namespaces/{}/iappolicies/{}", key.namespace, key.name)),
+        include_groups: spec
+            .signed_headers
+            .as_ref()
+            .is_some_and(|signed| signed.include_groups),
+        google_compatible: spec.google_compatible_headers,
+        pass_authorization: spec.pass_authorization_header,
+    });
     let sign_in = client.map(|client| {
         Arc::new(SignIn {
             client,
@@ -247,6 +269,7 @@ fn translate_policy(
                     access: access.clone(),
                     action,
                     sign_in: sign_in.clone(),
+                    backend_identity: backend_identity.clone(),
                 });
             }
         }

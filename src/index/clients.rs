@@ -9,7 +9,7 @@ use super::status::{ComputedStatus, Problem};
 use super::{Kind, ObjectKey};
 use crate::api::OAuthClient;
 use crate::error_codes::ErrorCode;
-use crate::model::{ClientSecret, OidcClient};
+use crate::model::{ClientSecret, OidcClient, TrustedIssuer};
 
 /// The OAuthClient as policies see it: usable, with its secret resolved, or the problem.
 pub type ClientHealth = Result<Arc<OidcClient>, Problem>;
@@ -97,6 +97,16 @@ pub fn evaluate(
             scopes: client.spec.scopes.clone(),
             groups_claim: client.spec.groups_claim.clone(),
             audiences: client.spec.audiences.clone(),
+            trusted_issuers: client
+                .spec
+                .trusted_issuers
+                .iter()
+                .map(|trusted| TrustedIssuer {
+                    issuer: trusted.issuer.trim().to_string(),
+                    jwks_uri: trusted.jwks_uri.clone(),
+                    audiences: trusted.audiences.clone(),
+                })
+                .collect(),
         })),
         (None, None) => unreachable!("a client without a secret always has a coded problem"),
     };

@@ -8,6 +8,7 @@ mod build;
 mod clients;
 mod resources;
 mod session_keys;
+mod signing_keys;
 mod status;
 mod tls;
 
@@ -25,6 +26,7 @@ use crate::model::RoutingTable;
 pub use backends::SERVICE_NAME_LABEL;
 pub use resources::{Kind, ObjectKey, Resource};
 pub use session_keys::DEFAULT_SECRET_NAME as DEFAULT_SESSION_KEYS_SECRET;
+pub use signing_keys::DEFAULT_SECRET_NAME as DEFAULT_SIGNING_KEYS_SECRET;
 pub use status::{ComputedStatus, Problem};
 
 /// Everything the index knows, by kind.

@@ -44,6 +44,7 @@ fn mk_client(name: &str, client_id: &str, secret: Option<(&str, &str)>) -> Resou
             scopes: vec!["openid".into()],
             groups_claim: "groups".into(),
             audiences: vec![],
+            trusted_issuers: vec![],
         },
         status: None,
     }))
@@ -82,6 +83,9 @@ fn mk_policy_spec(client: &str, hosts: &[&str], backend: Option<(&str, u16)>) ->
         session: None,
         rate_limit: None,
         tcp_forwarding: None,
+        pass_authorization_header: false,
+        signed_headers: None,
+        google_compatible_headers: false,
     }
 }
 

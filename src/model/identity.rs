@@ -3,7 +3,7 @@
 use super::{AccessPolicy, Member};
 
 /// An authenticated caller, from a session cookie (and later a bearer token).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Identity {
     /// The provider's stable subject id.
     pub subject: String,
@@ -12,6 +12,8 @@ pub struct Identity {
     pub email_verified: bool,
     pub issuer: String,
     pub groups: Vec<String>,
+    /// `namespace/name` when the caller is a Kubernetes service account (a workload token).
+    pub service_account: Option<String>,
 }
 
 impl Identity {
@@ -30,8 +32,12 @@ impl Identity {
                 .verified_email()
                 .is_some_and(|email| email.rsplit_once('@').is_some_and(|(_, d)| d == domain)),
             Member::Group(group) => self.groups.iter().any(|g| g == group),
-            // Service-account identities arrive with workload tokens; a browser session is never one.
-            Member::ServiceAccount { .. } => false,
+            // Only workload tokens carry a service account; a browser session never does.
+            Member::ServiceAccount { namespace, name } => {
+                self.service_account.as_deref().is_some_and(|account| {
+                    account.split_once('/') == Some((namespace.as_str(), name.as_str()))
+                })
+            }
         }
     }
 }
@@ -69,6 +75,7 @@ mod tests {
             email_verified: verified,
             issuer: "https://idp.example.com".into(),
             groups: vec!["eng".into()],
+            service_account: None,
         }
     }
 

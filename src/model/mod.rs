@@ -11,7 +11,9 @@ mod table;
 pub use access::{AccessPolicy, AccessRule, Member, MemberParseError};
 pub use backend::{Backend, Upstream};
 pub use identity::Identity;
-pub use sign_in::{ClientSecret, DEFAULT_SESSION_MAX_AGE, OidcClient, SignIn};
+pub use sign_in::{
+    BackendIdentity, ClientSecret, DEFAULT_SESSION_MAX_AGE, OidcClient, SignIn, TrustedIssuer,
+};
 pub use table::{
     Route, RouteAction, RoutingTable, RoutingTableBuilder, TlsCertificates, canonical_host,
 };

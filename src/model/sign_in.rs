@@ -39,6 +39,28 @@ pub struct OidcClient {
     pub groups_claim: String,
     /// Audiences accepted in bearer ID tokens besides `client_id`.
     pub audiences: Vec<String>,
+    /// Other issuers whose bearer tokens are accepted (workload identity).
+    pub trusted_issuers: Vec<TrustedIssuer>,
+}
+
+/// An issuer of workload tokens and the audiences accepted from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedIssuer {
+    pub issuer: String,
+    /// Where its keys are; `None`: found by OpenID discovery.
+    pub jwks_uri: Option<String>,
+    pub audiences: Vec<String>,
+}
+
+/// What the backend of a route is told about the caller, besides the plain identity headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendIdentity {
+    /// `aud` of the signed assertion.
+    pub assertion_audience: String,
+    pub include_groups: bool,
+    pub google_compatible: bool,
+    /// Forward `Authorization` even when it carried the credential kube-iap used.
+    pub pass_authorization: bool,
 }
 
 /// How a route signs users in.
@@ -63,6 +85,7 @@ mod tests {
             scopes: vec![],
             groups_claim: "groups".into(),
             audiences: vec![],
+            trusted_issuers: vec![],
         };
         let printed = format!("{client:?}");
         assert!(!printed.contains("s3cr3t-value"), "{printed}");

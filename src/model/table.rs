@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
 
+use crate::auth::assertion::SigningKeys;
 use crate::auth::session::KeyRing;
 
 use super::path::has_prefix;
-use super::{AccessPolicy, Backend, SignIn};
+use super::{AccessPolicy, Backend, BackendIdentity, SignIn};
 use crate::error_codes::ErrorCode;
 
 /// What a matched route does.
@@ -35,6 +36,8 @@ pub struct Route {
     pub action: RouteAction,
     /// How users sign in here; `None` when the route fails closed before sign-in matters.
     pub sign_in: Option<Arc<SignIn>>,
+    /// What the backend is told about the caller.
+    pub backend_identity: Arc<BackendIdentity>,
 }
 
 /// TLS certificates by server name.
@@ -60,6 +63,8 @@ pub struct RoutingTable {
     pub certificates: TlsCertificates,
     /// Session keys from the configured Secret; `None` when it is absent or holds no usable key.
     pub session_keys: Option<Arc<KeyRing>>,
+    /// Assertion signing keys from their Secret; `None` when absent.
+    pub signing_keys: Option<Arc<SigningKeys>>,
 }
 
 impl RoutingTable {
@@ -133,6 +138,10 @@ impl RoutingTableBuilder {
         self.table.session_keys = keys;
     }
 
+    pub fn set_signing_keys(&mut self, keys: Option<Arc<SigningKeys>>) {
+        self.table.signing_keys = keys;
+    }
+
     pub fn add_certificate(&mut self, server_name: &str, key: Arc<CertifiedKey>) {
         self.table
             .certificates
@@ -164,6 +173,12 @@ mod tests {
                 reason: "test".into(),
             },
             sign_in: None,
+            backend_identity: Arc::new(BackendIdentity {
+                assertion_audience: format!("/namespaces/ns/iappolicies/{policy}"),
+                include_groups: false,
+                google_compatible: false,
+                pass_authorization: false,
+            }),
         }
     }
 

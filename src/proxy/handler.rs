@@ -14,6 +14,8 @@ use super::headers::strip_identity_headers;
 use super::pages::{self, Answer};
 use super::reserved::Reserved;
 use super::{Proxy, ProxyBody};
+use crate::auth::assertion::Breakage;
+use crate::auth::bearer::{BearerHeader, bearer_token};
 use crate::auth::cookies::strip_proxy_cookies;
 use crate::auth::decision::{Unauthenticated, decide};
 use crate::auth::login::LoginRequest;
@@ -22,9 +24,8 @@ use crate::model::path;
 use crate::model::{Identity, canonical_host};
 use crate::model::{Route, RouteAction};
 
-/// Identity headers the backend receives; client-sent copies are always stripped first.
-pub const EMAIL_HEADER: &str = "x-kube-iap-authenticated-user-email";
-pub const USER_ID_HEADER: &str = "x-kube-iap-authenticated-user-id";
+/// Forwarded (not answered) with an assertion broken as its `type` says.
+pub const SECURE_TOKEN_TEST: &str = "/_iap/secure_token_test";
 
 /// Prefix of the paths kube-iap answers itself on every host.
 pub const RESERVED_PREFIX: &str = "/_iap/";
@@ -124,7 +125,15 @@ impl Proxy {
             tls: connection.tls,
             keys: &keys,
         };
-        if normalized.starts_with(RESERVED_PREFIX) {
+        let breakage = match normalized == SECURE_TOKEN_TEST {
+            true => Some(secure_token_breakage(request.uri().query().unwrap_or(""))?),
+            false => None,
+        };
+        let signing_keys = table
+            .signing_keys
+            .clone()
+            .unwrap_or_else(|| self.fallback_signing_keys.clone());
+        if normalized.starts_with(RESERVED_PREFIX) && breakage.is_none() {
             let routes = table.host_routes(&host);
             if routes.is_empty() {
                 return Err(Answer::NoRoute);
@@ -137,6 +146,7 @@ impl Proxy {
                     headers: request.headers(),
                     login,
                     routes,
+                    signing_keys: &signing_keys,
                     request_id,
                 })
                 .await;
@@ -154,10 +164,18 @@ impl Proxy {
             RouteAction::Forward(backend) => backend,
         };
 
-        // Public paths carry no identity at all, even for a signed-in user.
-        let identity = match route.access.is_public(&normalized) {
-            true => None,
-            false => session_from(request.headers(), &host, &keys).map(Identity::from),
+        // Public paths carry no identity at all, even for a signed-in user. A bearer token, when
+        // present, decides alone: an invalid one is refused, never passed over for cookies.
+        let mut authenticated_with_authorization = false;
+        let identity = if route.access.is_public(&normalized) && breakage.is_none() {
+            None
+        } else if let Some((header, token)) = bearer_token(request.headers()) {
+            let sign_in = route.sign_in.as_ref().ok_or(Answer::Misconfigured(None))?;
+            let identity = self.bearer_identity(&sign_in.client, token).await?;
+            authenticated_with_authorization = header == BearerHeader::Authorization;
+            Some(identity)
+        } else {
+            session_from(request.headers(), &host, &keys).map(Identity::from)
         };
         match &identity {
             Some(identity) if !route.access.admits(identity, &normalized) => {
@@ -182,15 +200,27 @@ impl Proxy {
                         headers: request.headers(),
                         login,
                         routes: std::slice::from_ref(&route),
+                        signing_keys: &signing_keys,
                         request_id,
                     };
                     return self.start_login(&reserved, return_to).await;
                 }
             },
         }
+        // The credential used to reach the proxy is the proxy's, not the backend's.
         strip_proxy_cookies(request.headers_mut());
+        request.headers_mut().remove(header::PROXY_AUTHORIZATION);
+        if authenticated_with_authorization && !route.backend_identity.pass_authorization {
+            request.headers_mut().remove(header::AUTHORIZATION);
+        }
         if let Some(identity) = &identity {
-            set_identity_headers(request.headers_mut(), identity);
+            self.set_identity_headers(
+                request.headers_mut(),
+                identity,
+                &route.backend_identity,
+                &signing_keys,
+                breakage.unwrap_or(Breakage::None),
+            );
         }
 
         let upstream = backend.pick().ok_or(Answer::NoHealthyUpstream)?;
@@ -240,19 +270,16 @@ fn admit<B>(route: &Route, path: &str, request: &Request<B>) -> Admission {
     }
 }
 
-/// Tells the backend who is calling. Values that are not valid header text are left out rather
-/// than mangled.
-fn set_identity_headers(headers: &mut http::HeaderMap, identity: &Identity) {
-    if let Some(email) = identity
-        .email
-        .as_deref()
-        .and_then(|e| HeaderValue::from_str(e).ok())
-    {
-        headers.insert(EMAIL_HEADER, email);
-    }
-    if let Ok(subject) = HeaderValue::from_str(&identity.subject) {
-        headers.insert(USER_ID_HEADER, subject);
-    }
+/// The breakage `/_iap/secure_token_test?type=...` asks for.
+fn secure_token_breakage(query: &str) -> Result<Breakage, Answer> {
+    let kind = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "type")
+        .map_or_else(|| "NOT_SET".to_string(), |(_, value)| value.into_owned());
+    Breakage::parse(&kind).ok_or_else(|| {
+        Answer::BadPath(format!(
+            "unknown secure_token_test type {kind:?}; use NOT_SET, FUTURE_ISSUE, PAST_EXPIRATION, ISSUER, AUDIENCE or SIGNATURE"
+        ))
+    })
 }
 
 /// The authority a request is for, port included: the URI's (HTTP/2, absolute-form) or the

@@ -4,6 +4,7 @@
 mod forward;
 mod handler;
 pub mod headers;
+mod identity;
 pub mod pages;
 mod request_id;
 mod reserved;
@@ -19,6 +20,8 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 
+use crate::auth::assertion::{Jwks, SigningKeys};
+use crate::auth::bearer::BearerCache;
 use crate::auth::login::Logins;
 use crate::auth::session::KeyRing;
 use crate::metrics::Metrics;
@@ -29,6 +32,9 @@ pub use tls::server_config;
 pub use workers::Workers;
 
 /// The body of every response the proxy sends: generated pages and streamed upstream bodies alike.
+/// Verified bearer tokens kept per worker.
+const BEARER_CACHE_CAPACITY: usize = 10_000;
+
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// The table the data plane reads: swapped whole on every change, read lock-free per request.
@@ -52,6 +58,8 @@ pub struct ProxyConfig {
     /// Total time allowed for one call to an identity provider (discovery, keys, token
     /// exchange); connecting gets at most half of it.
     pub idp_timeout: Duration,
+    /// `iss` of the signed assertions backends receive.
+    pub assertion_issuer: String,
 }
 
 impl Default for ProxyConfig {
@@ -64,6 +72,7 @@ impl Default for ProxyConfig {
             access_log: true,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             idp_timeout: Duration::from_secs(5),
+            assertion_issuer: "kube-iap".to_string(),
         }
     }
 }
@@ -75,12 +84,24 @@ pub struct AuthShared {
     /// Session keys when the table has none (no Secret): generated at start.
     pub fallback_keys: Arc<KeyRing>,
     pub logins: Arc<Logins>,
+    /// Assertion signing keys when the table has none (no Secret): generated at start.
+    pub fallback_signing_keys: Arc<SigningKeys>,
+    /// The published assertion keys, current and recently retired.
+    pub jwks: Arc<Jwks>,
+    /// `iss` of the signed assertions.
+    pub assertion_issuer: Arc<str>,
 }
 
 pub struct Proxy {
     table: SharedTable,
     fallback_keys: Arc<KeyRing>,
     logins: Arc<Logins>,
+    fallback_signing_keys: Arc<SigningKeys>,
+    jwks: Arc<Jwks>,
+    assertion_issuer: Arc<str>,
+    /// Verified bearer tokens (per worker, so lookups never contend across threads).
+    bearer_cache: BearerCache,
+    assertions: identity::AssertionCache,
     upstream: forward::UpstreamClient,
     metrics: Arc<Metrics>,
     config: ProxyConfig,
@@ -99,6 +120,11 @@ impl Proxy {
             table,
             fallback_keys: auth.fallback_keys,
             logins: auth.logins,
+            fallback_signing_keys: auth.fallback_signing_keys,
+            jwks: auth.jwks,
+            assertion_issuer: auth.assertion_issuer,
+            bearer_cache: BearerCache::new(BEARER_CACHE_CAPACITY),
+            assertions: identity::AssertionCache::default(),
             upstream: forward::UpstreamClient::new(&config),
             metrics,
             config,

@@ -29,6 +29,9 @@ pub enum Answer {
     Misconfigured(Option<ErrorCode>),
     /// Authentication is required and none was presented.
     Unauthenticated,
+    /// A bearer token was presented and failed verification (code 13); cookies are not
+    /// consulted instead.
+    InvalidToken,
     /// A CORS preflight on a policy that does not forward them: credentials must be attached.
     PreflightNeedsCredentials,
     /// A sign-in could not start or complete; the code says why (9, 11 or 13).
@@ -54,7 +57,7 @@ impl Answer {
             Answer::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Answer::SignInFailed(ErrorCode::OAuthClientMisconfigured) => StatusCode::BAD_GATEWAY,
             Answer::SignInFailed(_) | Answer::SessionRefreshIncomplete => StatusCode::BAD_REQUEST,
-            Answer::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Answer::Unauthenticated | Answer::InvalidToken => StatusCode::UNAUTHORIZED,
             Answer::PreflightNeedsCredentials => StatusCode::METHOD_NOT_ALLOWED,
             Answer::Forbidden { .. } => StatusCode::FORBIDDEN,
             Answer::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
@@ -67,6 +70,7 @@ impl Answer {
         match self {
             Answer::Misconfigured(code) => *code,
             Answer::SignInFailed(code) => Some(*code),
+            Answer::InvalidToken => Some(ErrorCode::InvalidToken),
             Answer::SessionRefreshIncomplete => Some(ErrorCode::OAuthFlowFailed),
             _ => None,
         }
@@ -80,6 +84,7 @@ impl Answer {
             Answer::UnknownReservedPath => "Not found",
             Answer::Misconfigured(_) => "This application is not configured correctly",
             Answer::Unauthenticated => "Authentication required",
+            Answer::InvalidToken => "Invalid token",
             Answer::SignInFailed(_) | Answer::SessionRefreshIncomplete => "Sign-in failed",
             Answer::PreflightNeedsCredentials => "Credentials required",
             Answer::Forbidden { .. } => "Access denied",
@@ -99,6 +104,11 @@ impl Answer {
             Answer::Misconfigured(None) => {
                 "The IapPolicy for this address is invalid, so access is closed. Its status says why.".into()
             }
+            Answer::InvalidToken => format!(
+                "{} Send an unexpired ID token issued by the application's identity provider for its \
+                 OAuth client ID (or a configured audience or trusted issuer).",
+                ErrorCode::InvalidToken.headline()
+            ),
             Answer::SignInFailed(code) => format!("{} {}", code.headline(), code.info().remedy),
             Answer::SessionRefreshIncomplete => "The sign-in did not complete: no session cookie came back. \
                  Check that the browser accepts cookies for this site, then try again."
@@ -140,10 +150,15 @@ pub fn respond(answer: &Answer, html: bool, request_id: &HeaderValue) -> Respons
         ("application/json", json_body(answer, status, id))
     };
     let mut response = generated(status, content_type, body, request_id);
-    if *answer == Answer::Unauthenticated {
+    let challenge = match answer {
+        Answer::Unauthenticated => Some("Bearer realm=\"kube-iap\""),
+        Answer::InvalidToken => Some("Bearer realm=\"kube-iap\", error=\"invalid_token\""),
+        _ => None,
+    };
+    if let Some(challenge) = challenge {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"kube-iap\""),
+            HeaderValue::from_static(challenge),
         );
     }
     response

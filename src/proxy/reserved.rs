@@ -9,6 +9,7 @@ use http::{HeaderMap, Response, StatusCode};
 
 use super::pages::{self, Answer};
 use super::{Proxy, ProxyBody};
+use crate::auth::assertion::SigningKeys;
 use crate::auth::cookies::{
     UID_COOKIE, cookie_value, proxy_cookie_names, session_cookie_name, set_cookie,
 };
@@ -17,6 +18,7 @@ use crate::auth::session::{session_from, unix_now};
 use crate::model::Route;
 
 pub const IDENTITY: &str = "/_iap/identity";
+pub const JWKS: &str = "/_iap/jwks.json";
 pub const CLEAR_LOGIN_COOKIE: &str = "/_iap/clear_login_cookie";
 pub const SESSION_REFRESH: &str = "/_iap/session_refresh";
 /// Where `/_iap/session_refresh` sends the browser back to once signed in again.
@@ -30,6 +32,7 @@ pub struct Reserved<'a> {
     pub login: LoginRequest<'a>,
     /// The host's routes (longest prefix first), for its sign-in settings and named groups.
     pub routes: &'a [Arc<Route>],
+    pub signing_keys: &'a SigningKeys,
     pub request_id: &'a HeaderValue,
 }
 
@@ -40,6 +43,12 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Answer> {
         match request.path {
             IDENTITY => identity(&request),
+            JWKS => Ok(pages::generated(
+                StatusCode::OK,
+                "application/json",
+                self.jwks.document(request.signing_keys).to_string(),
+                request.request_id,
+            )),
             CALLBACK_PATH => self.callback(&request).await,
             CLEAR_LOGIN_COOKIE => Ok(self.clear_login_cookie(&request).await),
             SESSION_REFRESH if is_done(request.query) => session_refreshed(&request),
@@ -172,7 +181,7 @@ impl Proxy {
                 .ok()
                 .and_then(|found| {
                     let endpoint = found
-                        .metadata
+                        .document()
                         .additional_metadata()
                         .end_session_endpoint
                         .clone()?;

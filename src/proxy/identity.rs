@@ -1,0 +1,190 @@
+//! Who a request is from (bearer token or session cookie) and what the backend is told about it:
+//! the identity headers and the signed assertion.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+
+use http::HeaderMap;
+use http::header::HeaderValue;
+
+use super::Proxy;
+use super::pages::Answer;
+use crate::auth::assertion::{self, AssertionContext, Breakage, SigningKeys};
+use crate::auth::bearer::BearerCache;
+use crate::auth::id_token::{self, Expected, TokenError};
+use crate::auth::session::unix_now;
+use crate::model::{BackendIdentity, Identity, OidcClient};
+
+/// Identity headers the backend receives; client-sent copies are always stripped first.
+pub const EMAIL_HEADER: &str = "x-kube-iap-authenticated-user-email";
+pub const USER_ID_HEADER: &str = "x-kube-iap-authenticated-user-id";
+pub const ASSERTION_HEADER: &str = "x-kube-iap-jwt-assertion";
+pub const GOOGLE_EMAIL_HEADER: &str = "x-goog-authenticated-user-email";
+pub const GOOGLE_USER_ID_HEADER: &str = "x-goog-authenticated-user-id";
+/// Prefix of the Google-compatible header values, where Google writes `accounts.google.com:`.
+const GOOGLE_VALUE_PREFIX: &str = "kube-iap:";
+
+/// An assertion is reused for the same caller and audience for this long (of its ten minutes),
+/// so signing costs one ECDSA operation per caller per two minutes, not one per request.
+const ASSERTION_REUSE_SECS: u64 = 120;
+const ASSERTION_CACHE_CAPACITY: usize = 10_000;
+
+/// Signed assertions by caller and audience, per worker. Entries are found by a 64-bit hash and
+/// then compared in full, so a hash collision can never hand one caller another's assertion.
+#[derive(Default)]
+pub struct AssertionCache {
+    entries: Mutex<HashMap<u64, CachedAssertion>>,
+}
+
+struct CachedAssertion {
+    signed_for: (String, String, bool, Identity),
+    value: HeaderValue,
+    issued_at: u64,
+}
+
+impl Proxy {
+    /// The identity of a bearer token for `client`: from the cache, else verified now.
+    pub(super) async fn bearer_identity(
+        &self,
+        client: &OidcClient,
+        token: &str,
+    ) -> Result<Identity, Answer> {
+        let now = unix_now();
+        let key = BearerCache::key(&client.name, token);
+        if let Some(identity) = self.bearer_cache.get(&key, now) {
+            return Ok(identity);
+        }
+        let verified = match Expected::for_bearer(client, token) {
+            None => Err(TokenError::Invalid(
+                "the token's issuer is not the OAuthClient's nor a trusted one".into(),
+            )),
+            Some(expected) => {
+                id_token::verify(self.logins.providers(), &expected, token, None).await
+            }
+        };
+        let verified = verified.map_err(|error| {
+            tracing::info!(client = %client.name, %error, "bearer token refused");
+            match error {
+                TokenError::ProviderUnavailable(_) => {
+                    Answer::SignInFailed(crate::error_codes::ErrorCode::OAuthClientMisconfigured)
+                }
+                _ => Answer::InvalidToken,
+            }
+        })?;
+        let identity = Identity {
+            subject: verified.subject,
+            email: verified.email,
+            email_verified: verified.email_verified,
+            issuer: verified.issuer,
+            groups: verified.groups,
+            service_account: verified.service_account,
+        };
+        self.bearer_cache
+            .insert(key, identity.clone(), verified.expires_at, now);
+        Ok(identity)
+    }
+
+    /// Tells the backend who is calling: plain headers (values that are not valid header text
+    /// are left out rather than mangled) and the signed assertion.
+    pub(super) fn set_identity_headers(
+        &self,
+        headers: &mut HeaderMap,
+        identity: &Identity,
+        settings: &BackendIdentity,
+        keys: &SigningKeys,
+        breakage: Breakage,
+    ) {
+        let email = identity
+            .email
+            .as_deref()
+            .and_then(|e| HeaderValue::from_str(e).ok());
+        let subject = HeaderValue::from_str(&identity.subject).ok();
+        if settings.google_compatible {
+            let prefixed =
+                |value: &str| HeaderValue::from_str(&format!("{GOOGLE_VALUE_PREFIX}{value}")).ok();
+            if let Some(value) = identity.email.as_deref().and_then(prefixed) {
+                headers.insert(GOOGLE_EMAIL_HEADER, value);
+            }
+            if let Some(value) = prefixed(&identity.subject) {
+                headers.insert(GOOGLE_USER_ID_HEADER, value);
+            }
+        }
+        if let Some(email) = email {
+            headers.insert(EMAIL_HEADER, email);
+        }
+        if let Some(subject) = subject {
+            headers.insert(USER_ID_HEADER, subject);
+        }
+        headers.insert(
+            ASSERTION_HEADER,
+            self.assertion(identity, settings, keys, breakage),
+        );
+    }
+
+    fn assertion(
+        &self,
+        identity: &Identity,
+        settings: &BackendIdentity,
+        keys: &SigningKeys,
+        breakage: Breakage,
+    ) -> HeaderValue {
+        let now = unix_now();
+        let context = AssertionContext {
+            issuer: &self.assertion_issuer,
+            audience: &settings.assertion_audience,
+            include_groups: settings.include_groups,
+            now,
+        };
+        let sign = || {
+            HeaderValue::from_str(&assertion::sign(keys, identity, &context, breakage))
+                .expect("a JWT is header-safe")
+        };
+        if breakage != Breakage::None {
+            return sign();
+        }
+        let kid = &keys.newest().kid;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (
+            kid,
+            &settings.assertion_audience,
+            settings.include_groups,
+            identity,
+        )
+            .hash(&mut hasher);
+        let key = hasher.finish();
+        let mut entries = self.assertions.entries.lock().expect("never poisoned");
+        if let Some(cached) = entries.get(&key) {
+            let (cached_kid, audience, groups, signed_identity) = &cached.signed_for;
+            if now.saturating_sub(cached.issued_at) < ASSERTION_REUSE_SECS
+                && cached_kid == kid
+                && *audience == settings.assertion_audience
+                && *groups == settings.include_groups
+                && signed_identity == identity
+            {
+                return cached.value.clone();
+            }
+        }
+        if entries.len() >= ASSERTION_CACHE_CAPACITY {
+            entries.retain(|_, cached| now.saturating_sub(cached.issued_at) < ASSERTION_REUSE_SECS);
+            if entries.len() >= ASSERTION_CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        let value = sign();
+        entries.insert(
+            key,
+            CachedAssertion {
+                signed_for: (
+                    kid.clone(),
+                    settings.assertion_audience.clone(),
+                    settings.include_groups,
+                    identity.clone(),
+                ),
+                value: value.clone(),
+                issued_at: now,
+            },
+        );
+        value
+    }
+}
