@@ -60,7 +60,7 @@ struct ServeArgs {
     idp_timeout_secs: u64,
     /// `iss` of the signed assertion (`x-kube-iap-jwt-assertion`) backends receive, e.g. this
     /// deployment's public URL.
-    #[arg(long, default_value = "kube-iap")]
+    #[arg(long, default_value = kube_iap::proxy::DEFAULT_ASSERTION_ISSUER)]
     assertion_issuer: String,
     /// Worker threads serving connections, each with its own runtime and upstream pool
     /// (default: one per CPU).

@@ -133,6 +133,9 @@ struct AssertionClaims<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<&'a str>,
     iat: u64,
+    /// Equal to `iat`, so ordinary JWT libraries (which check `nbf` but not `iat`) refuse an
+    /// assertion issued in the future.
+    nbf: u64,
     exp: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     groups: Option<&'a [String]>,
@@ -176,6 +179,7 @@ pub fn sign(
         sub: &identity.subject,
         email: identity.email.as_deref(),
         iat,
+        nbf: iat,
         exp,
         groups: context.include_groups.then_some(identity.groups.as_slice()),
         service_account: identity.service_account.as_deref(),

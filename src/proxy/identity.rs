@@ -137,6 +137,9 @@ impl Proxy {
             now,
         };
         let sign = || {
+            // Whatever key signs must be published until its assertions expire, even if the
+            // Secret changes again before anyone fetches the key set.
+            self.jwks.observe(keys);
             HeaderValue::from_str(&assertion::sign(keys, identity, &context, breakage))
                 .expect("a JWT is header-safe")
         };

@@ -32,6 +32,9 @@ pub use tls::server_config;
 pub use workers::Workers;
 
 /// The body of every response the proxy sends: generated pages and streamed upstream bodies alike.
+/// `iss` of the signed assertion unless configured: a URN, since JWT libraries expect a URI.
+pub const DEFAULT_ASSERTION_ISSUER: &str = "urn:kube-iap";
+
 /// Verified bearer tokens kept per worker.
 const BEARER_CACHE_CAPACITY: usize = 10_000;
 
@@ -72,7 +75,7 @@ impl Default for ProxyConfig {
             access_log: true,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             idp_timeout: Duration::from_secs(5),
-            assertion_issuer: "kube-iap".to_string(),
+            assertion_issuer: DEFAULT_ASSERTION_ISSUER.to_string(),
         }
     }
 }

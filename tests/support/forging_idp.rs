@@ -1,9 +1,10 @@
 //! A scripted OpenID provider for the ID tokens a real provider will not issue: a wrong nonce, a
-//! signature by a key it does not publish. It serves discovery and its key set like any provider,
-//! and its token endpoint answers with whatever token the test asks for, signed ES256 by hand.
+//! signature by a key it does not publish, `alg: none`, HS256 keyed with the public key, an
+//! embedded `jwk`, any claim. It serves discovery and its key set like any provider (counting key
+//! set fetches), and its token endpoint answers with whatever token the test asks for.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -14,7 +15,24 @@ use http_body_util::Full;
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 
-/// How the next token is made.
+/// How a token is signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signing {
+    /// ES256 with the published key: a valid signature.
+    Published,
+    /// ES256 with another key, under the published key's `kid`.
+    OtherKey,
+    /// ES256 with the published key but a `kid` the key set does not hold.
+    UnknownKid,
+    /// `alg: none`, no signature.
+    None,
+    /// HS256 keyed with the published public key's bytes.
+    HmacWithPublicKey,
+    /// Another key, carried in the header as `jwk` (and no `kid`).
+    EmbeddedJwk,
+}
+
+/// How the token endpoint's next token is made.
 #[derive(Clone, Debug)]
 pub struct NextToken {
     pub nonce: String,
@@ -26,12 +44,8 @@ pub struct NextToken {
 pub struct ForgingIdp {
     pub issuer: String,
     next: Arc<Mutex<Option<NextToken>>>,
-}
-
-impl ForgingIdp {
-    pub fn next_token(&self, token: NextToken) {
-        *self.next.lock().unwrap() = Some(token);
-    }
+    keys: Arc<Keys>,
+    jwks_fetches: Arc<AtomicUsize>,
 }
 
 struct Keys {
@@ -39,10 +53,97 @@ struct Keys {
     other: EcdsaKeyPair,
 }
 
+const KID: &str = "k1";
+
 fn key() -> EcdsaKeyPair {
     let random = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &random).unwrap();
     EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &random).unwrap()
+}
+
+fn jwk(pair: &EcdsaKeyPair, kid: Option<&str>) -> serde_json::Value {
+    let point = pair.public_key().as_ref();
+    let mut jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    });
+    if let Some(kid) = kid {
+        jwk["kid"] = kid.into();
+    }
+    jwk
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+impl ForgingIdp {
+    pub fn next_token(&self, token: NextToken) {
+        *self.next.lock().unwrap() = Some(token);
+    }
+
+    /// How many times the key set was fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        self.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Claims a valid token of this issuer has for `audience`; tests change what they test.
+    pub fn claims(&self, audience: &str, subject: &str) -> serde_json::Value {
+        let now = now();
+        serde_json::json!({
+            "iss": self.issuer, "sub": subject, "aud": audience,
+            "iat": now, "exp": now + 300,
+            "email": format!("{subject}@example.com"), "email_verified": true,
+        })
+    }
+
+    /// A token with `claims`, signed as `signing` says.
+    pub fn mint(&self, claims: &serde_json::Value, signing: Signing) -> String {
+        let header = match signing {
+            Signing::None => serde_json::json!({"alg": "none", "typ": "JWT"}),
+            Signing::HmacWithPublicKey => {
+                serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": KID})
+            }
+            Signing::EmbeddedJwk => serde_json::json!({
+                "alg": "ES256", "typ": "JWT", "jwk": jwk(&self.keys.other, None),
+            }),
+            Signing::UnknownKid => {
+                serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "rotated-away"})
+            }
+            Signing::Published | Signing::OtherKey => {
+                serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": KID})
+            }
+        };
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = match signing {
+            Signing::None => Vec::new(),
+            Signing::HmacWithPublicKey => {
+                let key = ring::hmac::Key::new(
+                    ring::hmac::HMAC_SHA256,
+                    self.keys.published.public_key().as_ref(),
+                );
+                ring::hmac::sign(&key, input.as_bytes()).as_ref().to_vec()
+            }
+            Signing::Published | Signing::UnknownKid => self.es256(&self.keys.published, &input),
+            Signing::OtherKey | Signing::EmbeddedJwk => self.es256(&self.keys.other, &input),
+        };
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    fn es256(&self, key: &EcdsaKeyPair, input: &str) -> Vec<u8> {
+        key.sign(&SystemRandom::new(), input.as_bytes())
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    }
 }
 
 pub async fn start() -> ForgingIdp {
@@ -52,11 +153,18 @@ pub async fn start() -> ForgingIdp {
     });
     let next: Arc<Mutex<Option<NextToken>>> = Arc::default();
     let issuer: Arc<Mutex<String>> = Arc::default();
+    let jwks_fetches = Arc::new(AtomicUsize::new(0));
     let addr: SocketAddr = {
-        let (keys, next, issuer) = (keys.clone(), next.clone(), issuer.clone());
+        let (keys, next, issuer, fetches) = (
+            keys.clone(),
+            next.clone(),
+            issuer.clone(),
+            jwks_fetches.clone(),
+        );
         super::backends::serve_http(
             move |_peer, request| {
-                let (keys, next, issuer) = (keys.clone(), next.clone(), issuer.clone());
+                let (keys, next, issuer, fetches) =
+                    (keys.clone(), next.clone(), issuer.clone(), fetches.clone());
                 async move {
                     let issuer = issuer.lock().unwrap().clone();
                     let body = match request.uri().path() {
@@ -70,21 +178,33 @@ pub async fn start() -> ForgingIdp {
                             "id_token_signing_alg_values_supported": ["ES256"],
                         }),
                         "/jwks" => {
-                            let point = keys.published.public_key().as_ref();
-                            serde_json::json!({"keys": [{
-                                "kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig", "alg": "ES256",
-                                "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-                                "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
-                            }]})
+                            fetches.fetch_add(1, Ordering::SeqCst);
+                            serde_json::json!({"keys": [jwk(&keys.published, Some(KID))]})
                         }
                         "/token" => {
-                            let token = next.lock().unwrap().clone().expect("the test set the next token");
-                            let signer = if token.published_key { &keys.published } else { &keys.other };
+                            let token = next
+                                .lock()
+                                .unwrap()
+                                .clone()
+                                .expect("the test set the next token");
+                            let forger = ForgingIdp {
+                                issuer: issuer.clone(),
+                                next: next.clone(),
+                                keys: keys.clone(),
+                                jwks_fetches: fetches.clone(),
+                            };
+                            let mut claims = forger.claims(&token.audience, "forged-user");
+                            claims["nonce"] = token.nonce.clone().into();
+                            let signing = if token.published_key {
+                                Signing::Published
+                            } else {
+                                Signing::OtherKey
+                            };
                             serde_json::json!({
                                 "access_token": "opaque",
                                 "token_type": "Bearer",
                                 "expires_in": 300,
-                                "id_token": sign(signer, &issuer, &token),
+                                "id_token": forger.mint(&claims, signing),
                             })
                         }
                         _ => serde_json::json!({"error": "not_found"}),
@@ -102,30 +222,10 @@ pub async fn start() -> ForgingIdp {
     };
     let url = format!("http://127.0.0.1:{}", addr.port());
     *issuer.lock().unwrap() = url.clone();
-    ForgingIdp { issuer: url, next }
-}
-
-fn sign(key: &EcdsaKeyPair, issuer: &str, token: &NextToken) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
-    let claims = serde_json::json!({
-        "iss": issuer, "sub": "forged-user", "aud": token.audience,
-        "iat": now, "exp": now + 300, "nonce": token.nonce,
-        "email": "forged@example.com", "email_verified": true,
-    });
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let signature = key
-        .sign(&SystemRandom::new(), signing_input.as_bytes())
-        .unwrap();
-    format!(
-        "{signing_input}.{}",
-        URL_SAFE_NO_PAD.encode(signature.as_ref())
-    )
+    ForgingIdp {
+        issuer: url,
+        next,
+        keys,
+        jwks_fetches,
+    }
 }

@@ -83,3 +83,50 @@ stringData: {{client-secret: {secret}}}
         scopes = scopes.join(", ")
     )
 }
+
+/// An ID token the provider really issues to `login`, from a code flow the test runs itself
+/// (the proxy is not involved): the provider's login form, then the token endpoint.
+pub async fn id_token(idp: &Idp, login: &str) -> String {
+    let redirect_uri = "http://token-client.test:1/_iap/callback";
+    let mut browser = super::browser::Browser::new();
+    let verifier = "a-test-pkce-verifier-that-is-long-enough-for-rfc-7636";
+    let challenge = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()),
+    );
+    let authorize = format!(
+        "{}/auth?client_id={CLIENT_ID}&response_type=code&scope=openid+email+groups&nonce=n&state=s&code_challenge={challenge}&code_challenge_method=S256&redirect_uri={}",
+        idp.issuer,
+        url::form_urlencoded::byte_serialize(redirect_uri.as_bytes()).collect::<String>()
+    );
+    let callback = browser.sign_in_at_provider(&authorize, login).await;
+    let code = url::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(name, _)| name == "code")
+        .map(|(_, value)| value.into_owned())
+        .expect("the provider sent a code");
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{CLIENT_ID}:{CLIENT_SECRET}"),
+    );
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "authorization_code")
+        .append_pair("code", &code)
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("code_verifier", verifier)
+        .finish();
+    let reply = browser
+        .request(
+            "POST",
+            &format!("{}/token", idp.issuer),
+            &[("authorization", &format!("Basic {basic}"))],
+            &form,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "token endpoint: {}", reply.text());
+    reply.json()["id_token"]
+        .as_str()
+        .expect("an id_token")
+        .to_string()
+}
