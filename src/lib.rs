@@ -22,3 +22,4 @@ pub mod serve;
 pub mod shutdown;
 pub mod source;
 pub mod telemetry;
+pub mod verify_assertion;

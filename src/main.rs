@@ -27,6 +27,25 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print the CustomResourceDefinitions (IapPolicy, OAuthClient) as YAML.
     Crds,
+    /// Check an x-kube-iap-jwt-assertion as a backend should: print its claims, or exactly why
+    /// it is invalid (exit status 1).
+    VerifyAssertion(VerifyArgs),
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// URL of the proxy's key set: https://HOST/_iap/jwks.json, or the admin port's /jwks.json.
+    #[arg(long)]
+    jwks: String,
+    /// The audience the backend expects: /namespaces/NAMESPACE/iappolicies/NAME, or the
+    /// policy's spec.signedHeaders.audience.
+    #[arg(long)]
+    audience: String,
+    /// The issuer the proxy signs with (its --assertion-issuer).
+    #[arg(long, default_value = kube_iap::proxy::DEFAULT_ASSERTION_ISSUER)]
+    issuer: String,
+    /// The assertion (the header's value).
+    token: String,
 }
 
 #[derive(clap::Args)]
@@ -95,6 +114,29 @@ fn main() -> anyhow::Result<()> {
         Command::Crds => {
             print!("{}", kube_iap::api::crds_yaml());
             Ok(())
+        }
+        Command::VerifyAssertion(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let jwks = runtime
+                .block_on(kube_iap::verify_assertion::fetch_jwks(&args.jwks))
+                .map_err(|reason| anyhow::anyhow!("cannot fetch the key set: {reason}"))?;
+            match kube_iap::verify_assertion::verify(
+                &args.token,
+                &jwks,
+                &args.audience,
+                &args.issuer,
+            ) {
+                Ok(claims) => {
+                    println!("{}", serde_json::to_string_pretty(&claims)?);
+                    Ok(())
+                }
+                Err(reason) => {
+                    eprintln!("invalid assertion: {reason}");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Serve(args) => {
             telemetry::init(args.log_format);

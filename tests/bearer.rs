@@ -187,6 +187,7 @@ async fn a_real_id_token_posts_programmatically_and_the_backend_gets_a_verifiabl
                     "X-Goog-Authenticated-User-Email",
                     "accounts.google.com:mallory@evil.com",
                 ),
+                ("x_kube_iap_authenticated_user_email", "mallory@evil.com"),
             ],
         )
         .await;
@@ -201,7 +202,8 @@ async fn a_real_id_token_posts_programmatically_and_the_backend_gets_a_verifiabl
         "the credential is not forwarded: {seen}"
     );
     assert!(
-        seen.get("x-goog-authenticated-user-email").is_none(),
+        seen.get("x-goog-authenticated-user-email").is_none()
+            && seen.get("x_kube_iap_authenticated_user_email").is_none(),
         "{seen}"
     );
     let assertion = seen[ASSERTION].as_str().unwrap();

@@ -11,14 +11,19 @@ pub const IDENTITY_PREFIX: &str = "x-kube-iap-";
 const GOOGLE_IDENTITY_PREFIXES: [&str; 2] = ["x-goog-authenticated-user-", "x-goog-iap-"];
 
 /// Header names are case-insensitive and the `http` crate stores them lower-case, so a prefix test
-/// catches every spelling, and `remove` drops every duplicate.
+/// catches every spelling, and `remove` drops every duplicate. Underscores count as dashes:
+/// CGI-style servers (PHP, WSGI, nginx with `underscores_in_headers`) read `x_kube_iap_...` as
+/// the same header.
 pub fn strip_identity_headers(headers: &mut HeaderMap) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             let name = name.as_str();
-            name.starts_with(IDENTITY_PREFIX)
-                || GOOGLE_IDENTITY_PREFIXES.iter().any(|p| name.starts_with(p))
+            let matches = |name: &str| {
+                name.starts_with(IDENTITY_PREFIX)
+                    || GOOGLE_IDENTITY_PREFIXES.iter().any(|p| name.starts_with(p))
+            };
+            matches(name) || (name.contains('_') && matches(&name.replace('_', "-")))
         })
         .cloned()
         .collect();
@@ -120,6 +125,8 @@ mod tests {
                 "accounts.google.com:ceo@example.com",
             ),
             ("x-goog-iap-jwt-assertion", "forged"),
+            ("x_kube_iap_authenticated_user_email", "ceo@example.com"),
+            ("X_Goog_Authenticated_User_Id", "forged"),
             ("x-goog-api-client", "kept"),
             ("accept", "text/html"),
         ]);
