@@ -28,8 +28,12 @@ fn main() {
         .map(|_| {
             let started = Instant::now();
             for _ in 0..PER_ROUND {
-                std::hint::black_box(verify_with_keys(&expected, std::hint::black_box(&token), &keys))
-                    .expect("verifies");
+                std::hint::black_box(verify_with_keys(
+                    &expected,
+                    std::hint::black_box(&token),
+                    &keys,
+                ))
+                .expect("verifies");
             }
             started.elapsed().as_secs_f64() * 1e6 / f64::from(PER_ROUND)
         })

@@ -23,7 +23,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let issuer = format!("http://{}", listener.local_addr()?);
     let pair = es256::key();
-    println!("{}", es256::mint(&pair, &es256::claims(&issuer, audience, 86_400)));
+    println!(
+        "{}",
+        es256::mint(&pair, &es256::claims(&issuer, audience, 86_400))
+    );
     std::io::stdout().flush()?;
     let discovery = serde_json::json!({
         "issuer": issuer,
