@@ -81,6 +81,10 @@ struct ServeArgs {
     /// deployment's public URL.
     #[arg(long, default_value = kube_iap::proxy::DEFAULT_ASSERTION_ISSUER)]
     assertion_issuer: String,
+    /// Load balancers in front of kube-iap whose X-Forwarded-For is believed for sourceCidrs
+    /// conditions, comma-separated CIDRs. By default nothing is trusted: the peer address counts.
+    #[arg(long, value_delimiter = ',', env = "KUBE_IAP_TRUSTED_PROXY_CIDRS")]
+    trusted_proxy_cidrs: Vec<ipnet::IpNet>,
     /// Worker threads serving connections, each with its own runtime and upstream pool
     /// (default: one per CPU).
     #[arg(long, env = "KUBE_IAP_WORKERS")]
@@ -153,6 +157,7 @@ fn main() -> anyhow::Result<()> {
                     access_log: !args.no_access_log,
                     idp_timeout: Duration::from_secs(args.idp_timeout_secs.max(1)),
                     assertion_issuer: args.assertion_issuer,
+                    trusted_proxies: args.trusted_proxy_cidrs,
                     workers: args
                         .workers
                         .unwrap_or(ProxyConfig::default().workers)

@@ -57,6 +57,10 @@ pub struct IapPolicySpec {
     /// all of that rule's conditions hold. No rule means nobody gets in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access: Vec<AccessRule>,
+    /// Deny rules, same shape as `access`: a request any deny rule matches is refused, whatever
+    /// the access rules say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<AccessRule>,
     /// Path prefixes forwarded without any identity (identity headers are still stripped).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(inner(regex(pattern = "^/")))]

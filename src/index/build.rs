@@ -13,8 +13,8 @@ use crate::api::{HOST_ANNOTATION, IapPolicy, IapPolicySpec, POLICY_ANNOTATION, P
 use crate::error_codes::ErrorCode;
 use crate::model::path;
 use crate::model::{
-    AccessPolicy, AccessRule, Backend, BackendIdentity, DEFAULT_SESSION_MAX_AGE, Member, Route,
-    RouteAction, RoutingTableBuilder, SignIn,
+    AccessPolicy, Backend, BackendIdentity, DEFAULT_SESSION_MAX_AGE, Route, RouteAction,
+    RoutingTableBuilder, SignIn,
 };
 
 /// A session shorter than this would send users back to the provider on nearly every click.
@@ -194,7 +194,7 @@ fn translate_policy(
         })
     });
 
-    let access = match parse_access(spec) {
+    let access = match super::access::parse_access(spec) {
         Ok(access) => access,
         Err(detail) => {
             fatal.get_or_insert(Problem::new("InvalidSpec", None, detail));
@@ -310,41 +310,6 @@ fn claim_host_client(
     );
     problems.push(problem.clone());
     Some(problem)
-}
-
-fn parse_access(spec: &IapPolicySpec) -> Result<AccessPolicy, String> {
-    let mut rules = Vec::with_capacity(spec.access.len());
-    for (index, rule) in spec.access.iter().enumerate() {
-        let members = rule
-            .members
-            .iter()
-            .map(|member| member.parse::<Member>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| format!("spec.access[{index}]: {error}."))?;
-        let conditional = rule
-            .when
-            .as_ref()
-            .is_some_and(|when| *when != Default::default());
-        rules.push(AccessRule {
-            members,
-            conditional,
-        });
-    }
-    let mut public_paths = Vec::with_capacity(spec.public_paths.len());
-    for prefix in &spec.public_paths {
-        public_paths.push(
-            path::normalize(prefix)
-                .map_err(|error| format!("spec.publicPaths {prefix:?}: {error}."))?,
-        );
-    }
-    Ok(AccessPolicy {
-        rules,
-        public_paths,
-        allow_http_options: spec
-            .cors
-            .as_ref()
-            .is_some_and(|cors| cors.allow_http_options),
-    })
 }
 
 fn normalized_prefixes(paths: &[String], problems: &mut Vec<Problem>) -> Vec<String> {

@@ -3,6 +3,7 @@
 //! call [`Index::apply`], [`Index::delete`] and [`Index::reset`], then [`Index::build`]; nothing
 //! here does I/O, so every rule is tested by feeding objects in and reading what comes out.
 
+mod access;
 mod backends;
 mod build;
 mod clients;

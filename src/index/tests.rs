@@ -78,6 +78,7 @@ fn mk_policy_spec(client: &str, hosts: &[&str], backend: Option<(&str, u16)>) ->
             members: vec!["allUsers".into()],
             when: None,
         }],
+        deny: vec![],
         public_paths: vec![],
         cors: None,
         session: None,

@@ -1,8 +1,10 @@
-//! Who a route admits. Evaluation for signed-in identities arrives with authentication; until then
-//! only anonymous access (`allUsers`) can be granted, and everything else fails closed.
+//! Who a route admits: members and the policy's rule lists. The decision itself is
+//! [`AccessPolicy::evaluate`] in `policy.rs`.
 
 use std::fmt;
 use std::str::FromStr;
+
+use super::AccessRule;
 
 /// A member of an access list, parsed from its `kind:value` form.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,19 +92,13 @@ impl fmt::Display for Member {
     }
 }
 
-/// One parsed access rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AccessRule {
-    pub members: Vec<Member>,
-    /// Whether the rule carries `when` conditions. Conditions are evaluated once the policy engine
-    /// lands; until then a conditional rule grants nothing, so the route fails closed.
-    pub conditional: bool,
-}
-
 /// The access rules of a policy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AccessPolicy {
+    /// `spec.access`: a request is allowed when one of these applies...
     pub rules: Vec<AccessRule>,
+    /// ...and none of `spec.deny` does.
+    pub deny: Vec<AccessRule>,
     /// Path prefixes forwarded without identity.
     pub public_paths: Vec<String>,
     /// Forward CORS preflights without authentication (`cors.allowHttpOptions`).
@@ -115,15 +111,6 @@ impl AccessPolicy {
         self.public_paths
             .iter()
             .any(|prefix| super::path::has_prefix(path, prefix))
-    }
-
-    /// Whether a request with no identity may pass on `path` (a normalised path).
-    pub fn admits_anonymous(&self, path: &str) -> bool {
-        self.is_public(path)
-            || self
-                .rules
-                .iter()
-                .any(|rule| !rule.conditional && rule.members.contains(&Member::AllUsers))
     }
 }
 
@@ -170,35 +157,13 @@ mod tests {
     }
 
     #[test]
-    fn only_unconditional_all_users_or_public_paths_admit_anonymous_requests() {
-        let rule = |member: Member, conditional| AccessRule {
-            members: vec![member],
-            conditional,
-        };
-        let open = AccessPolicy {
-            rules: vec![rule(Member::AllUsers, false)],
-            public_paths: vec![],
-            allow_http_options: false,
-        };
-        assert!(open.admits_anonymous("/x"));
-        let conditional = AccessPolicy {
-            rules: vec![rule(Member::AllUsers, true)],
-            public_paths: vec![],
-            allow_http_options: false,
-        };
-        assert!(!conditional.admits_anonymous("/x"));
-        let signed_in = AccessPolicy {
-            rules: vec![rule(Member::AllAuthenticatedUsers, false)],
-            public_paths: vec![],
-            allow_http_options: false,
-        };
-        assert!(!signed_in.admits_anonymous("/x"));
+    fn public_paths_match_segment_by_segment() {
         let public = AccessPolicy {
-            rules: vec![],
             public_paths: vec!["/health".into()],
-            allow_http_options: false,
+            ..AccessPolicy::default()
         };
-        assert!(public.admits_anonymous("/health/live"));
-        assert!(!public.admits_anonymous("/healthz"));
+        assert!(public.is_public("/health/live"));
+        assert!(public.is_public("/health"));
+        assert!(!public.is_public("/healthz"));
     }
 }

@@ -43,21 +43,12 @@ impl Identity {
 }
 
 impl AccessPolicy {
-    /// Whether `identity` may pass on `path`: some unconditional rule names a matching member.
-    /// Conditional rules grant nothing until conditions are evaluated (fail closed).
-    pub fn admits(&self, identity: &Identity, path: &str) -> bool {
-        self.admits_anonymous(path)
-            || self
-                .rules
-                .iter()
-                .filter(|rule| !rule.conditional)
-                .any(|rule| rule.members.iter().any(|member| identity.matches(member)))
-    }
-
-    /// The groups some rule names, so sessions keep only those.
+    /// The groups some rule names, so sessions keep only those. Deny rules count too: a group
+    /// dropped from the session could not be denied.
     pub fn needs_group(&self, group: &str) -> bool {
         self.rules
             .iter()
+            .chain(&self.deny)
             .flat_map(|rule| &rule.members)
             .any(|member| matches!(member, Member::Group(g) if g == group))
     }
@@ -66,7 +57,6 @@ impl AccessPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::AccessRule;
 
     fn alice(email: &str, verified: bool) -> Identity {
         Identity {
@@ -109,19 +99,5 @@ mod tests {
                 "{text} vs {email} verified={verified}"
             );
         }
-    }
-
-    #[test]
-    fn conditional_rules_grant_nothing_yet() {
-        let policy = AccessPolicy {
-            rules: vec![AccessRule {
-                members: vec![member("domain:corp.com")],
-                conditional: true,
-            }],
-            public_paths: vec![],
-            allow_http_options: false,
-        };
-        assert!(!policy.admits(&alice("a@corp.com", true), "/"));
-        assert!(!policy.needs_group("eng"));
     }
 }

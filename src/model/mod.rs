@@ -5,12 +5,16 @@ mod access;
 mod backend;
 mod identity;
 pub mod path;
+mod policy;
 mod sign_in;
 mod table;
 
-pub use access::{AccessPolicy, AccessRule, Member, MemberParseError};
+pub use access::{AccessPolicy, Member, MemberParseError};
 pub use backend::{Backend, Upstream};
 pub use identity::Identity;
+pub use policy::{
+    AccessRule, Condition, Conditions, Decision, Denial, RequestFacts, RuleList, RuleOutcome,
+};
 pub use sign_in::{
     BackendIdentity, ClientSecret, DEFAULT_SESSION_MAX_AGE, OidcClient, SignIn, TrustedIssuer,
 };

@@ -10,6 +10,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::forward::Origin;
+use super::headers::client_address;
 use super::headers::strip_identity_headers;
 use super::pages::{self, Answer};
 use super::reserved::Reserved;
@@ -20,7 +21,9 @@ use crate::auth::cookies::strip_proxy_cookies;
 use crate::auth::decision::{Unauthenticated, decide};
 use crate::auth::login::LoginRequest;
 use crate::auth::session::session_from;
+use crate::auth::session::unix_now;
 use crate::model::path;
+use crate::model::{Decision, RequestFacts};
 use crate::model::{Identity, canonical_host};
 use crate::model::{Route, RouteAction};
 
@@ -164,6 +167,16 @@ impl Proxy {
             RouteAction::Forward(backend) => backend,
         };
 
+        let facts = RequestFacts {
+            path: &normalized,
+            method: request.method().as_str(),
+            client: client_address(
+                connection.peer.ip(),
+                request.headers(),
+                &self.config.trusted_proxies,
+            ),
+            now: i64::try_from(unix_now()).unwrap_or(i64::MAX),
+        };
         // Public paths carry no identity at all, even for a signed-in user. A bearer token, when
         // present, decides alone: an invalid one is refused, never passed over for cookies.
         let mut authenticated_with_authorization = false;
@@ -177,16 +190,23 @@ impl Proxy {
         } else {
             session_from(request.headers(), &host, &keys).map(Identity::from)
         };
-        match &identity {
-            Some(identity) if !route.access.admits(identity, &normalized) => {
+        let public = route.access.is_public(&normalized) && breakage.is_none();
+        match (&identity, route.access.evaluate(identity.as_ref(), &facts)) {
+            (_, Decision::Allow(_)) => {}
+            _ if public => {}
+            (Some(identity), Decision::Deny(denial)) => {
                 let who = identity
                     .email
                     .clone()
+                    .or_else(|| identity.service_account.clone())
                     .unwrap_or_else(|| identity.subject.clone());
-                return Err(Answer::Forbidden { identity: who });
+                return Err(Answer::Forbidden {
+                    identity: who,
+                    policy: route.policy.clone(),
+                    reason: denial.reason(),
+                });
             }
-            Some(_) => {}
-            None => match admit(&route, &normalized, &request) {
+            (None, Decision::Deny(_)) => match admit(&route, &request) {
                 Admission::Forward => {}
                 Admission::Deny(answer) => return Err(answer),
                 Admission::SignIn => {
@@ -245,17 +265,14 @@ impl Proxy {
     }
 }
 
-/// What a request without identity gets.
+/// What a request without identity, which the policy does not admit anonymously, gets.
 enum Admission {
     Forward,
     SignIn,
     Deny(Answer),
 }
 
-fn admit<B>(route: &Route, path: &str, request: &Request<B>) -> Admission {
-    if route.access.admits_anonymous(path) {
-        return Admission::Forward;
-    }
+fn admit<B>(route: &Route, request: &Request<B>) -> Admission {
     match decide(
         request.method(),
         request.headers(),

@@ -84,6 +84,38 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Sets `X-Forwarded-For/-Proto/-Host`. Client-sent values are replaced, not extended: no proxy in
 /// front of kube-iap is trusted unless configured, so a client cannot plant an address.
+/// The client's address for policy decisions: the connection's peer, unless the peer is a trusted
+/// proxy, in which case `X-Forwarded-For` is read right to left, skipping trusted proxies, and the
+/// first untrusted address is the client. By default nothing is trusted, so a client cannot
+/// choose its own address.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |address: &IpAddr| trusted.iter().any(|net| net.contains(address));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(address) => {
+                client = address;
+                if !is_trusted(&address) {
+                    break;
+                }
+            }
+            // An unparsable hop ends the chain we can believe.
+            Err(_) => break,
+        }
+    }
+    client
+}
+
 pub fn set_forwarding_headers(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: &str) {
     headers.remove(HeaderName::from_static("forwarded"));
     headers.insert(
@@ -134,6 +166,40 @@ mod tests {
         let mut left: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["accept", "x-goog-api-client"]);
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies_right_to_left() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let spoofing = headers(&[("x-forwarded-for", "203.0.113.9, 10.0.0.5")]);
+        let peer = |ip: &str| ip.parse::<IpAddr>().unwrap();
+        let cases: &[(&str, &HeaderMap, &[ipnet::IpNet], &str)] = &[
+            // Nothing trusted: the peer, whatever the header says.
+            ("192.0.2.1", &spoofing, &[], "192.0.2.1"),
+            ("10.0.0.1", &spoofing, &[], "10.0.0.1"),
+            // An untrusted peer cannot plant an address either.
+            ("192.0.2.1", &spoofing, &trusted, "192.0.2.1"),
+            // A trusted proxy: walk right to left past trusted hops.
+            ("10.0.0.1", &spoofing, &trusted, "203.0.113.9"),
+        ];
+        for (from, map, trust, want) in cases {
+            assert_eq!(
+                client_address(peer(from), map, trust),
+                peer(want),
+                "{from} trusting {trust:?}"
+            );
+        }
+        // The client's own left-most claim is ignored once an untrusted hop is found.
+        let chain = headers(&[("x-forwarded-for", "1.1.1.1, 198.51.100.7, 10.0.0.5")]);
+        assert_eq!(
+            client_address(peer("10.0.0.1"), &chain, &trusted),
+            peer("198.51.100.7")
+        );
+        let garbage = headers(&[("x-forwarded-for", "1.1.1.1, not-an-ip")]);
+        assert_eq!(
+            client_address(peer("10.0.0.1"), &garbage, &trusted),
+            peer("10.0.0.1")
+        );
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct ProxyConfig {
     pub idp_timeout: Duration,
     /// `iss` of the signed assertions backends receive.
     pub assertion_issuer: String,
+    /// Proxies (load balancers) whose `X-Forwarded-For` is believed for `sourceCidrs`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ProxyConfig {
@@ -76,6 +78,7 @@ impl Default for ProxyConfig {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             idp_timeout: Duration::from_secs(5),
             assertion_issuer: DEFAULT_ASSERTION_ISSUER.to_string(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

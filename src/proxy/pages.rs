@@ -40,7 +40,13 @@ pub enum Answer {
     /// by hand).
     SessionRefreshIncomplete,
     /// Signed in, but the policy does not grant this identity access.
-    Forbidden { identity: String },
+    Forbidden {
+        identity: String,
+        /// `namespace/name` of the IapPolicy that decided.
+        policy: String,
+        /// Why, naming rules and conditions, never other users.
+        reason: String,
+    },
     /// The backend Service has no ready endpoint.
     NoHealthyUpstream,
     /// The backend refused or dropped the connection.
@@ -121,9 +127,13 @@ impl Answer {
                  credentials: set XMLHttpRequest.withCredentials = true or fetch(url, {credentials: 'include'}). \
                  To let CORS preflights through without credentials, set spec.cors.allowHttpOptions on the IapPolicy."
                 .into(),
-            Answer::Forbidden { identity } => format!(
-                "You are signed in as {identity}, and the policy for this application does not grant you \
-                 access. To use another account, sign out at /_iap/clear_login_cookie."
+            Answer::Forbidden {
+                identity,
+                policy,
+                reason,
+            } => format!(
+                "You are signed in as {identity}, and the IapPolicy {policy} does not grant you access \
+                 to this page. {reason} To use another account, sign out at /_iap/clear_login_cookie."
             ),
             Answer::NoHealthyUpstream => "The application has no ready instance. Try again shortly.".into(),
             Answer::UpstreamUnavailable => "The application could not be reached.".into(),
@@ -215,6 +225,16 @@ fn json_body(answer: &Answer, status: StatusCode, request_id: &str) -> String {
     });
     if let Some(code) = answer.code() {
         error["errorCode"] = code.number().into();
+    }
+    if let Answer::Forbidden {
+        identity,
+        policy,
+        reason,
+    } = answer
+    {
+        error["identity"] = identity.as_str().into();
+        error["policy"] = policy.as_str().into();
+        error["reason"] = reason.as_str().into();
     }
     serde_json::json!({ "error": error }).to_string()
 }

@@ -1,0 +1,141 @@
+//! The policy language through the running proxy: conditions, deny rules and the 403 that says
+//! why, with session cookies minted from the server's own key.
+
+mod support;
+
+use base64::Engine;
+use kube_iap::auth::session::{KeyRing, Session};
+use support::manifests::{self, write};
+use support::{backends, get, send, start_server};
+
+const KEY: [u8; 32] = [3; 32];
+
+fn cookie(email: &str, groups: &[&str]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let session = Session {
+        subject: format!("sub-{email}"),
+        email: Some(email.into()),
+        email_verified: true,
+        issuer: "https://idp".into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        expires_at: now + 600,
+    };
+    format!(
+        "KUBE_IAP_AUTH_TOKEN_p={}",
+        KeyRing::new(&[KEY]).seal(&session, "app.test").unwrap()
+    )
+}
+
+#[tokio::test]
+async fn conditions_and_deny_rules_decide_and_the_403_says_why() {
+    let backend = backends::echo("web").await;
+    let dir = manifests::folder(&[("web", backend.port())]);
+    write(
+        dir.path(),
+        "keys.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: kube-iap-session-keys, namespace: default}}\nstringData:\n  k: {}\n",
+            base64::engine::general_purpose::STANDARD.encode(KEY)
+        ),
+    );
+    write(
+        dir.path(),
+        "policy.yaml",
+        r#"apiVersion: kube-iap.io/v1alpha1
+kind: IapPolicy
+metadata: {name: app, namespace: default}
+spec:
+  oauthClientRef: {name: idp}
+  hosts: [app.test]
+  backend: {service: web, port: 80}
+  access:
+    - members: ["domain:example.com"]
+      when: {methods: [GET], paths: [/docs]}
+    - members: ["group:admins"]
+      when: {sourceCidrs: ["127.0.0.0/8"]}
+    - members: ["group:remote-admins"]
+      when: {sourceCidrs: ["10.0.0.0/8"]}
+  deny:
+    - members: ["user:fired@example.com"]
+"#,
+    );
+    let server = start_server(dir.path()).await;
+    let http = server.http_addr.unwrap();
+    let call = |method: &'static str, path: &'static str, cookie: String| async move {
+        send(
+            http,
+            method,
+            "app.test",
+            path,
+            &[("cookie", &cookie), ("accept", "application/json")],
+            bytes::Bytes::new(),
+        )
+        .await
+    };
+    assert_eq!(
+        call("GET", "/docs/a", cookie("ann@example.com", &[]))
+            .await
+            .status,
+        200
+    );
+    let wrong_method = call("POST", "/docs/a", cookie("ann@example.com", &[])).await;
+    assert_eq!(wrong_method.status, 403);
+    let error = &wrong_method.json()["error"];
+    assert_eq!(error["policy"], "default/app");
+    assert_eq!(error["identity"], "ann@example.com");
+    assert!(
+        error["reason"].as_str().unwrap().contains("spec.access[0]")
+            && error["reason"].as_str().unwrap().contains("when.methods"),
+        "{error}"
+    );
+    // The peer is 127.0.0.1 and no proxy is trusted, so X-Forwarded-For changes nothing.
+    assert_eq!(
+        call("DELETE", "/", cookie("root@corp.com", &["admins"]))
+            .await
+            .status,
+        200
+    );
+    let spoofed = send(
+        http,
+        "GET",
+        "app.test",
+        "/",
+        &[
+            ("cookie", &cookie("ops@corp.com", &["remote-admins"])),
+            ("x-forwarded-for", "10.9.9.9"),
+        ],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(spoofed.status, 403, "a client cannot choose its address");
+    let fired = call("GET", "/docs/a", cookie("fired@example.com", &[])).await;
+    assert_eq!(fired.status, 403);
+    assert!(
+        fired.json()["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("spec.deny[0]")
+    );
+    let html = get(
+        http,
+        "app.test",
+        "/",
+        &[
+            ("cookie", &cookie("x@other.org", &[])),
+            ("accept", "text/html"),
+        ],
+    )
+    .await;
+    assert_eq!(html.status, 403);
+    let page = html.text();
+    assert!(
+        page.contains("x@other.org")
+            && page.contains("default/app")
+            && page.contains("No access rule")
+    );
+    assert!(page.contains("/_iap/clear_login_cookie"));
+    server.shutdown().await;
+}
