@@ -27,6 +27,9 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print the CustomResourceDefinitions (IapPolicy, OAuthClient) as YAML.
     Crds,
+    /// Print the error-code troubleshooting table (Markdown): code, meaning, where it shows, what
+    /// to do.
+    Codes,
     /// Check an x-kube-iap-jwt-assertion as a backend should: print its claims, or exactly why
     /// it is invalid (exit status 1).
     VerifyAssertion(VerifyArgs),
@@ -117,6 +120,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crds => {
             print!("{}", kube_iap::api::crds_yaml());
+            Ok(())
+        }
+        Command::Codes => {
+            print!("{}", kube_iap::error_codes::troubleshooting_markdown());
             Ok(())
         }
         Command::VerifyAssertion(args) => {
