@@ -122,7 +122,9 @@ impl ErrorCode {
 /// Where each code shows, for the troubleshooting table.
 fn shown_on(code: ErrorCode) -> &'static str {
     match code {
-        ErrorCode::OAuthClientCredentialsMissing => "OAuthClient and IapPolicy status; sign-in page",
+        ErrorCode::OAuthClientCredentialsMissing => {
+            "OAuthClient and IapPolicy status; sign-in page"
+        }
         ErrorCode::OAuthFlowFailed => "sign-in page; IapPolicy status (OAuth client conflict)",
         ErrorCode::OAuthClientMisconfigured => "OAuthClient status; sign-in page",
         ErrorCode::InvalidToken => "401 body for bearer tokens; sign-in page; IapPolicy status",
@@ -131,7 +133,9 @@ fn shown_on(code: ErrorCode) -> &'static str {
         ErrorCode::TunnelBackendUnreachable
         | ErrorCode::TunnelReauthenticate
         | ErrorCode::TunnelNotAuthorized
-        | ErrorCode::TunnelTargetNotFound => "tunnel WebSocket close code; `kube-iap tunnel` message",
+        | ErrorCode::TunnelTargetNotFound => {
+            "tunnel WebSocket close code; `kube-iap tunnel` message"
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod error_codes;
+pub mod explain;
 pub mod index;
 pub mod metrics;
 pub mod model;

@@ -27,12 +27,42 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print the CustomResourceDefinitions (IapPolicy, OAuthClient) as YAML.
     Crds,
+    /// Explain why a request would be allowed or denied, rule by rule, from a manifests folder.
+    Explain(ExplainArgs),
     /// Print the error-code troubleshooting table (Markdown): code, meaning, where it shows, what
     /// to do.
     Codes,
     /// Check an x-kube-iap-jwt-assertion as a backend should: print its claims, or exactly why
     /// it is invalid (exit status 1).
     VerifyAssertion(VerifyArgs),
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// Folder of manifests, as `serve --manifests` reads it.
+    #[arg(long, env = "KUBE_IAP_MANIFESTS")]
+    manifests: PathBuf,
+    /// The signed-in user's email (verified). Without --user or --service-account the request
+    /// carries no credentials.
+    #[arg(long)]
+    user: Option<String>,
+    /// A group of the user (repeatable).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// A workload's service account, NAMESPACE/NAME.
+    #[arg(long)]
+    service_account: Option<String>,
+    /// HTTP method.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// The client's address.
+    #[arg(long, default_value = "127.0.0.1")]
+    from: std::net::IpAddr,
+    /// When, RFC 3339 (default: now).
+    #[arg(long)]
+    at: Option<String>,
+    /// The URL, e.g. https://wiki.example.com/docs/page.
+    url: String,
 }
 
 #[derive(clap::Args)]
@@ -120,6 +150,26 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crds => {
             print!("{}", kube_iap::api::crds_yaml());
+            Ok(())
+        }
+        Command::Explain(args) => {
+            let at = match &args.at {
+                Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+                    .map_err(|error| anyhow::anyhow!("--at {text:?}: {error}"))?
+                    .timestamp(),
+                None => chrono::Utc::now().timestamp(),
+            };
+            let answer = kube_iap::explain::explain(&kube_iap::explain::Question {
+                manifests: args.manifests,
+                url: args.url,
+                user: args.user,
+                groups: args.groups,
+                service_account: args.service_account,
+                method: args.method.to_ascii_uppercase(),
+                from: args.from,
+                at,
+            })?;
+            print!("{}", answer.report);
             Ok(())
         }
         Command::Codes => {

@@ -137,5 +137,66 @@ spec:
             && page.contains("No access rule")
     );
     assert!(page.contains("/_iap/clear_login_cookie"));
+
+    // `kube-iap explain` reaches the same decisions as the proxy, and says which rule decided.
+    for (email, groups, method, path) in [
+        ("ann@example.com", &[][..], "GET", "/docs/a"),
+        ("ann@example.com", &[], "POST", "/docs/a"),
+        ("root@corp.com", &["admins"], "DELETE", "/"),
+        ("fired@example.com", &[], "GET", "/docs/a"),
+        ("x@other.org", &[], "GET", "/"),
+    ] {
+        let proxy = send(
+            http,
+            method,
+            "app.test",
+            path,
+            &[("cookie", &cookie(email, groups))],
+            bytes::Bytes::new(),
+        )
+        .await;
+        let explained = kube_iap::explain::explain(&kube_iap::explain::Question {
+            manifests: dir.path().to_path_buf(),
+            url: format!("https://app.test{path}"),
+            user: Some(email.into()),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            service_account: None,
+            method: method.into(),
+            from: "127.0.0.1".parse().unwrap(),
+            at: chrono::Utc::now().timestamp(),
+        })
+        .unwrap();
+        assert_eq!(
+            explained.allowed,
+            proxy.status == 200,
+            "{email} {method} {path}: proxy said {}, explain said:\n{}",
+            proxy.status,
+            explained.report
+        );
+        assert!(
+            explained.report.contains("IapPolicy default/app"),
+            "{}",
+            explained.report
+        );
+    }
+    let denied = kube_iap::explain::explain(&kube_iap::explain::Question {
+        manifests: dir.path().to_path_buf(),
+        url: "https://app.test/docs/a".into(),
+        user: Some("ann@example.com".into()),
+        groups: vec![],
+        service_account: None,
+        method: "POST".into(),
+        from: "127.0.0.1".parse().unwrap(),
+        at: chrono::Utc::now().timestamp(),
+    })
+    .unwrap();
+    assert!(
+        denied
+            .report
+            .contains("spec.access[0]: domain:example.com matches, but when.methods does not hold")
+            && denied.report.contains("DENY (403)"),
+        "{}",
+        denied.report
+    );
     server.shutdown().await;
 }
