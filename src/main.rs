@@ -118,6 +118,10 @@ struct ServeArgs {
     /// conditions, comma-separated CIDRs. By default nothing is trusted: the peer address counts.
     #[arg(long, value_delimiter = ',', env = "KUBE_IAP_TRUSTED_PROXY_CIDRS")]
     trusted_proxy_cidrs: Vec<ipnet::IpNet>,
+    /// Sign-in redirects and callbacks accepted per client address and minute (behind a load
+    /// balancer, set --trusted-proxy-cidrs so clients are told apart).
+    #[arg(long, default_value_t = 1200)]
+    sign_in_per_minute: u32,
     /// Worker threads serving connections, each with its own runtime and upstream pool
     /// (default: one per CPU).
     #[arg(long, env = "KUBE_IAP_WORKERS")]
@@ -215,6 +219,7 @@ fn main() -> anyhow::Result<()> {
                     idp_timeout: Duration::from_secs(args.idp_timeout_secs.max(1)),
                     assertion_issuer: args.assertion_issuer,
                     trusted_proxies: args.trusted_proxy_cidrs,
+                    sign_in_per_minute: args.sign_in_per_minute.max(1),
                     workers: args
                         .workers
                         .unwrap_or(ProxyConfig::default().workers)

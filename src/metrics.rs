@@ -17,6 +17,7 @@ pub struct Metrics {
     pub objects: IntGaugeVec,
     /// Manifest documents that could not be read.
     pub manifest_errors: IntCounter,
+    pub rate_limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -62,8 +63,17 @@ impl Metrics {
             "Manifest documents that could not be read (local mode).",
         )
         .expect("valid metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "kube_iap_rate_limited_total",
+                "Requests refused with 429, by route (policy) or \"sign-in\" for the per-address limit.",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rate_limited.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(upstream_latency.clone()),
             Box::new(table_build.clone()),
             Box::new(objects.clone()),
@@ -80,6 +90,7 @@ impl Metrics {
             table_build,
             objects,
             manifest_errors,
+            rate_limited,
         }
     }
 

@@ -18,6 +18,7 @@ use crate::auth::providers::Providers;
 use crate::auth::session::KeyRing;
 use crate::index::ObjectKey;
 use crate::metrics::Metrics;
+use crate::model::AddressLimit;
 use crate::proxy::{self, AuthShared, ProxyConfig, Workers};
 use crate::publish::Published;
 use crate::shutdown::until_stopped;
@@ -110,6 +111,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         fallback_signing_keys: fallback_signing_keys.clone(),
         jwks: jwks.clone(),
         assertion_issuer: config.proxy.assertion_issuer.clone().into(),
+        sign_in_limit: Arc::new(AddressLimit::per_minute(config.proxy.sign_in_per_minute)),
     };
     if published.table.load().signing_keys.is_none() {
         tracing::warn!(

@@ -200,3 +200,72 @@ spec:
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn over_the_rate_limit_requests_get_429_with_retry_after_before_any_authentication() {
+    let backend = backends::echo("web").await;
+    let dir = manifests::folder(&[("web", backend.port())]);
+    let limited = |name: &str, host: &str, members: &str| {
+        format!(
+            "apiVersion: kube-iap.io/v1alpha1\nkind: IapPolicy\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  oauthClientRef: {{name: idp}}\n  hosts: [{host}]\n  backend: {{service: web, port: 80}}\n  access: [{{members: [{members}]}}]\n  rateLimit: {{requestsPerMinute: 5}}\n"
+        )
+    };
+    write(
+        dir.path(),
+        "open.yaml",
+        &limited("open", "open.test", "allUsers"),
+    );
+    write(
+        dir.path(),
+        "closed.yaml",
+        &limited("closed", "closed.test", "\"domain:example.com\""),
+    );
+    let server = support::start_server_with(
+        dir.path(),
+        kube_iap::proxy::ProxyConfig {
+            access_log: false,
+            sign_in_per_minute: 3,
+            ..kube_iap::proxy::ProxyConfig::default()
+        },
+    )
+    .await;
+    let http = server.http_addr.unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(get(http, "open.test", "/", &[]).await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    let refused = get(http, "open.test", "/", &[("accept", "application/json")]).await;
+    assert_eq!(refused.status, 429);
+    let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(refused.json()["error"]["errorCode"], 429);
+    // Each policy has its own budget; an unauthenticated flood is refused before any work.
+    assert_eq!(
+        get(http, "closed.test", "/", &[("authorization", "Bearer x")])
+            .await
+            .status,
+        401
+    );
+    let metrics = get(server.admin_addr, "admin", "/metrics", &[])
+        .await
+        .text();
+    assert!(
+        metrics.contains("kube_iap_rate_limited_total{route=\"default/open\"} 4"),
+        "{metrics}"
+    );
+
+    // Sign-in redirects are limited per client address (here the provider is down, so each
+    // attempt is a code-11 page; the fourth is refused before trying).
+    let mut sign_ins = Vec::new();
+    for _ in 0..4 {
+        sign_ins.push(
+            get(http, "closed.test", "/page", &[("accept", "text/html")])
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    assert_eq!(sign_ins[3], 429, "{sign_ins:?}");
+    server.shutdown().await;
+}

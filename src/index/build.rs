@@ -9,11 +9,14 @@ use super::backends::{self, BackendError, PortSelector, ResolvedBackend, SlicesB
 use super::clients::{self, ClientHealth};
 use super::status::{ComputedStatus, Problem};
 use super::{Index, Kind, ObjectKey, Snapshot};
-use crate::api::{HOST_ANNOTATION, IapPolicy, IapPolicySpec, POLICY_ANNOTATION, PORT_ANNOTATION};
+use crate::api::{
+    DEFAULT_REQUESTS_PER_MINUTE, HOST_ANNOTATION, IapPolicy, IapPolicySpec, POLICY_ANNOTATION,
+    PORT_ANNOTATION,
+};
 use crate::error_codes::ErrorCode;
 use crate::model::path;
 use crate::model::{
-    AccessPolicy, Backend, BackendIdentity, DEFAULT_SESSION_MAX_AGE, Route, RouteAction,
+    AccessPolicy, Backend, BackendIdentity, DEFAULT_SESSION_MAX_AGE, RateLimit, Route, RouteAction,
     RoutingTableBuilder, SignIn,
 };
 
@@ -187,6 +190,14 @@ fn translate_policy(
         google_compatible: spec.google_compatible_headers,
         pass_authorization: spec.pass_authorization_header,
     });
+    // A reload builds new limiters: counts start over when the table changes.
+    let rate_limit = Arc::new(RateLimit::per_minute(
+        spec.rate_limit
+            .as_ref()
+            .map_or(DEFAULT_REQUESTS_PER_MINUTE, |limit| {
+                limit.requests_per_minute
+            }),
+    ));
     let sign_in = client.map(|client| {
         Arc::new(SignIn {
             client,
@@ -270,6 +281,7 @@ fn translate_policy(
                     action,
                     sign_in: sign_in.clone(),
                     backend_identity: backend_identity.clone(),
+                    rate_limit: rate_limit.clone(),
                 });
             }
         }

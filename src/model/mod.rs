@@ -6,6 +6,7 @@ mod backend;
 mod identity;
 pub mod path;
 mod policy;
+mod rate_limit;
 mod sign_in;
 mod table;
 
@@ -15,6 +16,7 @@ pub use identity::Identity;
 pub use policy::{
     AccessRule, Condition, Conditions, Decision, Denial, RequestFacts, RuleList, RuleOutcome,
 };
+pub use rate_limit::{AddressLimit, RateLimit};
 pub use sign_in::{
     BackendIdentity, ClientSecret, DEFAULT_SESSION_MAX_AGE, OidcClient, SignIn, TrustedIssuer,
 };

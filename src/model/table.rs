@@ -10,7 +10,7 @@ use crate::auth::assertion::SigningKeys;
 use crate::auth::session::KeyRing;
 
 use super::path::has_prefix;
-use super::{AccessPolicy, Backend, BackendIdentity, SignIn};
+use super::{AccessPolicy, Backend, BackendIdentity, RateLimit, SignIn};
 use crate::error_codes::ErrorCode;
 
 /// What a matched route does.
@@ -38,6 +38,8 @@ pub struct Route {
     pub sign_in: Option<Arc<SignIn>>,
     /// What the backend is told about the caller.
     pub backend_identity: Arc<BackendIdentity>,
+    /// The policy's request limit, shared by all its routes.
+    pub rate_limit: Arc<RateLimit>,
 }
 
 /// TLS certificates by server name.
@@ -179,6 +181,7 @@ mod tests {
                 google_compatible: false,
                 pass_authorization: false,
             }),
+            rate_limit: Arc::new(RateLimit::per_minute(1000)),
         }
     }
 

@@ -132,6 +132,11 @@ impl Proxy {
             true => Some(secure_token_breakage(request.uri().query().unwrap_or(""))?),
             false => None,
         };
+        let client = client_address(
+            connection.peer.ip(),
+            request.headers(),
+            &self.config.trusted_proxies,
+        );
         let signing_keys = table
             .signing_keys
             .clone()
@@ -149,6 +154,7 @@ impl Proxy {
                     headers: request.headers(),
                     login,
                     routes,
+                    client,
                     signing_keys: &signing_keys,
                     request_id,
                 })
@@ -159,6 +165,16 @@ impl Proxy {
             .cloned()
             .ok_or(Answer::NoRoute)?;
         outcome.route = Some(route.clone());
+        // Before any authentication work, so a flood never reaches the provider or the keys.
+        if let Err(wait) = route.rate_limit.check() {
+            self.metrics
+                .rate_limited
+                .with_label_values(&[route.policy.as_str()])
+                .inc();
+            return Err(Answer::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
         let backend = match &route.action {
             RouteAction::FailClosed { code, reason } => {
                 tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), route = %route.policy, reason = %reason, "route fails closed");
@@ -170,11 +186,7 @@ impl Proxy {
         let facts = RequestFacts {
             path: &normalized,
             method: request.method().as_str(),
-            client: client_address(
-                connection.peer.ip(),
-                request.headers(),
-                &self.config.trusted_proxies,
-            ),
+            client,
             now: i64::try_from(unix_now()).unwrap_or(i64::MAX),
         };
         // Public paths carry no identity at all, even for a signed-in user. A bearer token, when
@@ -220,6 +232,7 @@ impl Proxy {
                         headers: request.headers(),
                         login,
                         routes: std::slice::from_ref(&route),
+                        client,
                         signing_keys: &signing_keys,
                         request_id,
                     };

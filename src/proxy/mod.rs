@@ -25,7 +25,7 @@ use crate::auth::bearer::BearerCache;
 use crate::auth::login::Logins;
 use crate::auth::session::KeyRing;
 use crate::metrics::Metrics;
-use crate::model::RoutingTable;
+use crate::model::{AddressLimit, RoutingTable};
 
 pub use server::{serve_plain, serve_tls};
 pub use tls::server_config;
@@ -63,8 +63,11 @@ pub struct ProxyConfig {
     pub idp_timeout: Duration,
     /// `iss` of the signed assertions backends receive.
     pub assertion_issuer: String,
-    /// Proxies (load balancers) whose `X-Forwarded-For` is believed for `sourceCidrs`.
+    /// Proxies (load balancers) whose `X-Forwarded-For` is believed for `sourceCidrs` and the
+    /// per-address sign-in limit.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Sign-in redirects and callbacks accepted per client address and minute.
+    pub sign_in_per_minute: u32,
 }
 
 impl Default for ProxyConfig {
@@ -79,6 +82,7 @@ impl Default for ProxyConfig {
             idp_timeout: Duration::from_secs(5),
             assertion_issuer: DEFAULT_ASSERTION_ISSUER.to_string(),
             trusted_proxies: Vec::new(),
+            sign_in_per_minute: 1200,
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct AuthShared {
     pub jwks: Arc<Jwks>,
     /// `iss` of the signed assertions.
     pub assertion_issuer: Arc<str>,
+    /// Per-client-address limit on sign-in redirects and callbacks.
+    pub sign_in_limit: Arc<AddressLimit>,
 }
 
 pub struct Proxy {
@@ -105,6 +111,7 @@ pub struct Proxy {
     fallback_signing_keys: Arc<SigningKeys>,
     jwks: Arc<Jwks>,
     assertion_issuer: Arc<str>,
+    sign_in_limit: Arc<AddressLimit>,
     /// Verified bearer tokens (per worker, so lookups never contend across threads).
     bearer_cache: BearerCache,
     assertions: identity::AssertionCache,
@@ -129,6 +136,7 @@ impl Proxy {
             fallback_signing_keys: auth.fallback_signing_keys,
             jwks: auth.jwks,
             assertion_issuer: auth.assertion_issuer,
+            sign_in_limit: auth.sign_in_limit,
             bearer_cache: BearerCache::new(BEARER_CACHE_CAPACITY),
             assertions: identity::AssertionCache::default(),
             upstream: forward::UpstreamClient::new(&config),

@@ -29,6 +29,8 @@ pub enum Answer {
     Misconfigured(Option<ErrorCode>),
     /// Authentication is required and none was presented.
     Unauthenticated,
+    /// Over the policy's (or the sign-in endpoints' per-address) request rate.
+    RateLimited { retry_after_secs: u64 },
     /// A bearer token was presented and failed verification (code 13); cookies are not
     /// consulted instead.
     InvalidToken,
@@ -64,6 +66,7 @@ impl Answer {
             Answer::SignInFailed(ErrorCode::OAuthClientMisconfigured) => StatusCode::BAD_GATEWAY,
             Answer::SignInFailed(_) | Answer::SessionRefreshIncomplete => StatusCode::BAD_REQUEST,
             Answer::Unauthenticated | Answer::InvalidToken => StatusCode::UNAUTHORIZED,
+            Answer::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Answer::PreflightNeedsCredentials => StatusCode::METHOD_NOT_ALLOWED,
             Answer::Forbidden { .. } => StatusCode::FORBIDDEN,
             Answer::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
@@ -77,6 +80,7 @@ impl Answer {
             Answer::Misconfigured(code) => *code,
             Answer::SignInFailed(code) => Some(*code),
             Answer::InvalidToken => Some(ErrorCode::InvalidToken),
+            Answer::RateLimited { .. } => Some(ErrorCode::RateLimited),
             Answer::SessionRefreshIncomplete => Some(ErrorCode::OAuthFlowFailed),
             _ => None,
         }
@@ -91,6 +95,7 @@ impl Answer {
             Answer::Misconfigured(_) => "This application is not configured correctly",
             Answer::Unauthenticated => "Authentication required",
             Answer::InvalidToken => "Invalid token",
+            Answer::RateLimited { .. } => "Too many requests",
             Answer::SignInFailed(_) | Answer::SessionRefreshIncomplete => "Sign-in failed",
             Answer::PreflightNeedsCredentials => "Credentials required",
             Answer::Forbidden { .. } => "Access denied",
@@ -110,6 +115,10 @@ impl Answer {
             Answer::Misconfigured(None) => {
                 "The IapPolicy for this address is invalid, so access is closed. Its status says why.".into()
             }
+            Answer::RateLimited { retry_after_secs } => format!(
+                "{} Try again in {retry_after_secs} s.",
+                ErrorCode::RateLimited.headline()
+            ),
             Answer::InvalidToken => format!(
                 "{} Send an unexpired ID token issued by the application's identity provider for its \
                  OAuth client ID (or a configured audience or trusted issuer).",
@@ -165,6 +174,11 @@ pub fn respond(answer: &Answer, html: bool, request_id: &HeaderValue) -> Respons
         Answer::InvalidToken => Some("Bearer realm=\"kube-iap\", error=\"invalid_token\""),
         _ => None,
     };
+    if let Answer::RateLimited { retry_after_secs } = answer {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+    }
     if let Some(challenge) = challenge {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,

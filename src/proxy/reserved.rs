@@ -32,6 +32,8 @@ pub struct Reserved<'a> {
     pub login: LoginRequest<'a>,
     /// The host's routes (longest prefix first), for its sign-in settings and named groups.
     pub routes: &'a [Arc<Route>],
+    /// The client's address, for the per-address sign-in limit.
+    pub client: std::net::IpAddr,
     pub signing_keys: &'a SigningKeys,
     pub request_id: &'a HeaderValue,
 }
@@ -41,6 +43,9 @@ impl Proxy {
         &self,
         request: Reserved<'_>,
     ) -> Result<Response<ProxyBody>, Answer> {
+        if matches!(request.path, CALLBACK_PATH | SESSION_REFRESH) {
+            self.limit_sign_in(&request)?;
+        }
         match request.path {
             IDENTITY => identity(&request),
             JWKS => Ok(pages::generated(
@@ -57,12 +62,29 @@ impl Proxy {
         }
     }
 
+    /// Sign-in redirects and callbacks are limited per client address, so a flood cannot turn
+    /// the proxy against the identity provider.
+    fn limit_sign_in(&self, request: &Reserved<'_>) -> Result<(), Answer> {
+        self.sign_in_limit.check(request.client).map_err(|wait| {
+            self.metrics
+                .rate_limited
+                .with_label_values(&["sign-in"])
+                .inc();
+            Answer::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            }
+        })
+    }
+
     /// Sends the browser to the identity provider; it comes back to `/_iap/callback`.
     pub(super) async fn start_login(
         &self,
         request: &Reserved<'_>,
         return_to: &str,
     ) -> Result<Response<ProxyBody>, Answer> {
+        if request.path != SESSION_REFRESH {
+            self.limit_sign_in(request)?;
+        }
         let sign_in = host_sign_in(request.routes)?;
         let start = self
             .logins
