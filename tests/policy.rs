@@ -269,3 +269,140 @@ async fn over_the_rate_limit_requests_get_429_with_retry_after_before_any_authen
     assert_eq!(sign_ins[3], 429, "{sign_ins:?}");
     server.shutdown().await;
 }
+
+/// A folder where `app.test` (HTTP echo) and `ws.test` (WebSocket echo) admit `members`.
+async fn live_world(members: &str) -> (tempfile::TempDir, [std::net::SocketAddr; 2]) {
+    let http_backend = backends::echo("web").await;
+    let ws_backend = backends::websocket_echo().await;
+    let dir = manifests::folder(&[("web", http_backend.port()), ("ws", ws_backend.port())]);
+    write(
+        dir.path(),
+        "keys.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: kube-iap-session-keys, namespace: default}}\nstringData:\n  k: {}\n",
+            base64::engine::general_purpose::STANDARD.encode(KEY)
+        ),
+    );
+    write_live_policies(dir.path(), members);
+    (dir, [http_backend, ws_backend])
+}
+
+fn write_live_policies(dir: &std::path::Path, members: &str) {
+    write(
+        dir,
+        "policy.yaml",
+        &format!(
+            "{}---\n{}",
+            manifests::policy("app", "app.test", "web", &[members]),
+            manifests::policy("ws", "ws.test", "ws", &[members])
+        ),
+    );
+}
+
+/// One request on an already open connection; returns the status code.
+async fn status_on(stream: &mut tokio::net::TcpStream, cookie: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: app.test\r\nCookie: {cookie}\r\nAccept: application/json\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let read = stream.read(&mut buffer).await.unwrap();
+        assert!(read > 0, "the connection closed");
+        received.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&received);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if received.len() >= end + 4 + length {
+                return text[9..12].parse().unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_member_is_refused_on_a_kept_alive_connection_and_its_websocket_closes() {
+    use futures_util::{SinkExt, StreamExt};
+    let (dir, _backends) = live_world("domain:example.com").await;
+    let server = start_server(dir.path()).await;
+    let http = server.http_addr.unwrap();
+    let ann = |host: &str| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let session = Session {
+            subject: "sub-ann".into(),
+            email: Some("ann@example.com".into()),
+            email_verified: true,
+            issuer: "https://idp".into(),
+            groups: vec![],
+            expires_at: now + 600,
+        };
+        format!(
+            "KUBE_IAP_AUTH_TOKEN_p={}",
+            KeyRing::new(&[KEY]).seal(&session, host).unwrap()
+        )
+    };
+
+    let mut kept_alive = tokio::net::TcpStream::connect(http).await.unwrap();
+    assert_eq!(status_on(&mut kept_alive, &ann("app.test")).await, 200);
+
+    let stream = tokio::net::TcpStream::connect(http).await.unwrap();
+    let request = http::Request::get("ws://ws.test/socket")
+        .header("host", "ws.test")
+        .header("cookie", ann("ws.test"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    let (mut socket, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("an admitted user upgrades");
+    assert_eq!(response.status(), 101);
+    socket.send("hello".into()).await.unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap().to_text().unwrap(),
+        "echo:hello"
+    );
+
+    // Revoke: only another domain is admitted now.
+    let generation = server.published.report.load().generation;
+    write_live_policies(dir.path(), "domain:other.org");
+    let report = &server.published.report;
+    support::eventually("the change is published", || async {
+        report.load().generation > generation
+    })
+    .await;
+    assert_eq!(
+        status_on(&mut kept_alive, &ann("app.test")).await,
+        403,
+        "the next request on the same connection is decided by the new policy"
+    );
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(message)) if message.is_close() => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the WebSocket stays open after revocation");
+    server.shutdown().await;
+}

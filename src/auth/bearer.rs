@@ -63,11 +63,11 @@ impl BearerCache {
             .expect("SHA-256 is 32 bytes")
     }
 
-    /// The identity of a token verified before, if it has not expired at `now`.
-    pub fn get(&self, key: &[u8; 32], now: u64) -> Option<Identity> {
+    /// The identity of a token verified before and its expiry, if it has not expired at `now`.
+    pub fn get(&self, key: &[u8; 32], now: u64) -> Option<(Identity, u64)> {
         let entries = self.entries.lock().expect("never poisoned");
         let (identity, expires_at) = entries.get(key)?;
-        (*expires_at > now).then(|| identity.clone())
+        (*expires_at > now).then(|| (identity.clone(), *expires_at))
     }
 
     pub fn insert(&self, key: [u8; 32], identity: Identity, expires_at: u64, now: u64) {
@@ -133,7 +133,7 @@ mod tests {
         let key = BearerCache::key("ns/idp", "token-1");
         assert_ne!(key, BearerCache::key("ns/other", "token-1"), "per client");
         cache.insert(key, identity.clone(), 100, 50);
-        assert_eq!(cache.get(&key, 99), Some(identity.clone()));
+        assert_eq!(cache.get(&key, 99), Some((identity.clone(), 100)));
         assert_eq!(cache.get(&key, 100), None, "expired");
         for i in 0..10 {
             cache.insert(

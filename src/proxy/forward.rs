@@ -25,6 +25,8 @@ pub struct Origin<'a> {
     pub client: IpAddr,
     pub tls: bool,
     pub host: &'a str,
+    /// For an authenticated upgrade: when to close it.
+    pub revoked: Option<Revocation>,
 }
 
 impl UpstreamClient {
@@ -41,8 +43,9 @@ impl UpstreamClient {
         mut request: Request<Incoming>,
         upstream: &Upstream,
         path: &str,
-        origin: Origin<'_>,
+        mut origin: Origin<'_>,
     ) -> Result<Response<ProxyBody>, Answer> {
+        let revoked = origin.revoked.take();
         let upgrade =
             headers::is_upgrade_request(request.headers()) && request.version() == Version::HTTP_11;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -83,7 +86,7 @@ impl UpstreamClient {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
-                tokio::spawn(relay_upgraded(client_upgrade, upstream_upgrade));
+                tokio::spawn(relay_upgraded(client_upgrade, upstream_upgrade, revoked));
                 let (parts, body) = response.into_parts();
                 return Ok(Response::from_parts(parts, body.boxed()));
             }
@@ -110,8 +113,16 @@ fn origin_form(original: &Uri, path: &str) -> Option<Uri> {
     Some(Uri::from(path_and_query))
 }
 
-/// Copies bytes both ways between the upgraded client and upstream connections until either closes.
-async fn relay_upgraded(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// Resolves when an upgraded connection must end (access revoked, credential expired), with why.
+pub type Revocation = std::pin::Pin<Box<dyn std::future::Future<Output = &'static str> + Send>>;
+
+/// Copies bytes both ways between the upgraded client and upstream connections until either
+/// closes, or until `revoked` says the caller may no longer be connected.
+async fn relay_upgraded(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    revoked: Option<Revocation>,
+) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(error) => {
@@ -121,7 +132,12 @@ async fn relay_upgraded(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgr
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(%error, "upgraded connection ended with an error");
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let revoked = revoked.unwrap_or_else(|| Box::pin(std::future::pending()));
+    tokio::select! {
+        copied = copy => if let Err(error) = copied {
+            tracing::debug!(%error, "upgraded connection ended with an error");
+        },
+        reason = revoked => tracing::info!(reason, "upgraded connection closed"),
     }
 }

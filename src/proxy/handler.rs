@@ -10,8 +10,8 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::forward::Origin;
-use super::headers::client_address;
 use super::headers::strip_identity_headers;
+use super::headers::{client_address, is_upgrade_request};
 use super::pages::{self, Answer};
 use super::reserved::Reserved;
 use super::{Proxy, ProxyBody};
@@ -196,11 +196,18 @@ impl Proxy {
             None
         } else if let Some((header, token)) = bearer_token(request.headers()) {
             let sign_in = route.sign_in.as_ref().ok_or(Answer::Misconfigured(None))?;
-            let identity = self.bearer_identity(&sign_in.client, token).await?;
+            let (identity, expires_at) = self.bearer_identity(&sign_in.client, token).await?;
             authenticated_with_authorization = header == BearerHeader::Authorization;
-            Some(identity)
+            Some((identity, expires_at))
         } else {
-            session_from(request.headers(), &host, &keys).map(Identity::from)
+            session_from(request.headers(), &host, &keys).map(|session| {
+                let expires_at = session.expires_at;
+                (Identity::from(session), expires_at)
+            })
+        };
+        let (identity, credential_expires_at) = match identity {
+            Some((identity, expires_at)) => (Some(identity), expires_at),
+            None => (None, 0),
         };
         let public = route.access.is_public(&normalized) && breakage.is_none();
         match (&identity, route.access.evaluate(identity.as_ref(), &facts)) {
@@ -260,10 +267,22 @@ impl Proxy {
         request
             .headers_mut()
             .insert("x-request-id", request_id.clone());
+        let revoked = match (&identity, is_upgrade_request(request.headers())) {
+            (Some(identity), true) => Some(self.watch_access(
+                &host,
+                &normalized,
+                request.method().as_str(),
+                client,
+                identity.clone(),
+                credential_expires_at,
+            )),
+            _ => None,
+        };
         let origin = Origin {
             client: connection.peer.ip(),
             tls: connection.tls,
             host: &host,
+            revoked,
         };
         let started = Instant::now();
         let response = self

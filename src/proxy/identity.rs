@@ -29,6 +29,8 @@ const GOOGLE_VALUE_PREFIX: &str = "kube-iap:";
 /// so signing costs one ECDSA operation per caller per two minutes, not one per request.
 const ASSERTION_REUSE_SECS: u64 = 120;
 const ASSERTION_CACHE_CAPACITY: usize = 10_000;
+/// How often an open WebSocket's access is checked again (revocation takes effect within this).
+const REVOCATION_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Signed assertions by caller and audience, per worker. Entries are found by a 64-bit hash and
 /// then compared in full, so a hash collision can never hand one caller another's assertion.
@@ -44,16 +46,17 @@ struct CachedAssertion {
 }
 
 impl Proxy {
-    /// The identity of a bearer token for `client`: from the cache, else verified now.
+    /// The identity of a bearer token for `client` and when it expires: from the cache, else
+    /// verified now.
     pub(super) async fn bearer_identity(
         &self,
         client: &OidcClient,
         token: &str,
-    ) -> Result<Identity, Answer> {
+    ) -> Result<(Identity, u64), Answer> {
         let now = unix_now();
         let key = BearerCache::key(&client.name, token);
-        if let Some(identity) = self.bearer_cache.get(&key, now) {
-            return Ok(identity);
+        if let Some(cached) = self.bearer_cache.get(&key, now) {
+            return Ok(cached);
         }
         let verified = match Expected::for_bearer(client, token) {
             None => Err(TokenError::Invalid(
@@ -82,7 +85,51 @@ impl Proxy {
         };
         self.bearer_cache
             .insert(key, identity.clone(), verified.expires_at, now);
-        Ok(identity)
+        Ok((identity, verified.expires_at))
+    }
+
+    /// Resolves once `identity` may no longer hold an upgraded connection open on `host` and
+    /// `path`: the policy (re-read every second from the live table) stops admitting it, the
+    /// route goes away or fails closed, or the credential expires.
+    pub(super) fn watch_access(
+        &self,
+        host: &str,
+        path: &str,
+        method: &str,
+        client: std::net::IpAddr,
+        identity: Identity,
+        expires_at: u64,
+    ) -> super::forward::Revocation {
+        let table = self.table.clone();
+        let (host, path, method) = (host.to_string(), path.to_string(), method.to_string());
+        Box::pin(async move {
+            let mut tick = tokio::time::interval(REVOCATION_CHECK);
+            loop {
+                tick.tick().await;
+                let now = unix_now();
+                if now >= expires_at {
+                    return "the credential expired";
+                }
+                let table = table.load();
+                let Some(route) = table.route(&host, &path) else {
+                    return "the route was removed";
+                };
+                if matches!(route.action, crate::model::RouteAction::FailClosed { .. }) {
+                    return "the route fails closed";
+                }
+                let facts = crate::model::RequestFacts {
+                    path: &path,
+                    method: &method,
+                    client,
+                    now: i64::try_from(now).unwrap_or(i64::MAX),
+                };
+                if let crate::model::Decision::Deny(_) =
+                    route.access.evaluate(Some(&identity), &facts)
+                {
+                    return "the policy no longer admits the caller";
+                }
+            }
+        })
     }
 
     /// Tells the backend who is calling: plain headers (values that are not valid header text
