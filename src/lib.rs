@@ -23,4 +23,5 @@ pub mod serve;
 pub mod shutdown;
 pub mod source;
 pub mod telemetry;
+pub mod tunnel_client;
 pub mod verify_assertion;

@@ -29,12 +29,39 @@ enum Command {
     Crds,
     /// Explain why a request would be allowed or denied, rule by rule, from a manifests folder.
     Explain(ExplainArgs),
+    /// Carry TCP connections to a Service port through the proxy (TCP forwarding).
+    Tunnel(TunnelArgs),
     /// Print the error-code troubleshooting table (Markdown): code, meaning, where it shows, what
     /// to do.
     Codes,
     /// Check an x-kube-iap-jwt-assertion as a backend should: print its claims, or exactly why
     /// it is invalid (exit status 1).
     VerifyAssertion(VerifyArgs),
+}
+
+#[derive(clap::Args)]
+struct TunnelArgs {
+    /// The proxy's URL for the policy's host, e.g. https://db.example.com.
+    #[arg(long)]
+    url: url::Url,
+    /// The Service port to reach (listed in the policy's spec.tcpForwarding.ports).
+    #[arg(long)]
+    port: u16,
+    /// Accept local connections here (e.g. 127.0.0.1:2222); port 0 picks one and prints it.
+    #[arg(long, conflicts_with = "stdio")]
+    listen: Option<SocketAddr>,
+    /// Carry one connection on stdin/stdout, for `ssh -o ProxyCommand`.
+    #[arg(long)]
+    stdio: bool,
+    /// File holding the ID token.
+    #[arg(long, conflicts_with = "token_command")]
+    token_file: Option<PathBuf>,
+    /// Shell command printing a fresh ID token, run for every connection.
+    #[arg(long)]
+    token_command: Option<String>,
+    /// Extra certificate authorities (PEM) for a proxy with a private CA.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -174,6 +201,45 @@ fn main() -> anyhow::Result<()> {
                 at,
             })?;
             print!("{}", answer.report);
+            Ok(())
+        }
+        Command::Tunnel(args) => {
+            use kube_iap::tunnel_client::{self, TokenSource, TunnelOptions};
+            let token = match (
+                args.token_file,
+                args.token_command,
+                std::env::var("KUBE_IAP_TOKEN"),
+            ) {
+                (Some(path), _, _) => TokenSource::File(path),
+                (None, Some(command), _) => TokenSource::Command(command),
+                (None, None, Ok(token)) => TokenSource::Value(token),
+                (None, None, Err(_)) => anyhow::bail!(
+                    "no token: pass --token-file FILE or --token-command CMD, or set KUBE_IAP_TOKEN"
+                ),
+            };
+            let options = TunnelOptions {
+                url: args.url,
+                port: args.port,
+                token,
+                ca_file: args.ca_file,
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            let result = runtime.block_on(async {
+                match (args.stdio, args.listen) {
+                    (true, _) => tunnel_client::stdio(options).await,
+                    (false, Some(listen)) => tunnel_client::listen(options, listen).await,
+                    (false, None) => Err(tunnel_client::TunnelError::Connect(
+                        "pass --listen ADDR or --stdio".into(),
+                    )),
+                }
+            });
+            if let Err(error) = result {
+                eprintln!("kube-iap tunnel: {error}");
+                std::process::exit(match error {
+                    tunnel_client::TunnelError::Closed { .. } => 3,
+                    _ => 1,
+                });
+            }
             Ok(())
         }
         Command::Codes => {

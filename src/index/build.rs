@@ -17,7 +17,7 @@ use crate::error_codes::ErrorCode;
 use crate::model::path;
 use crate::model::{
     AccessPolicy, Backend, BackendIdentity, DEFAULT_SESSION_MAX_AGE, RateLimit, Route, RouteAction,
-    RoutingTableBuilder, SignIn,
+    RoutingTableBuilder, SignIn, TunnelGrant,
 };
 
 /// A session shorter than this would send users back to the provider on nearly every click.
@@ -198,6 +198,7 @@ fn translate_policy(
                 limit.requests_per_minute
             }),
     ));
+    let tunnel = tunnel_grant(world, key, spec, &mut problems);
     let sign_in = client.map(|client| {
         Arc::new(SignIn {
             client,
@@ -282,6 +283,7 @@ fn translate_policy(
                     sign_in: sign_in.clone(),
                     backend_identity: backend_identity.clone(),
                     rate_limit: rate_limit.clone(),
+                    tunnel: tunnel.clone(),
                 });
             }
         }
@@ -322,6 +324,55 @@ fn claim_host_client(
     );
     problems.push(problem.clone());
     Some(problem)
+}
+
+/// `spec.tcpForwarding` with each port resolved on the policy's backend Service.
+fn tunnel_grant(
+    world: &World<'_>,
+    key: &ObjectKey,
+    spec: &IapPolicySpec,
+    problems: &mut Vec<Problem>,
+) -> Option<Arc<TunnelGrant>> {
+    let forwarding = spec.tcp_forwarding.as_ref()?;
+    let members = match forwarding
+        .members
+        .iter()
+        .map(|member| member.parse::<crate::model::Member>())
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(members) => members,
+        Err(error) => {
+            problems.push(Problem::new(
+                "InvalidSpec",
+                None,
+                format!("spec.tcpForwarding.members: {error}; tunnels are closed."),
+            ));
+            return None;
+        }
+    };
+    let service_key = spec
+        .backend
+        .as_ref()
+        .map(|backend| ObjectKey::new(&key.namespace, &backend.service));
+    let ports = forwarding
+        .ports
+        .iter()
+        .map(|port| {
+            let resolved = match &service_key {
+                None => Err("spec.backend names no Service to tunnel to".to_string()),
+                Some(service_key) => backends::resolve(
+                    service_key,
+                    world.index.services.get(service_key),
+                    &PortSelector::Number(*port),
+                    &world.slices,
+                )
+                .map(|resolved| resolved.upstreams)
+                .map_err(|error| error.to_string()),
+            };
+            (*port, resolved)
+        })
+        .collect();
+    Some(Arc::new(TunnelGrant { members, ports }))
 }
 
 fn normalized_prefixes(paths: &[String], problems: &mut Vec<Problem>) -> Vec<String> {

@@ -9,6 +9,7 @@ mod policy;
 mod rate_limit;
 mod sign_in;
 mod table;
+mod tunnel;
 
 pub use access::{AccessPolicy, Member, MemberParseError};
 pub use backend::{Backend, Upstream};
@@ -23,3 +24,4 @@ pub use sign_in::{
 pub use table::{
     Route, RouteAction, RoutingTable, RoutingTableBuilder, TlsCertificates, canonical_host,
 };
+pub use tunnel::{TunnelGrant, TunnelRefusal};

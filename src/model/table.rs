@@ -10,7 +10,7 @@ use crate::auth::assertion::SigningKeys;
 use crate::auth::session::KeyRing;
 
 use super::path::has_prefix;
-use super::{AccessPolicy, Backend, BackendIdentity, RateLimit, SignIn};
+use super::{AccessPolicy, Backend, BackendIdentity, RateLimit, SignIn, TunnelGrant};
 use crate::error_codes::ErrorCode;
 
 /// What a matched route does.
@@ -40,6 +40,8 @@ pub struct Route {
     pub backend_identity: Arc<BackendIdentity>,
     /// The policy's request limit, shared by all its routes.
     pub rate_limit: Arc<RateLimit>,
+    /// Who may open TCP tunnels to which ports (`spec.tcpForwarding`).
+    pub tunnel: Option<Arc<TunnelGrant>>,
 }
 
 /// TLS certificates by server name.
@@ -182,6 +184,7 @@ mod tests {
                 pass_authorization: false,
             }),
             rate_limit: Arc::new(RateLimit::per_minute(1000)),
+            tunnel: None,
         }
     }
 

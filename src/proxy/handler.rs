@@ -14,6 +14,7 @@ use super::headers::strip_identity_headers;
 use super::headers::{client_address, is_upgrade_request};
 use super::pages::{self, Answer};
 use super::reserved::Reserved;
+use super::tunnel::{TUNNEL_PATH, TunnelRequest, requested_port};
 use super::{Proxy, ProxyBody};
 use crate::auth::assertion::Breakage;
 use crate::auth::bearer::{BearerHeader, bearer_token};
@@ -141,6 +142,28 @@ impl Proxy {
             .signing_keys
             .clone()
             .unwrap_or_else(|| self.fallback_signing_keys.clone());
+        if normalized == TUNNEL_PATH {
+            let route = table
+                .host_routes(&host)
+                .first()
+                .cloned()
+                .ok_or(Answer::NoRoute)?;
+            outcome.route = Some(route.clone());
+            self.check_rate_limit(&route)?;
+            let sign_in = route.sign_in.as_ref().ok_or(Answer::Misconfigured(None))?;
+            // Tunnels are for programs: a bearer token, never cookies.
+            let (_, token) = bearer_token(request.headers()).ok_or(Answer::Unauthenticated)?;
+            let (identity, expires_at) = self.bearer_identity(&sign_in.client, token).await?;
+            let port = requested_port(request.uri().query().unwrap_or(""))?;
+            let tunnel = TunnelRequest {
+                host: host.clone(),
+                port,
+                identity,
+                expires_at,
+                client,
+            };
+            return self.open_tunnel(request, tunnel, request_id);
+        }
         if normalized.starts_with(RESERVED_PREFIX) && breakage.is_none() {
             let routes = table.host_routes(&host);
             if routes.is_empty() {
@@ -165,16 +188,7 @@ impl Proxy {
             .cloned()
             .ok_or(Answer::NoRoute)?;
         outcome.route = Some(route.clone());
-        // Before any authentication work, so a flood never reaches the provider or the keys.
-        if let Err(wait) = route.rate_limit.check() {
-            self.metrics
-                .rate_limited
-                .with_label_values(&[route.policy.as_str()])
-                .inc();
-            return Err(Answer::RateLimited {
-                retry_after_secs: wait.as_secs().max(1),
-            });
-        }
+        self.check_rate_limit(&route)?;
         let backend = match &route.action {
             RouteAction::FailClosed { code, reason } => {
                 tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), route = %route.policy, reason = %reason, "route fails closed");
@@ -294,6 +308,22 @@ impl Proxy {
             .with_label_values(&[route.policy.as_str()])
             .observe(started.elapsed().as_secs_f64());
         response
+    }
+}
+
+impl Proxy {
+    /// The policy's rate limit, checked before any authentication work so a flood never reaches
+    /// the identity provider or the keys.
+    fn check_rate_limit(&self, route: &Route) -> Result<(), Answer> {
+        route.rate_limit.check().map_err(|wait| {
+            self.metrics
+                .rate_limited
+                .with_label_values(&[route.policy.as_str()])
+                .inc();
+            Answer::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            }
+        })
     }
 }
 

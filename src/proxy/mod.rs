@@ -10,6 +10,7 @@ mod request_id;
 mod reserved;
 mod server;
 mod tls;
+mod tunnel;
 mod upstream;
 mod workers;
 

@@ -1,0 +1,245 @@
+//! TCP forwarding end to end: the `kube-iap tunnel` binary on stdin/stdout through the proxy to a
+//! real TCP echo server, and each close code seen by a WebSocket client.
+
+mod support;
+
+use std::process::Stdio;
+
+use futures_util::StreamExt;
+use support::forging_idp::{self, Signing};
+use support::manifests::{self, write};
+use support::{idp, start_server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A TCP server that answers every connection by echoing its bytes upper-cased.
+async fn tcp_echo() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                while let Ok(read) = stream.read(&mut buffer).await {
+                    if read == 0 {
+                        break;
+                    }
+                    let upper = buffer[..read].to_ascii_uppercase();
+                    if stream.write_all(&upper).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn policy(name: &str, host: &str, service: &str) -> String {
+    format!(
+        "{}  tcpForwarding: {{members: [\"user:carol@example.com\"], ports: [80]}}\n",
+        manifests::policy(name, host, service, &["allAuthenticatedUsers"])
+    )
+}
+
+#[tokio::test]
+async fn a_tunnel_carries_bytes_and_refusals_carry_their_close_codes() {
+    let forger = forging_idp::start().await;
+    let echo = tcp_echo().await;
+    let closed = support::backends::closed_port().await;
+    let dir = manifests::folder(&[("db", echo.port()), ("down", closed)]);
+    write(
+        dir.path(),
+        "client.yaml",
+        &idp::oauth_client(&forger.issuer, "secret", &["openid"]),
+    );
+    write(dir.path(), "db.yaml", &policy("db", "localhost", "db"));
+    write(
+        dir.path(),
+        "down.yaml",
+        &policy("down", "down.test", "down"),
+    );
+    write(
+        dir.path(),
+        "gone.yaml",
+        &policy("gone", "gone.test", "missing"),
+    );
+    let server = start_server(dir.path()).await;
+    let port = server.http_addr.unwrap().port();
+    let carol = forger.mint(&forger.claims(idp::CLIENT_ID, "carol"), Signing::Published);
+    let dave = forger.mint(&forger.claims(idp::CLIENT_ID, "dave"), Signing::Published);
+
+    // The client as ssh would run it: bytes in on stdin, the backend's answer out on stdout.
+    let mut client = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-iap"))
+        .args([
+            "tunnel",
+            "--url",
+            &format!("http://localhost:{port}"),
+            "--port",
+            "80",
+            "--stdio",
+        ])
+        .env("KUBE_IAP_TOKEN", &carol)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"hello through the tunnel").await.unwrap();
+    let mut stdout = client.stdout.take().unwrap();
+    let mut answer = vec![0u8; 24];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stdout.read_exact(&mut answer),
+    )
+    .await
+    .expect("the echo comes back")
+    .unwrap();
+    assert_eq!(answer, b"HELLO THROUGH THE TUNNEL");
+    drop(stdin); // half-close: the tunnel ends once the backend has nothing more to say
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), client.wait())
+        .await
+        .expect("the client exits after stdin closes")
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    // Each refusal, seen by a WebSocket client: the close code and the reason.
+    let close_code = |host: &'static str, token: Option<String>, query: &'static str| async move {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut request = http::Request::get(format!("ws://{host}/_iap/tunnel{query}"))
+            .header("host", host)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header(
+                "sec-websocket-key",
+                tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+            );
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        match tokio_tungstenite::client_async(request.body(()).unwrap(), stream).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(error) => panic!("{error}"),
+            Ok((mut socket, _)) => loop {
+                match socket.next().await {
+                    Some(Ok(message)) if message.is_close() => {
+                        let tokio_tungstenite::tungstenite::Message::Close(Some(frame)) = message
+                        else {
+                            panic!("a close without a code");
+                        };
+                        break Ok(u16::from(frame.code));
+                    }
+                    Some(Ok(_)) => continue,
+                    other => panic!("no close frame: {other:?}"),
+                }
+            },
+        }
+    };
+    assert_eq!(
+        close_code("localhost", None, "?port=80").await,
+        Err(401),
+        "no token, no upgrade"
+    );
+    assert_eq!(
+        close_code("localhost", Some("junk".into()), "?port=80").await,
+        Err(401)
+    );
+    assert_eq!(
+        close_code("localhost", Some(dave.clone()), "?port=80").await,
+        Ok(4033),
+        "not a tunnel member"
+    );
+    assert_eq!(
+        close_code("localhost", Some(carol.clone()), "?port=22").await,
+        Ok(4033),
+        "port not granted"
+    );
+    assert_eq!(
+        close_code("gone.test", Some(carol.clone()), "?port=80").await,
+        Ok(4047),
+        "no such Service"
+    );
+    assert_eq!(
+        close_code("down.test", Some(carol.clone()), "?port=80").await,
+        Ok(4003),
+        "nothing listens"
+    );
+
+    // The client explains a refusal with the error-code table and exits non-zero.
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-iap"))
+        .args([
+            "tunnel",
+            "--url",
+            &format!("http://localhost:{port}"),
+            "--port",
+            "80",
+            "--stdio",
+        ])
+        .env("KUBE_IAP_TOKEN", &dave)
+        .stdin(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(3));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("4033") && message.contains("tcpForwarding.members"),
+        "{message}"
+    );
+
+    // An open tunnel closes with 4004 when its token expires, and with 4033 when revoked.
+    let open = |token: String| async move {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let request = http::Request::get("ws://localhost/_iap/tunnel?port=80")
+            .header("host", "localhost")
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header(
+                "sec-websocket-key",
+                tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+            )
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap();
+        tokio_tungstenite::client_async(request, stream)
+            .await
+            .unwrap()
+            .0
+    };
+    let closes_with = |mut socket: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>| async move {
+        tokio::time::timeout(std::time::Duration::from_secs(6), async move {
+            loop {
+                match socket.next().await {
+                    Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
+                        return u16::from(frame.code);
+                    }
+                    Some(Ok(_)) => continue,
+                    other => panic!("no close frame: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("the tunnel closes within the time allowed")
+    };
+    let mut short = forger.claims(idp::CLIENT_ID, "carol");
+    short["exp"] = (forging_idp::now() + 2).into();
+    let expiring = open(forger.mint(&short, Signing::Published)).await;
+    assert_eq!(closes_with(expiring).await, 4004);
+    let revoked = open(carol.clone()).await;
+    write(
+        dir.path(),
+        "db.yaml",
+        &policy("db", "localhost", "db").replace("user:carol@example.com", "user:erin@example.com"),
+    );
+    assert_eq!(closes_with(revoked).await, 4033);
+    server.shutdown().await;
+}
