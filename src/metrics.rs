@@ -18,6 +18,11 @@ pub struct Metrics {
     /// Manifest documents that could not be read.
     pub manifest_errors: IntCounter,
     pub rate_limited: IntCounterVec,
+    pub tunnels_open: prometheus::IntGauge,
+    /// Bytes through tunnels, by direction (`to_backend`, `to_client`).
+    pub tunnel_bytes: IntCounterVec,
+    /// Tunnel ends, by close code (`1000` for a normal end).
+    pub tunnel_closes: IntCounterVec,
 }
 
 impl Metrics {
@@ -71,8 +76,30 @@ impl Metrics {
             &["route"],
         )
         .expect("valid metric");
+        let tunnels_open =
+            prometheus::IntGauge::new("kube_iap_tunnels_open", "TCP tunnels open now.")
+                .expect("valid metric");
+        let tunnel_bytes = IntCounterVec::new(
+            Opts::new(
+                "kube_iap_tunnel_bytes_total",
+                "Bytes carried by TCP tunnels, by direction.",
+            ),
+            &["direction"],
+        )
+        .expect("valid metric");
+        let tunnel_closes = IntCounterVec::new(
+            Opts::new(
+                "kube_iap_tunnel_closes_total",
+                "TCP tunnels ended, by WebSocket close code (1000: a normal end).",
+            ),
+            &["code"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(rate_limited.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tunnels_open.clone()),
+            Box::new(tunnel_bytes.clone()),
+            Box::new(tunnel_closes.clone()),
             Box::new(requests.clone()),
             Box::new(upstream_latency.clone()),
             Box::new(table_build.clone()),
@@ -91,6 +118,9 @@ impl Metrics {
             objects,
             manifest_errors,
             rate_limited,
+            tunnels_open,
+            tunnel_bytes,
+            tunnel_closes,
         }
     }
 

@@ -167,13 +167,20 @@ async fn pipe(
 ) -> Result<(), TunnelError> {
     let (mut sink, mut stream) = socket.split();
     let mut buffer = vec![0u8; 16 * 1024];
-    let mut local_done = false;
+    let (mut local_done, mut remote_done) = (false, false);
     loop {
+        if local_done && remote_done {
+            let _ = sink.send(Message::Close(None)).await;
+            return Ok(());
+        }
         tokio::select! {
             read = reader.read(&mut buffer), if !local_done => match read {
                 Ok(0) | Err(_) => {
+                    // Half-close: an empty message says this side has finished sending.
                     local_done = true;
-                    let _ = sink.send(Message::Close(None)).await;
+                    if sink.send(Message::binary(Vec::new())).await.is_err() {
+                        return Ok(());
+                    }
                 }
                 Ok(read) => {
                     if sink.send(Message::binary(buffer[..read].to_vec())).await.is_err() {
@@ -182,6 +189,10 @@ async fn pipe(
                 }
             },
             message = stream.next() => match message {
+                Some(Ok(Message::Binary(bytes))) if bytes.is_empty() => {
+                    remote_done = true;
+                    let _ = writer.shutdown().await;
+                }
                 Some(Ok(Message::Binary(bytes))) => {
                     if writer.write_all(&bytes).await.is_err() {
                         return Ok(());

@@ -243,3 +243,130 @@ async fn a_tunnel_carries_bytes_and_refusals_carry_their_close_codes() {
     assert_eq!(closes_with(revoked).await, 4033);
     server.shutdown().await;
 }
+
+/// A TCP server that reads until the client half-closes, then answers the SHA-256 (hex) of
+/// everything it read.
+async fn tcp_hasher() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+                let mut buffer = vec![0u8; 64 * 1024];
+                loop {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => context.update(&buffer[..read]),
+                    }
+                }
+                let hex: String = context
+                    .finish()
+                    .as_ref()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                let _ = stream.write_all(hex.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Sends `data` through the tunnel listening at `local`, half-closes, and returns the answer.
+async fn through(local: std::net::SocketAddr, data: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(local).await.unwrap();
+    let (mut reader, mut writer) = stream.split();
+    let send = async {
+        writer.write_all(data).await.unwrap();
+        writer.shutdown().await.unwrap();
+    };
+    let mut answer = String::new();
+    let receive = reader.read_to_string(&mut answer);
+    let (_, received) = tokio::join!(send, receive);
+    received.unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn a_hundred_megabytes_and_twenty_parallel_connections_arrive_intact() {
+    let forger = forging_idp::start().await;
+    let hasher = tcp_hasher().await;
+    let dir = manifests::folder(&[("hash", hasher.port())]);
+    write(
+        dir.path(),
+        "client.yaml",
+        &idp::oauth_client(&forger.issuer, "secret", &["openid"]),
+    );
+    write(
+        dir.path(),
+        "hash.yaml",
+        &policy("hash", "localhost", "hash"),
+    );
+    let server = start_server(dir.path()).await;
+    let carol = forger.mint(&forger.claims(idp::CLIENT_ID, "carol"), Signing::Published);
+    let mut client = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-iap"))
+        .args([
+            "tunnel",
+            "--url",
+            &format!("http://localhost:{}", server.http_addr.unwrap().port()),
+            "--port",
+            "80",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("KUBE_IAP_TOKEN", &carol)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(client.stdout.take().unwrap());
+    let mut first = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut first)
+        .await
+        .unwrap();
+    let local: std::net::SocketAddr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("the client says where it listens")
+        .parse()
+        .unwrap();
+
+    // 100 MB of varied bytes, hashed on both ends.
+    let big: Vec<u8> = (0..100 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    assert_eq!(through(local, &big).await, sha256_hex(&big));
+
+    let parallel = (0..20u8).map(|n| {
+        let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i as u8) ^ n).collect();
+        async move { (through(local, &data).await, sha256_hex(&data)) }
+    });
+    for (got, want) in futures_util::future::join_all(parallel).await {
+        assert_eq!(got, want);
+    }
+    let metrics = support::get(server.admin_addr, "admin", "/metrics", &[])
+        .await
+        .text();
+    let to_backend: u64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("kube_iap_tunnel_bytes_total{direction=\"to_backend\"} ")
+        })
+        .expect("a tunnel byte counter")
+        .parse()
+        .unwrap();
+    assert!(
+        to_backend >= 100 * 1024 * 1024 + 20 * 256 * 1024,
+        "{to_backend}"
+    );
+    server.shutdown().await;
+}

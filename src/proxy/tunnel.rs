@@ -2,6 +2,9 @@
 //! messages carry the bytes of one TCP connection to the policy's Service on port N. Failures
 //! after the upgrade are close frames with the codes the tunnel client explains: 4033 not
 //! authorized, 4047 no such target, 4003 backend unreachable, 4004 token expired.
+//!
+//! An empty binary message means "this side has finished sending" (TCP half-close), since a
+//! WebSocket close frame ends both directions at once; the tunnel closes when both sides are done.
 
 use std::net::IpAddr;
 
@@ -61,6 +64,7 @@ impl Proxy {
         let on_upgrade = hyper::upgrade::on(&mut request);
         let table = self.table.clone();
         let connect_timeout = self.config.connect_timeout;
+        let metrics = self.metrics.clone();
         tracing::info!(request_id = request_id.to_str().unwrap_or("-"), host = %tunnel.host, port = tunnel.port, subject = %tunnel.identity.subject, client = %tunnel.client, "tunnel opening");
         tokio::spawn(async move {
             match on_upgrade.await {
@@ -71,7 +75,13 @@ impl Proxy {
                         None,
                     )
                     .await;
-                    relay(socket, table, tunnel, connect_timeout).await;
+                    metrics.tunnels_open.inc();
+                    let code = relay(socket, table, tunnel, connect_timeout, &metrics).await;
+                    metrics.tunnels_open.dec();
+                    metrics
+                        .tunnel_closes
+                        .with_label_values(&[code.to_string().as_str()])
+                        .inc();
                 }
                 Err(error) => tracing::debug!(%error, "tunnel upgrade failed"),
             }
@@ -113,21 +123,29 @@ fn decide(table: &SharedTable, tunnel: &TunnelRequest) -> Result<Vec<Upstream>, 
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-async fn close(socket: &mut Socket, code: ErrorCode, reason: &str) {
+/// A normal end of a tunnel, in the close-code metric.
+const NORMAL_CLOSE: u32 = 1000;
+
+async fn close(socket: &mut Socket, code: ErrorCode, reason: &str) -> u32 {
     tracing::info!(code = code.number(), reason, "tunnel closed");
     let frame = CloseFrame {
         code: CloseCode::from(u16::try_from(code.number()).unwrap_or(1011)),
         reason: reason.chars().take(120).collect::<String>().into(),
     };
     let _ = socket.close(Some(frame)).await;
+    code.number()
 }
 
+/// Relays until the tunnel ends; returns the close code it ended with.
 async fn relay(
     mut socket: Socket,
     table: SharedTable,
     tunnel: TunnelRequest,
     connect_timeout: Duration,
-) {
+    metrics: &crate::metrics::Metrics,
+) -> u32 {
+    let to_backend_bytes = metrics.tunnel_bytes.with_label_values(&["to_backend"]);
+    let to_client_bytes = metrics.tunnel_bytes.with_label_values(&["to_client"]);
     let upstreams = match decide(&table, &tunnel) {
         Ok(upstreams) => upstreams,
         Err(refusal) => return close(&mut socket, refusal.code, &refusal.reason).await,
@@ -156,33 +174,44 @@ async fn relay(
     let mut recheck = tokio::time::interval(Duration::from_secs(1));
     let idle = tokio::time::sleep(IDLE_TIMEOUT);
     tokio::pin!(idle);
-    let mut client_done = false;
+    let (mut client_done, mut backend_done) = (false, false);
     loop {
+        if client_done && backend_done {
+            let _ = socket.close(None).await;
+            return NORMAL_CLOSE;
+        }
         tokio::select! {
             message = socket.next(), if !client_done => match message {
-                Some(Ok(Message::Binary(bytes))) => {
-                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
-                    // Awaiting the write before reading more is the backpressure.
-                    if to_backend.write_all(&bytes).await.is_err() {
-                        return close(&mut socket, ErrorCode::TunnelBackendUnreachable, "the backend closed the connection").await;
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                Some(Ok(Message::Binary(bytes))) if bytes.is_empty() => {
                     // The client is done sending: half-close towards the backend, keep reading.
                     client_done = true;
                     let _ = to_backend.shutdown().await;
                 }
+                Some(Ok(Message::Binary(bytes))) => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+                    // Awaiting the write before reading more is the backpressure.
+                    to_backend_bytes.inc_by(bytes.len() as u64);
+                    if to_backend.write_all(&bytes).await.is_err() {
+                        return close(&mut socket, ErrorCode::TunnelBackendUnreachable, "the backend closed the connection").await;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return NORMAL_CLOSE,
                 Some(Ok(_)) => {}
             },
-            read = from_backend.read(&mut buffer) => match read {
+            read = from_backend.read(&mut buffer), if !backend_done => match read {
                 Ok(0) | Err(_) => {
-                    let _ = socket.close(None).await;
-                    return;
+                    // The backend is done sending: say so with an empty message, keep relaying
+                    // what the client still sends.
+                    backend_done = true;
+                    if socket.send(Message::binary(Vec::new())).await.is_err() {
+                        return NORMAL_CLOSE;
+                    }
                 }
                 Ok(read) => {
                     idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+                    to_client_bytes.inc_by(read as u64);
                     if socket.send(Message::binary(buffer[..read].to_vec())).await.is_err() {
-                        return;
+                        return NORMAL_CLOSE;
                     }
                 }
             },
@@ -196,7 +225,7 @@ async fn relay(
             }
             _ = &mut idle => {
                 let _ = socket.close(None).await;
-                return;
+                return NORMAL_CLOSE;
             }
         }
     }
