@@ -166,7 +166,7 @@ async fn pipe(
     mut writer: impl AsyncWrite + Unpin,
 ) -> Result<(), TunnelError> {
     let (mut sink, mut stream) = socket.split();
-    let mut buffer = vec![0u8; 16 * 1024];
+    let mut buffer = vec![0u8; 64 * 1024];
     let (mut local_done, mut remote_done) = (false, false);
     loop {
         if local_done && remote_done {

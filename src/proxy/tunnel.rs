@@ -31,7 +31,7 @@ use crate::model::{Identity, TunnelRefusal, Upstream};
 pub const TUNNEL_PATH: &str = "/_iap/tunnel";
 /// A tunnel with no traffic either way for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
-const READ_BUFFER: usize = 16 * 1024;
+const READ_BUFFER: usize = 64 * 1024;
 
 /// Who opened the tunnel, to where, and until when.
 pub(super) struct TunnelRequest {
