@@ -28,7 +28,7 @@ trap cleanup EXIT INT TERM
 
 target/release/examples/sample_app 127.0.0.1:18081 2>/dev/null & pids+=($!)
 # The OAuthClient's issuer (bench/manifests): discovery, keys, and one ID token on stdout.
-coproc ISSUER { target/release/examples/token_issuer 127.0.0.1:18084 bench; }
+coproc ISSUER { exec target/release/examples/token_issuer 127.0.0.1:18084 bench; }
 pids+=("$ISSUER_PID")
 read -r TOKEN <&"${ISSUER[0]}"
 

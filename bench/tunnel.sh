@@ -13,7 +13,7 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT INT TERM
 
-coproc ISSUER { target/release/examples/token_issuer 127.0.0.1:18084 bench; }
+coproc ISSUER { exec target/release/examples/token_issuer 127.0.0.1:18084 bench; }
 pids+=("$ISSUER_PID")
 read -r TOKEN <&"${ISSUER[0]}"
 target/release/examples/tcp_throughput sink 127.0.0.1:18095 & pids+=($!)
