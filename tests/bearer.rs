@@ -91,10 +91,7 @@ spec:
 const SESSION_KEY: [u8; 32] = [7; 32];
 
 fn session_keys() -> String {
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: kube-iap-session-keys, namespace: default}}\nstringData:\n  k1: {}\n",
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, SESSION_KEY)
-    )
+    support::manifests::session_keys(&[("k1", SESSION_KEY)])
 }
 
 /// A Secret of assertion signing keys: `(entry name, PEM)`.
@@ -116,19 +113,7 @@ fn signing_keys(entries: &[(&str, &str)]) -> String {
 }
 
 fn session_cookie(host: &str) -> String {
-    let now = forging_idp::now();
-    let session = kube_iap::auth::session::Session {
-        subject: "alice".into(),
-        email: Some("alice@example.com".into()),
-        email_verified: true,
-        issuer: "https://idp".into(),
-        groups: vec![],
-        expires_at: now + 600,
-    };
-    let sealed = kube_iap::auth::session::KeyRing::new(&[SESSION_KEY])
-        .seal(&session, host)
-        .unwrap();
-    format!("KUBE_IAP_AUTH_TOKEN_a={sealed}")
+    support::sessions::cookie(SESSION_KEY, host, "alice@example.com", &[], 600)
 }
 
 fn bearer(token: &str) -> String {

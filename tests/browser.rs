@@ -6,7 +6,6 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use base64::Engine;
 use kube_iap::auth::cookies::session_cookie_name;
 use kube_iap::auth::session::{KeyRing, Session};
 use support::manifests::{self, write};
@@ -33,10 +32,7 @@ async fn a_person_signs_in_uses_the_app_signs_out_and_signs_in_from_two_tabs() {
     write(
         dir.path(),
         "keys.yaml",
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: kube-iap-session-keys, namespace: default}}\nstringData:\n  k1: {}\n",
-            base64::engine::general_purpose::STANDARD.encode(SESSION_KEY)
-        ),
+        &manifests::session_keys(&[("k1", SESSION_KEY)]),
     );
     write(
         dir.path(),

@@ -3,30 +3,13 @@
 
 mod support;
 
-use base64::Engine;
-use kube_iap::auth::session::{KeyRing, Session};
 use support::manifests::{self, write};
 use support::{backends, get, send, start_server};
 
 const KEY: [u8; 32] = [3; 32];
 
 fn cookie(email: &str, groups: &[&str]) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let session = Session {
-        subject: format!("sub-{email}"),
-        email: Some(email.into()),
-        email_verified: true,
-        issuer: "https://idp".into(),
-        groups: groups.iter().map(|g| g.to_string()).collect(),
-        expires_at: now + 600,
-    };
-    format!(
-        "KUBE_IAP_AUTH_TOKEN_p={}",
-        KeyRing::new(&[KEY]).seal(&session, "app.test").unwrap()
-    )
+    support::sessions::cookie(KEY, "app.test", email, groups, 600)
 }
 
 #[tokio::test]
@@ -36,10 +19,7 @@ async fn conditions_and_deny_rules_decide_and_the_403_says_why() {
     write(
         dir.path(),
         "keys.yaml",
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: kube-iap-session-keys, namespace: default}}\nstringData:\n  k: {}\n",
-            base64::engine::general_purpose::STANDARD.encode(KEY)
-        ),
+        &manifests::session_keys(&[("k", KEY)]),
     );
     write(
         dir.path(),
@@ -278,10 +258,7 @@ async fn live_world(members: &str) -> (tempfile::TempDir, [std::net::SocketAddr;
     write(
         dir.path(),
         "keys.yaml",
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: kube-iap-session-keys, namespace: default}}\nstringData:\n  k: {}\n",
-            base64::engine::general_purpose::STANDARD.encode(KEY)
-        ),
+        &manifests::session_keys(&[("k", KEY)]),
     );
     write_live_policies(dir.path(), members);
     (dir, [http_backend, ws_backend])
@@ -335,41 +312,17 @@ async fn a_revoked_member_is_refused_on_a_kept_alive_connection_and_its_websocke
     let (dir, _backends) = live_world("domain:example.com").await;
     let server = start_server(dir.path()).await;
     let http = server.http_addr.unwrap();
-    let ann = |host: &str| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let session = Session {
-            subject: "sub-ann".into(),
-            email: Some("ann@example.com".into()),
-            email_verified: true,
-            issuer: "https://idp".into(),
-            groups: vec![],
-            expires_at: now + 600,
-        };
-        format!(
-            "KUBE_IAP_AUTH_TOKEN_p={}",
-            KeyRing::new(&[KEY]).seal(&session, host).unwrap()
-        )
-    };
+    let ann = |host: &str| support::sessions::cookie(KEY, host, "ann@example.com", &[], 600);
 
     let mut kept_alive = tokio::net::TcpStream::connect(http).await.unwrap();
     assert_eq!(status_on(&mut kept_alive, &ann("app.test")).await, 200);
 
     let stream = tokio::net::TcpStream::connect(http).await.unwrap();
-    let request = http::Request::get("ws://ws.test/socket")
-        .header("host", "ws.test")
-        .header("cookie", ann("ws.test"))
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header(
-            "sec-websocket-key",
-            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-        )
-        .body(())
-        .unwrap();
+    let request = support::websocket_request(
+        "ws://ws.test/socket",
+        "ws.test",
+        &[("cookie", ann("ws.test"))],
+    );
     let (mut socket, response) = tokio_tungstenite::client_async(request, stream)
         .await
         .expect("an admitted user upgrades");

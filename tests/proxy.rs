@@ -268,17 +268,7 @@ async fn websocket_upgrades_pass_through() {
     let stream = tokio::net::TcpStream::connect(server.http_addr.unwrap())
         .await
         .unwrap();
-    let request = http::Request::get("ws://ws.test/socket")
-        .header("host", "ws.test")
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header(
-            "sec-websocket-key",
-            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-        )
-        .body(())
-        .unwrap();
+    let request = support::websocket_request("ws://ws.test/socket", "ws.test", &[]);
     let (mut socket, response) = tokio_tungstenite::client_async(request, stream)
         .await
         .expect("upgrade through the proxy");

@@ -3,7 +3,6 @@
 
 mod support;
 
-use base64::Engine;
 use kube_iap::auth::session::{KeyRing, Session};
 use support::manifests::{self, write};
 use support::{backends, eventually, get, start_server};
@@ -12,18 +11,7 @@ const OLD_KEY: [u8; 32] = [11; 32];
 const NEW_KEY: [u8; 32] = [22; 32];
 
 fn keys_secret(entries: &[(&str, [u8; 32])]) -> String {
-    let data: String = entries
-        .iter()
-        .map(|(name, key)| {
-            format!(
-                "  {name}: {}\n",
-                base64::engine::general_purpose::STANDARD.encode(key)
-            )
-        })
-        .collect();
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: kube-iap-session-keys, namespace: default}}\nstringData:\n{data}"
-    )
+    manifests::session_keys(entries)
 }
 
 fn session(email: &str, verified: bool, expires_in: i64) -> Session {

@@ -5,7 +5,6 @@ mod support;
 
 use std::time::Duration;
 
-use base64::Engine;
 use kube_iap::auth::session::{KeyRing, Session};
 use kube_iap::serve::Running;
 use support::browser::{Browser, resolve};
@@ -24,10 +23,7 @@ struct World {
 }
 
 fn session_keys() -> String {
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: kube-iap-session-keys, namespace: default}}\nstringData:\n  k1: {}\n",
-        base64::engine::general_purpose::STANDARD.encode(SESSION_KEY)
-    )
+    manifests::session_keys(&[("k1", SESSION_KEY)])
 }
 
 async fn world(issuer: &str, client_secret: &str) -> World {

@@ -109,19 +109,13 @@ async fn a_tunnel_carries_bytes_and_refusals_carry_their_close_codes() {
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
-        let mut request = http::Request::get(format!("ws://{host}/_iap/tunnel{query}"))
-            .header("host", host)
-            .header("connection", "Upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-version", "13")
-            .header(
-                "sec-websocket-key",
-                tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-            );
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        match tokio_tungstenite::client_async(request.body(()).unwrap(), stream).await {
+        let auth: Vec<(&str, String)> = token
+            .map(|token| ("authorization", format!("Bearer {token}")))
+            .into_iter()
+            .collect();
+        let request =
+            support::websocket_request(&format!("ws://{host}/_iap/tunnel{query}"), host, &auth);
+        match tokio_tungstenite::client_async(request, stream).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 Err(response.status().as_u16())
             }
@@ -198,18 +192,11 @@ async fn a_tunnel_carries_bytes_and_refusals_carry_their_close_codes() {
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
-        let request = http::Request::get("ws://localhost/_iap/tunnel?port=80")
-            .header("host", "localhost")
-            .header("connection", "Upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-version", "13")
-            .header(
-                "sec-websocket-key",
-                tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-            )
-            .header("authorization", format!("Bearer {token}"))
-            .body(())
-            .unwrap();
+        let request = support::websocket_request(
+            "ws://localhost/_iap/tunnel?port=80",
+            "localhost",
+            &[("authorization", format!("Bearer {token}"))],
+        );
         tokio_tungstenite::client_async(request, stream)
             .await
             .unwrap()

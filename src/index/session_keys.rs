@@ -14,10 +14,7 @@ pub const DEFAULT_SECRET_NAME: &str = "kube-iap-session-keys";
 
 /// The ring, or `None` (with the reason logged) when the Secret holds no usable key.
 pub fn key_ring(name: &str, secret: Option<&Secret>) -> Option<Arc<KeyRing>> {
-    let data = secret?.data.as_ref()?;
-    let mut entries: Vec<(&String, &[u8])> =
-        data.iter().map(|(k, v)| (k, v.0.as_slice())).collect();
-    entries.sort_by(|a, b| b.0.cmp(a.0));
+    let entries = entries_newest_first(secret);
     let mut keys = Vec::with_capacity(entries.len());
     for (entry, bytes) in entries {
         match decode_key(bytes) {
@@ -28,6 +25,18 @@ pub fn key_ring(name: &str, secret: Option<&Secret>) -> Option<Arc<KeyRing>> {
         }
     }
     (!keys.is_empty()).then(|| Arc::new(KeyRing::new(&keys)))
+}
+
+/// A key Secret's data entries, the greatest name (the newest key) first.
+pub(super) fn entries_newest_first(secret: Option<&Secret>) -> Vec<(&String, &[u8])> {
+    let mut entries: Vec<(&String, &[u8])> = secret
+        .and_then(|secret| secret.data.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k, v.0.as_slice()))
+        .collect();
+    entries.sort_by(|a, b| b.0.cmp(a.0));
+    entries
 }
 
 fn decode_key(bytes: &[u8]) -> Option<[u8; 32]> {

@@ -14,10 +14,7 @@ pub const DEFAULT_SECRET_NAME: &str = "kube-iap-signing-keys";
 
 /// The ring, or `None` (with the reason logged) when the Secret holds no usable key.
 pub fn signing_keys(name: &str, secret: Option<&Secret>) -> Option<Arc<SigningKeys>> {
-    let data = secret?.data.as_ref()?;
-    let mut entries: Vec<(&String, &[u8])> =
-        data.iter().map(|(k, v)| (k, v.0.as_slice())).collect();
-    entries.sort_by(|a, b| b.0.cmp(a.0));
+    let entries = super::session_keys::entries_newest_first(secret);
     let mut keys = Vec::with_capacity(entries.len());
     for (entry, bytes) in entries {
         let parsed = PrivatePkcs8KeyDer::from_pem_slice(bytes)

@@ -86,3 +86,20 @@ pub fn folder(services: &[(&str, u16)]) -> tempfile::TempDir {
     }
     dir
 }
+
+/// The session-keys Secret kube-iap reads by default, with `(entry name, key)` pairs.
+pub fn session_keys(entries: &[(&str, [u8; 32])]) -> String {
+    use base64::Engine;
+    let data: String = entries
+        .iter()
+        .map(|(name, key)| {
+            format!(
+                "  {name}: {}\n",
+                base64::engine::general_purpose::STANDARD.encode(key)
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: kube-iap-session-keys, namespace: default}}\nstringData:\n{data}"
+    )
+}

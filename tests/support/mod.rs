@@ -7,6 +7,7 @@ pub mod browser;
 pub mod forging_idp;
 pub mod idp;
 pub mod manifests;
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -125,4 +126,21 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// A WebSocket upgrade request for `uri` with the Host `host` and extra headers.
+pub fn websocket_request(uri: &str, host: &str, extra: &[(&str, String)]) -> Request<()> {
+    let mut request = Request::get(uri)
+        .header("host", host)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        );
+    for (name, value) in extra {
+        request = request.header(*name, value.as_str());
+    }
+    request.body(()).expect("a valid upgrade request")
 }
