@@ -15,6 +15,7 @@ pub mod auth;
 pub mod error_codes;
 pub mod explain;
 pub mod index;
+pub mod login_client;
 pub mod metrics;
 pub mod model;
 pub mod proxy;

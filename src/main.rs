@@ -31,6 +31,9 @@ enum Command {
     Explain(ExplainArgs),
     /// Carry TCP connections to a Service port through the proxy (TCP forwarding).
     Tunnel(TunnelArgs),
+    /// Sign in for the command-line tools (authorization code flow with PKCE and a loopback
+    /// redirect); the ID token is cached for `kube-iap tunnel`.
+    Login(LoginArgs),
     /// Print the error-code troubleshooting table (Markdown): code, meaning, where it shows, what
     /// to do.
     Codes,
@@ -62,6 +65,32 @@ struct TunnelArgs {
     /// Extra certificate authorities (PEM) for a proxy with a private CA.
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    /// The token cache `kube-iap login` wrote, used when no other token is given (default:
+    /// ~/.config/kube-iap/token.json).
+    #[arg(long)]
+    token_cache: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct LoginArgs {
+    /// The identity provider's issuer URL (the OAuthClient's spec.issuer).
+    #[arg(long)]
+    issuer: String,
+    /// The OAuth client ID (register http://127.0.0.1/_iap/callback, any port, as a redirect URI).
+    #[arg(long)]
+    client_id: String,
+    /// The client secret, for providers that treat the CLI as a confidential client.
+    #[arg(long, env = "KUBE_IAP_CLIENT_SECRET")]
+    client_secret: Option<String>,
+    /// Scopes to ask for.
+    #[arg(long, value_delimiter = ',', default_value = "openid,email,profile")]
+    scopes: Vec<String>,
+    /// Where to cache the token (default: ~/.config/kube-iap/token.json).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Print the sign-in URL only; do not try to open a browser.
+    #[arg(long)]
+    no_browser: bool,
 }
 
 #[derive(clap::Args)]
@@ -213,8 +242,9 @@ fn main() -> anyhow::Result<()> {
                 (Some(path), _, _) => TokenSource::File(path),
                 (None, Some(command), _) => TokenSource::Command(command),
                 (None, None, Ok(token)) => TokenSource::Value(token),
-                (None, None, Err(_)) => anyhow::bail!(
-                    "no token: pass --token-file FILE or --token-command CMD, or set KUBE_IAP_TOKEN"
+                (None, None, Err(_)) => TokenSource::Cache(
+                    args.token_cache
+                        .unwrap_or_else(kube_iap::login_client::default_cache),
                 ),
             };
             let options = TunnelOptions {
@@ -240,6 +270,28 @@ fn main() -> anyhow::Result<()> {
                     _ => 1,
                 });
             }
+            Ok(())
+        }
+        Command::Login(args) => {
+            let cache = args
+                .cache
+                .unwrap_or_else(kube_iap::login_client::default_cache);
+            let runtime = tokio::runtime::Runtime::new()?;
+            let cached = runtime.block_on(kube_iap::login_client::login(
+                kube_iap::login_client::LoginOptions {
+                    issuer: args.issuer,
+                    client_id: args.client_id,
+                    client_secret: args.client_secret,
+                    scopes: args.scopes,
+                    cache: cache.clone(),
+                    open_browser: !args.no_browser,
+                },
+            ))?;
+            eprintln!(
+                "Signed in; the token is cached in {} until {} (Unix time).",
+                cache.display(),
+                cached.expires_at
+            );
             Ok(())
         }
         Command::Codes => {

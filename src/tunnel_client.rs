@@ -23,6 +23,8 @@ pub enum TokenSource {
     Value(String),
     /// A shell command that prints a fresh token; run for every new connection.
     Command(String),
+    /// The sign-in `kube-iap login` cached.
+    Cache(PathBuf),
 }
 
 impl TokenSource {
@@ -32,6 +34,9 @@ impl TokenSource {
             TokenSource::File(path) => tokio::fs::read_to_string(path)
                 .await
                 .map_err(|error| TunnelError::Token(format!("{}: {error}", path.display())))?,
+            TokenSource::Cache(path) => {
+                crate::login_client::cached_token(path).map_err(TunnelError::Token)?
+            }
             TokenSource::Command(command) => {
                 let output = tokio::process::Command::new("sh")
                     .args(["-c", command])

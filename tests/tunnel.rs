@@ -357,3 +357,94 @@ async fn a_hundred_megabytes_and_twenty_parallel_connections_arrive_intact() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn kube_iap_login_caches_a_real_token_privately_and_the_tunnel_uses_it() {
+    let provider = idp::start(&[]).await;
+    let echo = tcp_echo().await;
+    let dir = manifests::folder(&[("db", echo.port())]);
+    write(
+        dir.path(),
+        "client.yaml",
+        &idp::oauth_client(&provider.issuer, idp::CLIENT_SECRET, &["openid", "email"]),
+    );
+    write(dir.path(), "db.yaml", &policy("db", "localhost", "db"));
+    let server = start_server(dir.path()).await;
+    let cache = dir.path().join("cli").join("token.json");
+
+    let mut login = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-iap"))
+        .args([
+            "login",
+            "--issuer",
+            &provider.issuer,
+            "--client-id",
+            idp::CLIENT_ID,
+        ])
+        .args([
+            "--client-secret",
+            idp::CLIENT_SECRET,
+            "--no-browser",
+            "--scopes",
+            "openid,email",
+        ])
+        .arg("--cache")
+        .arg(&cache)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(login.stderr.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        let read = tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)
+            .await
+            .unwrap();
+        assert!(read > 0, "login printed no sign-in URL");
+        if let Some(url) = line.trim().strip_prefix("http") {
+            break format!("http{url}");
+        }
+    };
+    // The person signs in at the provider; it sends the browser to the CLI's loopback listener.
+    let mut browser = support::browser::Browser::new();
+    let callback = browser.sign_in_at_provider(&url, "carol@example.com").await;
+    assert!(callback.starts_with("http://127.0.0.1:"), "{callback}");
+    let landed = browser.get(&callback).await;
+    assert_eq!(landed.status, 200, "{}", landed.text());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), login.wait())
+        .await
+        .expect("login exits once signed in")
+        .unwrap();
+    assert!(status.success());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cache).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the token cache is the user's alone");
+
+    // No token flag or variable: the tunnel uses the cached sign-in.
+    let mut client = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-iap"))
+        .args([
+            "tunnel",
+            "--url",
+            &format!("http://localhost:{}", server.http_addr.unwrap().port()),
+        ])
+        .args(["--port", "80", "--stdio", "--token-cache"])
+        .arg(&cache)
+        .env_remove("KUBE_IAP_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"signed in at the terminal").await.unwrap();
+    let mut answer = vec![0u8; 25];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.stdout.take().unwrap().read_exact(&mut answer),
+    )
+    .await
+    .expect("the echo comes back")
+    .unwrap();
+    assert_eq!(answer, b"SIGNED IN AT THE TERMINAL");
+    drop(stdin);
+    server.shutdown().await;
+}
