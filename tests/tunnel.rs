@@ -448,3 +448,116 @@ async fn kube_iap_login_caches_a_real_token_privately_and_the_tunnel_uses_it() {
     drop(stdin);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn ssh_runs_a_command_through_the_tunnel_as_its_proxy_command() {
+    let sshd = std::path::Path::new("/usr/sbin/sshd");
+    assert!(
+        sshd.exists(),
+        "/usr/sbin/sshd is missing: install Debian's openssh-server (as .ci/run does)"
+    );
+    let keys = tempfile::tempdir().unwrap();
+    let path = |name: &str| keys.path().join(name);
+    for (file, comment) in [("host_key", "host"), ("user_key", "user")] {
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+            .arg(path(file))
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+    std::fs::copy(path("user_key.pub"), path("authorized_keys")).unwrap();
+    let ssh_port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    std::fs::write(
+        path("sshd_config"),
+        format!(
+            "Port {ssh_port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+             PermitRootLogin prohibit-password\nPidFile {}\n",
+            path("host_key").display(),
+            path("authorized_keys").display(),
+            path("sshd.pid").display()
+        ),
+    )
+    .unwrap();
+    // sshd insists on its privilege-separation directory when it runs as root.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let _daemon = tokio::process::Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(path("sshd_config"))
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", ssh_port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let forger = forging_idp::start().await;
+    let dir = manifests::folder(&[("ssh", ssh_port)]);
+    write(
+        dir.path(),
+        "client.yaml",
+        &idp::oauth_client(&forger.issuer, "secret", &["openid"]),
+    );
+    write(dir.path(), "ssh.yaml", &policy("ssh", "localhost", "ssh"));
+    let server = start_server(dir.path()).await;
+    let carol = forger.mint(&forger.claims(idp::CLIENT_ID, "carol"), Signing::Published);
+    let user = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let proxy_command = format!(
+        "{} tunnel --url http://localhost:{} --port 80 --stdio",
+        env!("CARGO_BIN_EXE_kube-iap"),
+        server.http_addr.unwrap().port()
+    );
+    let ssh = tokio::process::Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .arg("-o")
+        .arg(format!("ProxyCommand={proxy_command}"))
+        .arg("-i")
+        .arg(path("user_key"))
+        .arg(format!("{}@db.example.com", user.trim()))
+        .arg("echo tunnel-ok")
+        .env("KUBE_IAP_TOKEN", &carol)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(30), ssh)
+        .await
+        .expect("ssh finishes")
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "tunnel-ok\n",
+        "ssh failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    server.shutdown().await;
+}
