@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
-    RedirectUrl, Scope, TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,6 +23,12 @@ pub struct CachedToken {
     pub id_token: String,
     /// Seconds since the Unix epoch.
     pub expires_at: u64,
+    /// For a new ID token without signing in again, when the provider issued one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Needed again to refresh with a confidential client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
 }
 
 pub struct LoginOptions {
@@ -44,8 +50,9 @@ pub fn default_cache() -> PathBuf {
     base.join("kube-iap").join("token.json")
 }
 
-/// The cached ID token if it is still valid for at least a minute.
-pub fn cached_token(cache: &Path) -> Result<String, String> {
+/// The cached ID token if it is valid for at least another minute; otherwise a fresh one from
+/// the refresh token (and the cache updated), or why the user must sign in again.
+pub async fn cached_token(cache: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(cache).map_err(|_| {
         format!(
             "no cached sign-in at {}: run `kube-iap login`",
@@ -54,17 +61,68 @@ pub fn cached_token(cache: &Path) -> Result<String, String> {
     })?;
     let cached: CachedToken = serde_json::from_str(&text)
         .map_err(|error| format!("{} is not a kube-iap token cache: {error}", cache.display()))?;
-    if cached.expires_at <= crate::auth::session::unix_now() + 60 {
-        return Err("the cached sign-in has expired: run `kube-iap login` again".into());
+    if cached.expires_at > crate::auth::session::unix_now() + 60 {
+        return Ok(cached.id_token);
     }
-    Ok(cached.id_token)
+    let Some(refresh_token) = cached.refresh_token.clone() else {
+        return Err("the cached sign-in has expired: run `kube-iap login` again".into());
+    };
+    let refreshed = refresh(cached, refresh_token).await.map_err(|error| {
+        format!("the sign-in could not be refreshed ({error}): run `kube-iap login` again")
+    })?;
+    let bytes = serde_json::to_vec_pretty(&refreshed).map_err(|error| error.to_string())?;
+    write_private(cache, &bytes).map_err(|error| format!("{}: {error}", cache.display()))?;
+    Ok(refreshed.id_token)
+}
+
+fn http_client() -> IdpHttp {
+    IdpHttp::new(
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(15),
+    )
+}
+
+async fn refresh(cached: CachedToken, refresh_token: String) -> anyhow::Result<CachedToken> {
+    let http = http_client();
+    let send = move |request| {
+        let http = http.clone();
+        async move { http.call(request).await }
+    };
+    let metadata =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(cached.issuer.clone())?, &send)
+            .await
+            .map_err(|error| anyhow::anyhow!("discovery failed: {}", describe(&error)))?;
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(cached.client_id.clone()),
+        cached.client_secret.clone().map(ClientSecret::new),
+    );
+    let tokens = client
+        .exchange_refresh_token(&openidconnect::RefreshToken::new(refresh_token.clone()))?
+        .request_async(&send)
+        .await
+        .map_err(|error| anyhow::anyhow!("{}", describe(&error)))?;
+    let id_token = tokens
+        .id_token()
+        .ok_or_else(|| anyhow::anyhow!("the provider returned no ID token on refresh"))?;
+    let claims = id_token
+        .claims(&client.id_token_verifier(), |_: Option<&Nonce>| Ok(()))
+        .map_err(|error| {
+            anyhow::anyhow!("the refreshed ID token is invalid: {}", describe(&error))
+        })?;
+    Ok(CachedToken {
+        id_token: id_token.to_string(),
+        expires_at: u64::try_from(claims.expiration().timestamp()).unwrap_or(0),
+        refresh_token: tokens
+            .refresh_token()
+            .map(|token| token.secret().clone())
+            .or(Some(refresh_token)),
+        ..cached
+    })
 }
 
 pub async fn login(options: LoginOptions) -> anyhow::Result<CachedToken> {
-    let http = IdpHttp::new(
-        std::time::Duration::from_secs(5),
-        std::time::Duration::from_secs(15),
-    );
+    let http = http_client();
     let send = {
         let http = http.clone();
         move |request| {
@@ -82,6 +140,13 @@ pub async fn login(options: LoginOptions) -> anyhow::Result<CachedToken> {
                     describe(&error)
                 )
             })?;
+    // A refresh token lets the tools renew the ID token without another sign-in; providers give
+    // one for offline_access, which OpenID Connect ties to an explicit consent prompt.
+    let offline = metadata.scopes_supported().is_some_and(|scopes| {
+        scopes
+            .iter()
+            .any(|scope| scope.as_str() == "offline_access")
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let redirect = format!(
         "http://127.0.0.1:{}/_iap/callback",
@@ -103,6 +168,11 @@ pub async fn login(options: LoginOptions) -> anyhow::Result<CachedToken> {
         .set_pkce_challenge(challenge);
     for scope in options.scopes.iter().filter(|scope| *scope != "openid") {
         authorize = authorize.add_scope(Scope::new(scope.clone()));
+    }
+    if offline {
+        authorize = authorize
+            .add_scope(Scope::new("offline_access".into()))
+            .add_prompt(openidconnect::core::CoreAuthPrompt::Consent);
     }
     let (url, state, nonce) = authorize.url();
     eprintln!("Sign in at:\n\n  {url}\n");
@@ -136,6 +206,8 @@ pub async fn login(options: LoginOptions) -> anyhow::Result<CachedToken> {
         client_id: options.client_id,
         id_token: id_token.to_string(),
         expires_at: u64::try_from(claims.expiration().timestamp()).unwrap_or(0),
+        refresh_token: tokens.refresh_token().map(|token| token.secret().clone()),
+        client_secret: options.client_secret,
     };
     write_private(&options.cache, &serde_json::to_vec_pretty(&cached)?)?;
     Ok(cached)

@@ -34,9 +34,9 @@ impl TokenSource {
             TokenSource::File(path) => tokio::fs::read_to_string(path)
                 .await
                 .map_err(|error| TunnelError::Token(format!("{}: {error}", path.display())))?,
-            TokenSource::Cache(path) => {
-                crate::login_client::cached_token(path).map_err(TunnelError::Token)?
-            }
+            TokenSource::Cache(path) => crate::login_client::cached_token(path)
+                .await
+                .map_err(TunnelError::Token)?,
             TokenSource::Command(command) => {
                 let output = tokio::process::Command::new("sh")
                     .args(["-c", command])

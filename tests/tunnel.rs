@@ -446,6 +446,35 @@ async fn kube_iap_login_caches_a_real_token_privately_and_the_tunnel_uses_it() {
     .unwrap();
     assert_eq!(answer, b"SIGNED IN AT THE TERMINAL");
     drop(stdin);
+
+    // Once the cached ID token has expired, the refresh token renews it without a sign-in.
+    let mut cached: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    assert!(cached["refresh_token"].is_string(), "{cached}");
+    let old_token = cached["id_token"].clone();
+    cached["expires_at"] = 1.into();
+    std::fs::write(&cache, cached.to_string()).unwrap();
+    let renewed = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-iap"))
+        .args([
+            "tunnel",
+            "--url",
+            &format!("http://localhost:{}", server.http_addr.unwrap().port()),
+        ])
+        .args(["--port", "80", "--stdio", "--token-cache"])
+        .arg(&cache)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        renewed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&renewed.stderr)
+    );
+    let cached: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    assert_ne!(cached["id_token"], old_token, "a new ID token was cached");
+    assert!(cached["expires_at"].as_u64().unwrap() > forging_idp::now());
     server.shutdown().await;
 }
 

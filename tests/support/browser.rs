@@ -91,23 +91,8 @@ impl Browser {
             reply.status,
             reply.text()
         );
-        let page = reply.text();
-        let action = attribute_after(&page, "<form", "action").expect("the form has an action");
-        let action = resolve(&at, &action);
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        // The form's hidden fields (the provider's `prompt`), then the credentials.
-        let mut rest = page.as_str();
-        while let Some(at_input) = rest.find("type=\"hidden\"") {
-            let tag_start = rest[..at_input].rfind('<').unwrap_or(0);
-            let tag = &rest[tag_start..];
-            if let (Some(name), Some(value)) = (
-                attribute_after(tag, "<input", "name"),
-                attribute_after(tag, "<input", "value"),
-            ) {
-                form.append_pair(&name, &value);
-            }
-            rest = &rest[at_input + 1..];
-        }
+        let (action, hidden) = form_of(&at, &reply.text());
+        let mut form = url::form_urlencoded::Serializer::new(hidden);
         let form = form
             .append_pair("login", login)
             .append_pair("password", "any")
@@ -133,6 +118,20 @@ impl Browser {
                 return current;
             }
             let reply = self.get(&current).await;
+            if reply.status == 200 && reply.text().contains("<form") {
+                // A consent prompt (e.g. for offline_access): accept it.
+                let (action, form) = form_of(&current, &reply.text());
+                let posted = self
+                    .request("POST", &action, &[("accept", "text/html")], &form)
+                    .await;
+                assert!(
+                    posted.status.is_redirection(),
+                    "consent answered {}",
+                    posted.status
+                );
+                current = resolve(&action, posted.header("location").unwrap());
+                continue;
+            }
             assert!(
                 reply.status.is_redirection(),
                 "provider answered {} at {current}: {}",
@@ -190,6 +189,25 @@ impl Browser {
             }
         }
     }
+}
+
+/// The first form of `html`: its action (resolved against `base`) and its hidden fields, encoded.
+fn form_of(base: &str, html: &str) -> (String, String) {
+    let action = attribute_after(html, "<form", "action").expect("the form has an action");
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    let mut rest = html;
+    while let Some(at_input) = rest.find("type=\"hidden\"") {
+        let tag_start = rest[..at_input].rfind('<').unwrap_or(0);
+        let tag = &rest[tag_start..];
+        if let (Some(name), Some(value)) = (
+            attribute_after(tag, "<input", "name"),
+            attribute_after(tag, "<input", "value"),
+        ) {
+            form.append_pair(&name, &value);
+        }
+        rest = &rest[at_input + 1..];
+    }
+    (resolve(base, &action), form.finish())
 }
 
 /// The value of `name="..."` in the first `tag` element of `html`.
