@@ -34,6 +34,11 @@ enum Command {
     /// Sign in for the command-line tools (authorization code flow with PKCE and a loopback
     /// redirect); the ID token is cached for `kube-iap tunnel`.
     Login(LoginArgs),
+    /// Print shell completions: `kube-iap completions bash > /etc/bash_completion.d/kube-iap`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print the error-code troubleshooting table (Markdown): code, meaning, where it shows, what
     /// to do.
     Codes,
@@ -291,6 +296,15 @@ fn main() -> anyhow::Result<()> {
                 "Signed in; the token is cached in {} until {} (Unix time).",
                 cache.display(),
                 cached.expires_at
+            );
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "kube-iap",
+                &mut std::io::stdout(),
             );
             Ok(())
         }

@@ -172,3 +172,51 @@ async fn the_access_log_has_one_json_line_per_request_without_query_or_cookies()
         "no query or cookie value in the log: {access}"
     );
 }
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kube-iap"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn version_help_and_completions_answer_for_every_subcommand() {
+    let version = run(&["--version"]);
+    assert!(version.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("kube-iap {}", env!("CARGO_PKG_VERSION"))
+    );
+    let subcommands = [
+        "serve",
+        "crds",
+        "explain",
+        "tunnel",
+        "login",
+        "verify-assertion",
+        "codes",
+        "completions",
+    ];
+    for subcommand in subcommands {
+        let help = run(&[subcommand, "--help"]);
+        assert!(help.status.success(), "{subcommand} --help");
+        assert!(
+            String::from_utf8_lossy(&help.stdout).contains("Usage: kube-iap"),
+            "{subcommand}"
+        );
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        assert!(script.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&script.stdout);
+        assert!(
+            text.contains("tunnel") && text.contains("explain"),
+            "{shell}: {text}"
+        );
+    }
+    // A usage error is exit status 2 with a message, not a panic.
+    let wrong = run(&["tunnel", "--port", "not-a-number"]);
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("error:"));
+}
