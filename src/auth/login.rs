@@ -266,11 +266,10 @@ impl Logins {
             email: identity.email,
             email_verified: identity.email_verified,
             issuer: identity.issuer,
-            groups: identity
-                .groups
-                .into_iter()
-                .filter(|group| keep_group(group))
-                .collect(),
+            groups: super::session::groups_policies_need(
+                identity.groups.iter().map(String::as_str),
+                &keep_group,
+            ),
             expires_at: now + login.session_max_age,
         };
         Ok(LoginDone {

@@ -85,14 +85,6 @@ impl RoutingTable {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// How users sign in on `host`. Every policy on a host shares one OAuth client (a second
-    /// one fails closed with code 9), so any route's client serves the host's reserved paths.
-    pub fn host_sign_in(&self, host: &str) -> Option<&Arc<SignIn>> {
-        self.host_routes(host)
-            .iter()
-            .find_map(|route| route.sign_in.as_ref())
-    }
-
     /// Every route of every host.
     pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
         self.hosts.values().flatten()

@@ -245,6 +245,8 @@ impl Proxy {
     }
 }
 
+/// How users sign in on the host of `routes`. Every policy on a host shares one OAuth client (a
+/// second one fails closed with code 9), so any route's client serves the host's reserved paths.
 fn host_sign_in(routes: &[Arc<Route>]) -> Result<&crate::model::SignIn, Answer> {
     routes
         .iter()
