@@ -84,12 +84,8 @@ fn http_client() -> IdpHttp {
 
 async fn refresh(cached: CachedToken, refresh_token: String) -> anyhow::Result<CachedToken> {
     let http = http_client();
-    let send = move |request| {
-        let http = http.clone();
-        async move { http.call(request).await }
-    };
     let metadata =
-        CoreProviderMetadata::discover_async(IssuerUrl::new(cached.issuer.clone())?, &send)
+        CoreProviderMetadata::discover_async(IssuerUrl::new(cached.issuer.clone())?, &http)
             .await
             .map_err(|error| anyhow::anyhow!("discovery failed: {}", describe(&error)))?;
     let client = CoreClient::from_provider_metadata(
@@ -99,7 +95,7 @@ async fn refresh(cached: CachedToken, refresh_token: String) -> anyhow::Result<C
     );
     let tokens = client
         .exchange_refresh_token(&openidconnect::RefreshToken::new(refresh_token.clone()))?
-        .request_async(&send)
+        .request_async(&http)
         .await
         .map_err(|error| anyhow::anyhow!("{}", describe(&error)))?;
     let id_token = tokens
@@ -123,15 +119,8 @@ async fn refresh(cached: CachedToken, refresh_token: String) -> anyhow::Result<C
 
 pub async fn login(options: LoginOptions) -> anyhow::Result<CachedToken> {
     let http = http_client();
-    let send = {
-        let http = http.clone();
-        move |request| {
-            let http = http.clone();
-            async move { http.call(request).await }
-        }
-    };
     let metadata =
-        CoreProviderMetadata::discover_async(IssuerUrl::new(options.issuer.clone())?, &send)
+        CoreProviderMetadata::discover_async(IssuerUrl::new(options.issuer.clone())?, &http)
             .await
             .map_err(|error| {
                 anyhow::anyhow!(
@@ -192,7 +181,7 @@ pub async fn login(options: LoginOptions) -> anyhow::Result<CachedToken> {
     let tokens = client
         .exchange_code(AuthorizationCode::new(code))?
         .set_pkce_verifier(verifier)
-        .request_async(&send)
+        .request_async(&http)
         .await
         .map_err(|error| anyhow::anyhow!("the provider refused the code: {}", describe(&error)))?;
     let id_token = tokens

@@ -7,7 +7,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use kube_iap::auth::cookies::session_cookie_name;
-use kube_iap::auth::session::{KeyRing, Session};
 use support::manifests::{self, write};
 use support::{backends, idp, start_server};
 
@@ -47,23 +46,11 @@ async fn a_person_signs_in_uses_the_app_signs_out_and_signs_in_from_two_tabs() {
     let server = start_server(dir.path()).await;
     let app = format!("http://app.localhost:{}", server.http_addr.unwrap().port());
 
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let expired = KeyRing::new(&[SESSION_KEY])
-        .seal(
-            &Session {
-                subject: "alice@example.com".into(),
-                email: Some("alice@example.com".into()),
-                email_verified: true,
-                issuer: provider.issuer.clone(),
-                groups: vec![],
-                expires_at: now - 60,
-            },
-            "app.localhost",
-        )
-        .unwrap();
+    let expired_cookie =
+        support::sessions::cookie(SESSION_KEY, "app.localhost", "alice@example.com", &[], -60);
+    let (_, expired) = expired_cookie
+        .split_once('=')
+        .expect("a cookie is NAME=VALUE");
 
     let script = format!("{}/e2e/browser/signin.mjs", env!("CARGO_MANIFEST_DIR"));
     let run = tokio::process::Command::new("node")

@@ -5,7 +5,6 @@ mod support;
 
 use std::time::Duration;
 
-use kube_iap::auth::session::{KeyRing, Session};
 use kube_iap::serve::Running;
 use support::browser::{Browser, resolve};
 use support::manifests::{self, write};
@@ -597,24 +596,7 @@ async fn signing_out_expires_every_proxy_cookie_and_ends_the_provider_session() 
 async fn an_expired_session_sends_navigations_to_the_provider_and_scripts_get_401() {
     let idp = real_idp().await;
     let world = world(&idp.issuer, idp::CLIENT_SECRET).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let expired = KeyRing::new(&[SESSION_KEY])
-        .seal(
-            &Session {
-                subject: "alice@example.com".into(),
-                email: Some("alice@example.com".into()),
-                email_verified: true,
-                issuer: idp.issuer.clone(),
-                groups: vec![],
-                expires_at: now - 1,
-            },
-            "app.test",
-        )
-        .unwrap();
-    let cookie = format!("KUBE_IAP_AUTH_TOKEN_x={expired}");
+    let cookie = support::sessions::cookie(SESSION_KEY, "app.test", "alice@example.com", &[], -1);
     let http = world.server.http_addr.unwrap();
     let navigation = get(
         http,

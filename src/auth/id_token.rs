@@ -16,7 +16,7 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 
 use super::providers::{KeySource, Providers, describe};
-use crate::model::OidcClient;
+use crate::model::{Identity, OidcClient};
 
 /// Clocks of the proxy and the issuers may disagree by this much.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
@@ -37,17 +37,11 @@ type Token = IdToken<
     CoreJwsSigningAlgorithm,
 >;
 
-/// Who the token says signed in.
+/// Who the token says signed in (every group under the client's groups claim; a service account
+/// only for a Kubernetes token from a trusted issuer), and until when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedIdentity {
-    pub subject: String,
-    pub email: Option<String>,
-    pub email_verified: bool,
-    pub issuer: String,
-    /// Every group the token lists under the client's groups claim.
-    pub groups: Vec<String>,
-    /// `namespace/name` for a Kubernetes service-account token from a trusted issuer.
-    pub service_account: Option<String>,
+    pub identity: Identity,
     /// When the token expires, seconds since the Unix epoch.
     pub expires_at: u64,
 }
@@ -219,12 +213,14 @@ fn check(
         None
     };
     Ok(VerifiedIdentity {
-        subject,
-        email: claims.email().map(|email| email.to_string()),
-        email_verified: claims.email_verified().unwrap_or(false),
-        issuer: claims.issuer().to_string(),
-        groups,
-        service_account,
+        identity: Identity {
+            subject,
+            email: claims.email().map(|email| email.to_string()),
+            email_verified: claims.email_verified().unwrap_or(false),
+            issuer: claims.issuer().to_string(),
+            groups,
+            service_account,
+        },
         expires_at: u64::try_from(claims.expiration().timestamp()).unwrap_or(0),
     })
 }

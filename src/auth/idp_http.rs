@@ -84,3 +84,19 @@ impl IdpHttp {
             .map_err(|_| IdpHttpError::Timeout(self.deadline))?
     }
 }
+
+/// So openidconnect's discovery, key-set and token requests go through this client directly.
+impl<'c> openidconnect::AsyncHttpClient<'c> for IdpHttp {
+    type Error = IdpHttpError;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<http::Response<Vec<u8>>, IdpHttpError>>
+                + Send
+                + 'c,
+        >,
+    >;
+
+    fn call(&'c self, request: http::Request<Vec<u8>>) -> Self::Future {
+        Box::pin(IdpHttp::call(self, request))
+    }
+}

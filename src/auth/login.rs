@@ -216,16 +216,12 @@ impl Logins {
         })?;
 
         let client = self.client(&sign_in.client, &login.redirect_uri).await?;
-        let http = self.providers.http().clone();
-        let send = move |request| {
-            let http = http.clone();
-            async move { http.call(request).await }
-        };
+        let http = self.providers.http();
         let exchange = client
             .exchange_code(AuthorizationCode::new(code))
             .map_err(|error| LoginError::ExchangeFailed(error.to_string()))?
             .set_pkce_verifier(PkceCodeVerifier::new(login.pkce_verifier.clone()))
-            .request_async(&send)
+            .request_async(http)
             .await;
         let tokens = match exchange {
             Ok(tokens) => {
@@ -255,12 +251,13 @@ impl Logins {
             .to_string();
         let nonce = Nonce::new(login.nonce.clone());
         let expected = id_token::Expected::for_client(&sign_in.client);
-        let identity = id_token::verify(&self.providers, &expected, &raw_token, Some(&nonce))
+        let verified = id_token::verify(&self.providers, &expected, &raw_token, Some(&nonce))
             .await
             .map_err(|error| match error {
                 TokenError::ProviderUnavailable(failed) => LoginError::ProviderUnavailable(failed),
                 other => LoginError::InvalidIdToken(other.to_string()),
             })?;
+        let identity = verified.identity;
         let session = Session {
             subject: identity.subject,
             email: identity.email,

@@ -272,21 +272,16 @@ impl Providers {
                 }
             }
         }
-        let http = self.http.clone();
-        let send = move |request| {
-            let http = http.clone();
-            async move { http.call(request).await }
-        };
         let result = match &provider.source {
             KeySource::Discovery(issuer) => match IssuerUrl::new(issuer.clone()) {
-                Ok(issuer) => Metadata::discover_async(issuer, &send)
+                Ok(issuer) => Metadata::discover_async(issuer, &self.http)
                     .await
                     .map(|metadata| (metadata.jwks().clone(), Some(metadata)))
                     .map_err(|error| describe(&error)),
                 Err(error) => Err(format!("the issuer is not a URL: {error}")),
             },
             KeySource::Jwks(uri) => match JsonWebKeySetUrl::new(uri.clone()) {
-                Ok(url) => JsonWebKeySet::fetch_async(&url, &send)
+                Ok(url) => JsonWebKeySet::fetch_async(&url, &self.http)
                     .await
                     .map(|keys| (keys, None))
                     .map_err(|error| describe(&error)),

@@ -75,17 +75,9 @@ impl Proxy {
                 _ => Answer::InvalidToken,
             }
         })?;
-        let identity = Identity {
-            subject: verified.subject,
-            email: verified.email,
-            email_verified: verified.email_verified,
-            issuer: verified.issuer,
-            groups: verified.groups,
-            service_account: verified.service_account,
-        };
         self.bearer_cache
-            .insert(key, identity.clone(), verified.expires_at, now);
-        Ok((identity, verified.expires_at))
+            .insert(key, verified.identity.clone(), verified.expires_at, now);
+        Ok((verified.identity, verified.expires_at))
     }
 
     /// Resolves once `identity` may no longer hold an upgraded connection open on `host` and
