@@ -1,7 +1,7 @@
 //! Session cookies end to end: minted with the key ring the server reads from its Secret, then
 //! admitted or refused by the policy, and turned into identity headers for the backend.
 
-mod support;
+use crate::support;
 
 use kube_iap::auth::session::{KeyRing, Session};
 use support::manifests::{self, write};

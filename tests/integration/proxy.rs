@@ -1,6 +1,6 @@
 //! The proxy end to end: a server started from a manifests folder, real backends on loopback.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};

@@ -1,7 +1,7 @@
 //! The `kube-iap` binary itself, as a user runs it: its CLI, JSON logs with one access line per
 //! request, and its memory while a 1 GiB upload streams through.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

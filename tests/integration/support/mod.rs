@@ -1,6 +1,6 @@
 //! Test support: a kube-iap server on 127.0.0.1:0 fed from a temporary manifests folder, real
 //! in-process backends, and a small HTTP client that can send any Host header.
-#![allow(dead_code)] // each test binary uses its own subset of these helpers
+#![allow(dead_code)] // not every helper is used by every scenario
 
 pub mod backends;
 pub mod browser;

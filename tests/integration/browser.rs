@@ -1,7 +1,7 @@
 //! The browser flow in a real browser: Debian's Chromium driven by playwright-core
 //! (`e2e/browser/signin.mjs`) against kube-iap, the real OpenID provider and a backend.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 use std::time::Duration;

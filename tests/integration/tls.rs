@@ -1,7 +1,7 @@
 //! HTTPS: the certificate is chosen by SNI from the policies' TLS Secrets, and HTTP/2 is offered
 //! by ALPN.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! The admin port: health, readiness, metrics and status.
 
-mod support;
+use crate::support;
 
 use support::manifests::{self, write};
 use support::{backends, get, start_server};

@@ -1,7 +1,7 @@
 //! Local mode's folder: edits apply without a restart, bad documents break nothing else, and the
 //! table is swapped whole under requests in flight.
 
-mod support;
+use crate::support;
 
 use support::manifests::{self, write};
 use support::{backends, eventually, get, start_server};

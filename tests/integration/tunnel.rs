@@ -1,7 +1,7 @@
 //! TCP forwarding end to end: the `kube-iap tunnel` binary on stdin/stdout through the proxy to a
 //! real TCP echo server, and each close code seen by a WebSocket client.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 

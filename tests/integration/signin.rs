@@ -1,7 +1,7 @@
 //! Browser sign-in end to end through a real OpenID provider (npm `oidc-provider`): the redirect to
 //! the provider, its login form, the callback, the session, and every way the flow can fail.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The policy language through the running proxy: conditions, deny rules and the 403 that says
 //! why, with session cookies minted from the server's own key.
 
-mod support;
+use crate::support;
 
 use support::manifests::{self, write};
 use support::{backends, get, send, start_server};

@@ -2,7 +2,7 @@
 //! workload tokens from a trusted issuer, and the signed assertion backends receive, checked with
 //! an ordinary JWT library against the published keys.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use jsonwebtoken::jwk::JwkSet;
