@@ -30,20 +30,8 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// What the identity providers of the current table's OAuthClients report, by client name.
     fn provider_problems(&self) -> HashMap<String, String> {
-        let table = self.published.table.load();
-        let mut problems = HashMap::new();
-        for route in table.routes() {
-            if let Some(sign_in) = &route.sign_in {
-                if !problems.contains_key(&sign_in.client.name) {
-                    if let Some(problem) = self.providers.problem(&sign_in.client) {
-                        problems.insert(sign_in.client.name.clone(), problem);
-                    }
-                }
-            }
-        }
-        problems
+        self.published.provider_problems(&self.providers)
     }
 
     pub fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod controller;
 pub mod error_codes;
 pub mod explain;
 pub mod index;

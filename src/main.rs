@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use kube_iap::controller::ClusterConfig;
 use kube_iap::index::ObjectKey;
 use kube_iap::proxy::ProxyConfig;
 use kube_iap::serve::{self, ServeConfig};
@@ -25,6 +26,9 @@ struct Cli {
 enum Command {
     /// Serve the routes described by a folder of manifests (local mode, no cluster needed).
     Serve(Box<ServeArgs>),
+    /// Watch a Kubernetes cluster (in a Pod, or outside with KUBECONFIG), serve its IapPolicies
+    /// and write their status; the replica holding the leader Lease writes.
+    Controller(Box<ControllerArgs>),
     /// Print the CustomResourceDefinitions (IapPolicy, OAuthClient) as YAML.
     Crds,
     /// Explain why a request would be allowed or denied, rule by rule, from a manifests folder.
@@ -162,6 +166,51 @@ struct ServeArgs {
     /// How often the manifests folder is checked for changes, in milliseconds.
     #[arg(long, default_value_t = 500)]
     reload_interval_ms: u64,
+    /// The Secret holding session keys, as NAMESPACE/NAME: one 32-byte key per data entry (raw or
+    /// base64), the greatest entry name newest. Without it, keys are generated at start.
+    #[arg(long, value_parser = parse_object_key, default_value = "default/kube-iap-session-keys")]
+    session_keys_secret: ObjectKey,
+    #[command(flatten)]
+    proxy: ProxyArgs,
+}
+
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, env = "KUBE_IAP_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Plain HTTP listener.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "KUBE_IAP_HTTP_ADDR")]
+    http_addr: SocketAddr,
+    /// HTTPS listener; certificates come from the Secrets the policies name in spec.tls.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "KUBE_IAP_HTTPS_ADDR")]
+    https_addr: SocketAddr,
+    /// Disable the HTTPS listener.
+    #[arg(long)]
+    no_https: bool,
+    /// Admin listener: /healthz, /readyz, /metrics, /status, /jwks.json.
+    #[arg(long, default_value = "0.0.0.0:9090", env = "KUBE_IAP_ADMIN_ADDR")]
+    admin_addr: SocketAddr,
+    /// This replica's name, in the leader Lease and in Events (set from the downward API).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// The controller's own namespace: the leader Lease and, by default, the key Secrets.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-iap")]
+    pod_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "kube-iap-leader")]
+    lease_name: String,
+    /// The Secret holding session keys, as NAMESPACE/NAME (default:
+    /// POD_NAMESPACE/kube-iap-session-keys; the signing keys are kube-iap-signing-keys next to it).
+    #[arg(long, value_parser = parse_object_key)]
+    session_keys_secret: Option<ObjectKey>,
+    #[command(flatten)]
+    proxy: ProxyArgs,
+}
+
+/// How the proxy treats requests, the same in local and cluster mode.
+#[derive(clap::Args)]
+struct ProxyArgs {
     /// Seconds allowed to connect to a backend.
     #[arg(long, default_value_t = 5)]
     connect_timeout_secs: u64,
@@ -187,16 +236,40 @@ struct ServeArgs {
     /// (default: one per CPU).
     #[arg(long, env = "KUBE_IAP_WORKERS")]
     workers: Option<usize>,
-    /// The Secret holding session keys, as NAMESPACE/NAME: one 32-byte key per data entry (raw or
-    /// base64), the greatest entry name newest. Without it, keys are generated at start.
-    #[arg(long, value_parser = parse_object_key, default_value = "default/kube-iap-session-keys")]
-    session_keys_secret: ObjectKey,
     /// Write no access-log line per request.
     #[arg(long)]
     no_access_log: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "KUBE_IAP_LOG_FORMAT")]
     log_format: LogFormat,
+}
+
+impl ProxyArgs {
+    fn config(&self) -> ProxyConfig {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            response_timeout: Duration::from_secs(self.response_timeout_secs),
+            access_log: !self.no_access_log,
+            idp_timeout: Duration::from_secs(self.idp_timeout_secs.max(1)),
+            assertion_issuer: self.assertion_issuer.clone(),
+            trusted_proxies: self.trusted_proxy_cidrs.clone(),
+            sign_in_per_minute: self.sign_in_per_minute.max(1),
+            workers: self
+                .workers
+                .unwrap_or(ProxyConfig::default().workers)
+                .max(1),
+            ..ProxyConfig::default()
+        }
+    }
+}
+
+fn run_server(config: ServeConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let running = serve::start(config).await?;
+        running.run_until_signal().await;
+        Ok(())
+    })
 }
 
 fn parse_object_key(text: &str) -> Result<ObjectKey, String> {
@@ -336,34 +409,50 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Serve(args) => {
-            telemetry::init(args.log_format);
-            let config = ServeConfig {
-                manifests: args.manifests,
+            telemetry::init(args.proxy.log_format);
+            run_server(ServeConfig {
+                source: serve::Source::Folder {
+                    dir: args.manifests,
+                    reload_interval: Duration::from_millis(args.reload_interval_ms.max(50)),
+                },
                 http_addr: Some(args.http_addr),
                 https_addr: (!args.no_https).then_some(args.https_addr),
                 admin_addr: args.admin_addr,
-                reload_interval: Duration::from_millis(args.reload_interval_ms.max(50)),
                 session_keys_secret: Some(args.session_keys_secret),
-                proxy: ProxyConfig {
-                    connect_timeout: Duration::from_secs(args.connect_timeout_secs),
-                    response_timeout: Duration::from_secs(args.response_timeout_secs),
-                    access_log: !args.no_access_log,
-                    idp_timeout: Duration::from_secs(args.idp_timeout_secs.max(1)),
-                    assertion_issuer: args.assertion_issuer,
-                    trusted_proxies: args.trusted_proxy_cidrs,
-                    sign_in_per_minute: args.sign_in_per_minute.max(1),
-                    workers: args
-                        .workers
-                        .unwrap_or(ProxyConfig::default().workers)
-                        .max(1),
-                    ..ProxyConfig::default()
-                },
-            };
+                proxy: args.proxy.config(),
+            })
+        }
+        Command::Controller(args) => {
+            telemetry::init(args.proxy.log_format);
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async {
-                let running = serve::start(config).await?;
-                running.run_until_signal().await;
-                Ok(())
+            // In a Pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config.
+            let client = runtime
+                .block_on(kube::Client::try_default())
+                .map_err(|error| anyhow::anyhow!("cannot reach a Kubernetes cluster: {error}"))?;
+            drop(runtime);
+            let identity = args.pod_name.unwrap_or_else(|| {
+                let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "kube-iap".into());
+                format!("{host}-{}", std::process::id())
+            });
+            let session_keys_secret = args.session_keys_secret.unwrap_or_else(|| {
+                ObjectKey::new(
+                    &args.pod_namespace,
+                    kube_iap::index::DEFAULT_SESSION_KEYS_SECRET,
+                )
+            });
+            run_server(ServeConfig {
+                source: serve::Source::Cluster(ClusterConfig {
+                    client,
+                    watch_namespace: args.namespace,
+                    lease_namespace: args.pod_namespace,
+                    lease_name: args.lease_name,
+                    identity,
+                }),
+                http_addr: Some(args.http_addr),
+                https_addr: (!args.no_https).then_some(args.https_addr),
+                admin_addr: args.admin_addr,
+                session_keys_secret: Some(session_keys_secret),
+                proxy: args.proxy.config(),
             })
         }
     }

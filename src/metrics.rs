@@ -17,6 +17,12 @@ pub struct Metrics {
     pub objects: IntGaugeVec,
     /// Manifest documents that could not be read.
     pub manifest_errors: IntCounter,
+    /// Failed list or watch calls to the Kubernetes API, by kind.
+    pub watch_errors: IntCounterVec,
+    /// Status patches, by kind and outcome (`ok`, `error`).
+    pub status_writes: IntCounterVec,
+    /// 1 while this replica holds the leader Lease (and writes status).
+    pub leader: prometheus::IntGauge,
     pub rate_limited: IntCounterVec,
     pub tunnels_open: prometheus::IntGauge,
     /// Bytes through tunnels, by direction (`to_backend`, `to_client`).
@@ -68,6 +74,27 @@ impl Metrics {
             "Manifest documents that could not be read (local mode).",
         )
         .expect("valid metric");
+        let watch_errors = IntCounterVec::new(
+            Opts::new(
+                "kube_iap_watch_errors_total",
+                "Failed list or watch calls to the Kubernetes API, by kind (the last table keeps serving).",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let status_writes = IntCounterVec::new(
+            Opts::new(
+                "kube_iap_status_writes_total",
+                "Status subresource patches, by kind and outcome.",
+            ),
+            &["kind", "outcome"],
+        )
+        .expect("valid metric");
+        let leader = prometheus::IntGauge::new(
+            "kube_iap_leader",
+            "1 while this replica holds the leader Lease and writes status.",
+        )
+        .expect("valid metric");
         let rate_limited = IntCounterVec::new(
             Opts::new(
                 "kube_iap_rate_limited_total",
@@ -105,6 +132,9 @@ impl Metrics {
             Box::new(table_build.clone()),
             Box::new(objects.clone()),
             Box::new(manifest_errors.clone()),
+            Box::new(watch_errors.clone()),
+            Box::new(status_writes.clone()),
+            Box::new(leader.clone()),
         ] {
             registry
                 .register(collector)
@@ -117,6 +147,9 @@ impl Metrics {
             table_build,
             objects,
             manifest_errors,
+            watch_errors,
+            status_writes,
+            leader,
             rate_limited,
             tunnels_open,
             tunnel_bytes,

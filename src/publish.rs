@@ -11,12 +11,14 @@ use serde::Serialize;
 
 use std::collections::HashMap;
 
+use crate::auth::providers::Providers;
 use crate::error_codes::ErrorCode;
-use crate::index::{ComputedStatus, Index, Kind, Problem};
+use crate::index::{ComputedStatus, Index, Kind, ObjectKey, Problem};
 use crate::metrics::Metrics;
 use crate::model::RoutingTable;
 use crate::proxy::SharedTable;
 use crate::source::files::ManifestError;
+use crate::source::kube::ObjectError;
 
 /// The computed status of every object, as `/status` shows it.
 #[derive(Debug, Default, Serialize)]
@@ -27,6 +29,9 @@ pub struct StatusReport {
     pub routes: usize,
     pub objects: Vec<ObjectReport>,
     pub manifest_errors: Vec<ManifestError>,
+    /// Objects in the cluster that could not be read (skipped).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub object_errors: Vec<ObjectError>,
     /// What `objects` was rendered from, so problems found later can be folded in.
     #[serde(skip)]
     pub statuses: Vec<ComputedStatus>,
@@ -43,33 +48,45 @@ impl StatusReport {
             .clone()
             .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
         let objects = self
-            .statuses
+            .statuses_with_provider_problems(problems)
             .iter()
-            .map(|status| {
-                let problem = (status.kind == Kind::OAuthClient)
-                    .then(|| problems.get(&status.key.to_string()))
-                    .flatten();
-                match problem {
-                    Some(detail) => object_report(
-                        &status.with_problem(&Problem::new(
-                            "IdentityProviderProblem",
-                            Some(ErrorCode::OAuthClientMisconfigured),
-                            format!("{detail}."),
-                        )),
-                        &now,
-                    ),
-                    None => object_report(status, &now),
-                }
-            })
+            .map(|status| object_report(status, &now))
             .collect();
         StatusReport {
             generation: self.generation,
             routes: self.routes,
             objects,
             manifest_errors: self.manifest_errors.clone(),
+            object_errors: self.object_errors.clone(),
             statuses: Vec::new(),
             published_at: None,
         }
+    }
+}
+
+impl StatusReport {
+    /// Every computed status, with problems found at identity providers folded in: what the
+    /// status writer makes the cluster say.
+    pub fn statuses_with_provider_problems(
+        &self,
+        problems: &HashMap<String, String>,
+    ) -> Vec<ComputedStatus> {
+        self.statuses
+            .iter()
+            .map(|status| {
+                let problem = (status.kind == Kind::OAuthClient)
+                    .then(|| problems.get(&status.key.to_string()))
+                    .flatten();
+                match problem {
+                    Some(detail) => status.with_problem(&Problem::new(
+                        "IdentityProviderProblem",
+                        Some(ErrorCode::OAuthClientMisconfigured),
+                        format!("{detail}."),
+                    )),
+                    None => status.clone(),
+                }
+            })
+            .collect()
     }
 }
 
@@ -87,6 +104,8 @@ pub struct Published {
     pub report: ArcSwap<StatusReport>,
     ready: AtomicBool,
     generation: AtomicU64,
+    /// The generation of the latest report, for whoever waits for changes (the status writer).
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 impl Published {
@@ -96,7 +115,30 @@ impl Published {
             report: ArcSwap::from_pointee(StatusReport::default()),
             ready: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            published: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// What the identity providers of the current table's OAuthClients report, by client
+    /// `namespace/name`.
+    pub fn provider_problems(&self, providers: &Providers) -> HashMap<String, String> {
+        let table = self.table.load();
+        let mut problems = HashMap::new();
+        for route in table.routes() {
+            if let Some(sign_in) = &route.sign_in {
+                if !problems.contains_key(&sign_in.client.name) {
+                    if let Some(problem) = providers.problem(&sign_in.client) {
+                        problems.insert(sign_in.client.name.clone(), problem);
+                    }
+                }
+            }
+        }
+        problems
+    }
+
+    /// Changes whenever a new table and report are published.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// Ready once the first table has been published.
@@ -104,10 +146,49 @@ impl Published {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Builds and swaps in a new table and report.
+    /// Builds and swaps in a new table and report (local mode).
     pub fn publish(&self, index: &Index, manifest_errors: Vec<ManifestError>, metrics: &Metrics) {
+        self.publish_with(index, manifest_errors, Vec::new(), metrics);
+    }
+
+    /// Builds and swaps in a new table and report (cluster mode). An IapPolicy or OAuthClient
+    /// that cannot be read gets a not-ready status of its own, so `kubectl get` shows why.
+    pub fn publish_cluster(
+        &self,
+        index: &Index,
+        object_errors: Vec<ObjectError>,
+        metrics: &Metrics,
+    ) {
+        self.publish_with(index, Vec::new(), object_errors, metrics);
+    }
+
+    fn publish_with(
+        &self,
+        index: &Index,
+        manifest_errors: Vec<ManifestError>,
+        object_errors: Vec<ObjectError>,
+        metrics: &Metrics,
+    ) {
         let started = Instant::now();
-        let snapshot = index.build();
+        let mut snapshot = index.build();
+        for error in &object_errors {
+            if matches!(error.kind, Kind::IapPolicy | Kind::OAuthClient) {
+                snapshot.statuses.push(ComputedStatus::from_problems(
+                    error.kind,
+                    ObjectKey::new(&error.namespace, &error.name),
+                    None,
+                    &[Problem::new(
+                        "InvalidObject",
+                        None,
+                        format!(
+                            "kube-iap cannot read this object, so it is not served: {}",
+                            error.reason
+                        ),
+                    )],
+                    String::new(),
+                ));
+            }
+        }
         metrics.table_build.observe(started.elapsed().as_secs_f64());
         for (kind, count) in index.counts() {
             metrics
@@ -128,10 +209,12 @@ impl Published {
                 .map(|status| object_report(status, &now))
                 .collect(),
             manifest_errors,
+            object_errors,
             statuses: snapshot.statuses.clone(),
             published_at: Some(now),
         }));
         self.ready.store(true, Ordering::Release);
+        self.published.send_replace(generation);
         for status in snapshot.statuses.iter().filter(|status| !status.ready) {
             tracing::warn!(kind = status.kind.as_str(), object = %status.key, reason = %status.reason, message = %status.message, "not ready");
         }

@@ -1,4 +1,5 @@
-//! `kube-iap serve`: the proxy, the admin port and a manifests folder, wired together.
+//! The proxy, the admin port and a source of objects (a manifests folder for `kube-iap serve`,
+//! the Kubernetes API for `kube-iap controller`), wired together.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use crate::auth::idp_http::IdpHttp;
 use crate::auth::login::Logins;
 use crate::auth::providers::Providers;
 use crate::auth::session::KeyRing;
+use crate::controller::{self, ClusterConfig};
 use crate::index::ObjectKey;
 use crate::metrics::Metrics;
 use crate::model::AddressLimit;
@@ -24,13 +26,24 @@ use crate::publish::Published;
 use crate::shutdown::until_stopped;
 use crate::source::files::FolderSource;
 
-#[derive(Clone, Debug)]
+/// Where the objects come from.
+#[derive(Clone)]
+pub enum Source {
+    /// A folder of manifests, read at start and then every `reload_interval`.
+    Folder {
+        dir: PathBuf,
+        reload_interval: Duration,
+    },
+    /// The Kubernetes API: watches, leader election and the status writer.
+    Cluster(ClusterConfig),
+}
+
+#[derive(Clone)]
 pub struct ServeConfig {
-    pub manifests: PathBuf,
+    pub source: Source,
     pub http_addr: Option<SocketAddr>,
     pub https_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
-    pub reload_interval: Duration,
     /// The Secret holding the session key ring (`default/kube-iap-session-keys` when unset).
     pub session_keys_secret: Option<ObjectKey>,
     pub proxy: ProxyConfig,
@@ -70,11 +83,13 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 
 /// Binds every listener, loads the folder once, then serves in background tasks.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
-    anyhow::ensure!(
-        config.manifests.is_dir(),
-        "the manifests folder {} does not exist or is not a folder",
-        config.manifests.display()
-    );
+    if let Source::Folder { dir, .. } = &config.source {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "the manifests folder {} does not exist or is not a folder",
+            dir.display()
+        );
+    }
     let http = match config.http_addr {
         Some(addr) => Some(bind(addr, "HTTP").await?),
         None => None,
@@ -87,11 +102,21 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
     let metrics = Arc::new(Metrics::new());
     let published = Published::new();
-    let mut source = FolderSource::new(config.manifests.clone(), session_keys_secret(&config));
-    source.reload(&published, &metrics);
+    let mut folder = match &config.source {
+        Source::Folder {
+            dir,
+            reload_interval,
+        } => {
+            let mut folder = FolderSource::new(dir.clone(), session_keys_secret(&config));
+            // The first table is there before the first request.
+            folder.reload(&published, &metrics);
+            Some((folder, *reload_interval))
+        }
+        Source::Cluster(_) => None,
+    };
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    if published.table.load().session_keys.is_none() {
+    if folder.is_some() && published.table.load().session_keys.is_none() {
         tracing::warn!(
             secret = %session_keys_secret(&config),
             "no session keys Secret: using a key generated at start, so sign-ins will not survive a restart \
@@ -113,7 +138,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         assertion_issuer: config.proxy.assertion_issuer.clone().into(),
         sign_in_limit: Arc::new(AddressLimit::per_minute(config.proxy.sign_in_per_minute)),
     };
-    if published.table.load().signing_keys.is_none() {
+    if folder.is_some() && published.table.load().signing_keys.is_none() {
         tracing::warn!(
             secret = %ObjectKey::new(&session_keys_secret(&config).namespace, crate::index::DEFAULT_SIGNING_KEYS_SECRET),
             "no assertion signing keys Secret: using a key generated at start, so backends must fetch \
@@ -167,17 +192,28 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         jwks,
         fallback_signing_keys,
     });
+    let admin_providers = admin.providers.clone();
     tasks.spawn(admin::serve(admin_listener, admin, shutdown_rx.clone()));
-    {
+    if let Some((source, interval)) = folder.take() {
         let (published, metrics, mut stop) =
             (published.clone(), metrics.clone(), shutdown_rx.clone());
-        let interval = config.reload_interval;
         tasks.spawn(async move {
             tokio::select! {
                 _ = source.run(interval, published, metrics) => {}
                 _ = until_stopped(&mut stop) => {}
             }
         });
+    }
+    if let Source::Cluster(cluster) = config.source.clone() {
+        controller::spawn(
+            cluster,
+            session_keys_secret(&config),
+            published.clone(),
+            metrics.clone(),
+            admin_providers,
+            &mut tasks,
+            shutdown_rx.clone(),
+        );
     }
 
     let (http_addr, https_addr, admin_addr) = running_addrs;

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Service;
 
 use super::backends::{self, BackendError, PortSelector, ResolvedBackend, SlicesByService};
 use super::clients::{self, ClientHealth};
-use super::status::{ComputedStatus, Problem};
+use super::status::{ComputedStatus, CurrentStatus, Problem};
 use super::{Index, Kind, ObjectKey, Snapshot};
 use crate::api::{
     DEFAULT_REQUESTS_PER_MINUTE, HOST_ANNOTATION, IapPolicy, IapPolicySpec, POLICY_ANNOTATION,
@@ -63,10 +63,36 @@ pub fn build(index: &Index) -> Snapshot {
         &signing_secret.to_string(),
         index.secrets.get(&signing_secret),
     ));
+    for status in &mut statuses {
+        record_current_status(index, status);
+    }
     Snapshot {
         table: builder.build(),
         statuses,
     }
+}
+
+/// Copies the object's uid and present status onto its computed status.
+fn record_current_status(index: &Index, status: &mut ComputedStatus) {
+    let (meta, current) = match status.kind {
+        Kind::IapPolicy => match index.policies.get(&status.key) {
+            Some(policy) => (
+                &policy.metadata,
+                policy.status.as_ref().map(CurrentStatus::of_policy),
+            ),
+            None => return,
+        },
+        Kind::OAuthClient => match index.clients.get(&status.key) {
+            Some(client) => (
+                &client.metadata,
+                client.status.as_ref().map(CurrentStatus::of_client),
+            ),
+            None => return,
+        },
+        _ => return,
+    };
+    status.uid = meta.uid.clone();
+    status.current = current;
 }
 
 /// Everything a policy's translation looks up.

@@ -16,7 +16,7 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -28,7 +28,7 @@ pub use backends::SERVICE_NAME_LABEL;
 pub use resources::{Kind, ObjectKey, Resource};
 pub use session_keys::DEFAULT_SECRET_NAME as DEFAULT_SESSION_KEYS_SECRET;
 pub use signing_keys::DEFAULT_SECRET_NAME as DEFAULT_SIGNING_KEYS_SECRET;
-pub use status::{ComputedStatus, Problem};
+pub use status::{ComputedStatus, CurrentStatus, Problem};
 
 /// Everything the index knows, by kind.
 #[derive(Default, Clone)]
@@ -96,6 +96,39 @@ impl Index {
         self.session_keys_secret
             .clone()
             .unwrap_or_else(|| ObjectKey::new("default", DEFAULT_SESSION_KEYS_SECRET))
+    }
+
+    /// The Secrets the other objects name: session and signing keys, client secrets, TLS
+    /// certificates. In a cluster only these are kept, so memory does not grow with the
+    /// cluster's Secret count.
+    pub fn referenced_secrets(&self) -> BTreeSet<ObjectKey> {
+        let keys = self.session_keys_secret();
+        let mut referenced = BTreeSet::from([
+            ObjectKey::new(&keys.namespace, signing_keys::DEFAULT_SECRET_NAME),
+            keys,
+        ]);
+        for (key, client) in &self.clients {
+            if let Some(secret) = &client.spec.client_secret_ref {
+                referenced.insert(ObjectKey::new(&key.namespace, &secret.name));
+            }
+        }
+        for (key, policy) in &self.policies {
+            if let Some(tls) = &policy.spec.tls {
+                referenced.insert(ObjectKey::new(&key.namespace, &tls.secret_name));
+            }
+        }
+        referenced
+    }
+
+    /// Whether the index holds this object.
+    pub fn contains(&self, kind: Kind, key: &ObjectKey) -> bool {
+        match kind {
+            Kind::IapPolicy => self.policies.contains_key(key),
+            Kind::OAuthClient => self.clients.contains_key(key),
+            Kind::Service => self.services.contains_key(key),
+            Kind::EndpointSlice => self.slices.contains_key(key),
+            Kind::Secret => self.secrets.contains_key(key),
+        }
     }
 
     /// How many objects of each kind the index holds.

@@ -51,6 +51,63 @@ pub struct ComputedStatus {
     pub observed_generation: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret_sha256: Option<String>,
+    /// The object's `metadata.uid`, for Events about it.
+    #[serde(skip)]
+    pub uid: Option<String>,
+    /// What the object's status subresource says now (in a cluster), so the status writer
+    /// patches only what differs.
+    #[serde(skip)]
+    pub current: Option<CurrentStatus>,
+}
+
+/// The status an object carries now, in the terms the status writer compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CurrentStatus {
+    pub ready: Option<bool>,
+    pub reason: String,
+    pub message: String,
+    pub error_code: Option<u32>,
+    pub observed_generation: Option<i64>,
+    pub client_secret_sha256: Option<String>,
+    pub last_transition_time: Option<Time>,
+}
+
+impl CurrentStatus {
+    fn from_parts(
+        conditions: &[Condition],
+        error_code: Option<u32>,
+        observed_generation: Option<i64>,
+        client_secret_sha256: Option<String>,
+    ) -> Self {
+        let ready = conditions.iter().find(|c| c.type_ == "Ready");
+        CurrentStatus {
+            ready: ready.map(|c| c.status == "True"),
+            reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
+            message: ready.map(|c| c.message.clone()).unwrap_or_default(),
+            error_code,
+            observed_generation,
+            client_secret_sha256,
+            last_transition_time: ready.map(|c| c.last_transition_time.clone()),
+        }
+    }
+
+    pub fn of_policy(status: &IapPolicyStatus) -> Self {
+        Self::from_parts(
+            &status.conditions,
+            status.error_code,
+            status.observed_generation,
+            None,
+        )
+    }
+
+    pub fn of_client(status: &OAuthClientStatus) -> Self {
+        Self::from_parts(
+            &status.conditions,
+            status.error_code,
+            status.observed_generation,
+            status.client_secret_sha256.clone(),
+        )
+    }
 }
 
 impl ComputedStatus {
@@ -88,6 +145,8 @@ impl ComputedStatus {
             error_code: code.map(ErrorCode::number),
             observed_generation: generation,
             client_secret_sha256: None,
+            uid: None,
+            current: None,
         }
     }
 
@@ -106,6 +165,30 @@ impl ComputedStatus {
         }
     }
 
+    /// Whether the object's status already says exactly this (transition time aside).
+    pub fn is_current(&self) -> bool {
+        self.current.as_ref().is_some_and(|current| {
+            current.ready == Some(self.ready)
+                && current.reason == self.reason
+                && current.message == self.message
+                && current.error_code == self.error_code
+                && current.observed_generation == self.observed_generation
+                && current.client_secret_sha256 == self.client_secret_sha256
+        })
+    }
+
+    /// The condition's transition time: kept from the object while Ready has not flipped.
+    pub fn transition_time(&self, now: Time) -> Time {
+        match &self.current {
+            Some(CurrentStatus {
+                ready: Some(ready),
+                last_transition_time: Some(time),
+                ..
+            }) if *ready == self.ready => time.clone(),
+            _ => now,
+        }
+    }
+
     fn ready_condition(&self, now: Time) -> Condition {
         Condition {
             type_: "Ready".to_string(),
@@ -113,7 +196,7 @@ impl ComputedStatus {
             reason: self.reason.clone(),
             message: self.message.clone(),
             observed_generation: self.observed_generation,
-            last_transition_time: now,
+            last_transition_time: self.transition_time(now),
         }
     }
 

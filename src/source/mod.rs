@@ -1,4 +1,5 @@
-//! Where objects come from. [`files`] reads a folder of manifests (local mode); the Kubernetes
-//! watches arrive with the controller.
+//! Where objects come from: [`files`] reads a folder of manifests (local mode), [`kube`] watches
+//! the Kubernetes API (cluster mode). Both feed the same index.
 
 pub mod files;
+pub mod kube;

@@ -76,3 +76,15 @@ fn member_syntax_and_time_order_are_cel_rules_in_the_schema() {
     assert!(yaml.contains("timestamp(self.after) < timestamp(self.before)"));
     assert!(yaml.contains("maximum: 65535"));
 }
+
+#[test]
+fn deploy_carries_the_same_crds() {
+    // kustomize reads only files under its own folder, so deploy/ holds a copy.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let copy =
+        std::fs::read_to_string(format!("{root}/deploy/crds.yaml")).expect("deploy/crds.yaml");
+    assert!(
+        copy == crds_yaml(),
+        "deploy/crds.yaml is out of date: run `cargo run -q -- crds > deploy/crds.yaml`"
+    );
+}

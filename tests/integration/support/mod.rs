@@ -2,6 +2,7 @@
 //! in-process backends, and a small HTTP client that can send any Host header.
 #![allow(dead_code)] // not every helper is used by every scenario
 
+pub mod apiserver;
 pub mod backends;
 pub mod browser;
 pub mod forging_idp;
@@ -40,11 +41,13 @@ pub async fn start_server_with(manifests: &Path, proxy: ProxyConfig) -> Running 
         kube_iap::telemetry::init(kube_iap::telemetry::LogFormat::Text);
     }
     let config = ServeConfig {
-        manifests: manifests.to_path_buf(),
+        source: serve::Source::Folder {
+            dir: manifests.to_path_buf(),
+            reload_interval: Duration::from_millis(50),
+        },
         http_addr: Some(loopback()),
         https_addr: Some(loopback()),
         admin_addr: loopback(),
-        reload_interval: Duration::from_millis(50),
         session_keys_secret: None,
         proxy,
     };

@@ -1,0 +1,76 @@
+//! Cluster mode: the watches feed the index (see [`crate::source::kube`]), every replica serves
+//! from its own table, and the replica holding the leader Lease writes statuses and Events.
+
+pub mod leader;
+pub mod status_writer;
+
+use std::sync::Arc;
+
+use kube::runtime::events::Reporter;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::auth::providers::Providers;
+use crate::index::ObjectKey;
+use crate::metrics::Metrics;
+use crate::publish::Published;
+use crate::shutdown::until_stopped;
+use crate::source::kube::ClusterSource;
+
+/// How `kube-iap controller` talks to its cluster.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    pub client: kube::Client,
+    /// Watch only this namespace; every namespace when `None`.
+    pub watch_namespace: Option<String>,
+    /// Where the leader Lease lives (the controller's own namespace).
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// This replica's name in the Lease and in Events (the Pod name).
+    pub identity: String,
+}
+
+/// Starts the watches, the election and the status writer as tasks of `tasks`.
+pub fn spawn(
+    config: ClusterConfig,
+    session_keys_secret: ObjectKey,
+    published: Arc<Published>,
+    metrics: Arc<Metrics>,
+    providers: Arc<Providers>,
+    tasks: &mut JoinSet<()>,
+    stop: watch::Receiver<bool>,
+) {
+    let source = ClusterSource {
+        client: config.client.clone(),
+        namespace: config.watch_namespace.clone(),
+        session_keys_secret,
+    };
+    {
+        let (published, metrics, mut stop) = (published.clone(), metrics.clone(), stop.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = source.run(published, metrics) => {}
+                _ = until_stopped(&mut stop) => {}
+            }
+        });
+    }
+    let (leading_tx, leading) = watch::channel(false);
+    let election = leader::LeaderElection::new(
+        config.client.clone(),
+        &config.lease_namespace,
+        &config.lease_name,
+        &config.identity,
+    );
+    tasks.spawn(election.run(leading_tx, stop.clone()));
+    let writer = status_writer::StatusWriter {
+        client: config.client,
+        published,
+        providers,
+        metrics,
+        reporter: Reporter {
+            controller: "kube-iap".to_string(),
+            instance: Some(config.identity),
+        },
+    };
+    tasks.spawn(writer.run(leading, stop));
+}

@@ -1,0 +1,180 @@
+//! Writes each IapPolicy's and OAuthClient's computed status to its status subresource, with
+//! server-side apply under the field manager `kube-iap`, and records an Event when an object
+//! becomes ready or not ready or its error code changes.
+//!
+//! Only the leader writes. A status is written only when it differs from what the object
+//! already says (so a new leader does not rewrite ten thousand identical statuses) and from
+//! what this replica last sent (so a write is not repeated before the watch reports it back).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::sync::watch;
+
+use crate::api::{IapPolicy, OAuthClient};
+use crate::auth::providers::Providers;
+use crate::index::{ComputedStatus, Kind, ObjectKey};
+use crate::metrics::Metrics;
+use crate::publish::Published;
+use crate::shutdown::until_stopped;
+
+pub const FIELD_MANAGER: &str = "kube-iap";
+/// Provider problems appear without a new table; look at them this often.
+const RECHECK: Duration = Duration::from_secs(10);
+
+pub struct StatusWriter {
+    pub client: kube::Client,
+    pub published: Arc<Published>,
+    pub providers: Arc<Providers>,
+    pub metrics: Arc<Metrics>,
+    pub reporter: Reporter,
+}
+
+/// What was last sent for an object, in the terms that decide whether to send again.
+type Sent = HashMap<(Kind, ObjectKey), ComputedStatus>;
+
+impl StatusWriter {
+    pub async fn run(self, mut leading: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
+        let mut published = self.published.subscribe();
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        let mut sent = Sent::new();
+        loop {
+            if *leading.borrow_and_update() {
+                self.metrics.leader.set(1);
+                self.write_changed(&recorder, &mut sent).await;
+            } else {
+                self.metrics.leader.set(0);
+                // A later term starts from what the objects say, not from this term's memory.
+                sent.clear();
+            }
+            tokio::select! {
+                _ = published.changed() => {}
+                _ = leading.changed() => {}
+                _ = tokio::time::sleep(RECHECK) => {}
+                _ = until_stopped(&mut stop) => return,
+            }
+        }
+    }
+
+    async fn write_changed(&self, recorder: &Recorder, sent: &mut Sent) {
+        let report = self.published.report.load_full();
+        let problems = self.published.provider_problems(&self.providers);
+        for status in report.statuses_with_provider_problems(&problems) {
+            let id = (status.kind, status.key.clone());
+            if status.is_current() || sent.get(&id).is_some_and(|last| same(last, &status)) {
+                continue;
+            }
+            match self.patch(&status).await {
+                Ok(()) => {
+                    self.count(status.kind, "ok");
+                    if is_transition(&status) {
+                        self.record_event(recorder, &status).await;
+                    }
+                    sent.insert(id, status);
+                }
+                Err(error) => {
+                    // Retried on the next publish or recheck.
+                    self.count(status.kind, "error");
+                    tracing::warn!(kind = status.kind.as_str(), object = %status.key, %error, "cannot write status");
+                }
+            }
+        }
+    }
+
+    fn count(&self, kind: Kind, outcome: &str) {
+        self.metrics
+            .status_writes
+            .with_label_values(&[kind.as_str(), outcome])
+            .inc();
+    }
+
+    async fn patch(&self, status: &ComputedStatus) -> Result<(), kube::Error> {
+        let resource = api_resource(status.kind);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &status.key.namespace, &resource);
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let body = serde_json::json!({
+            "apiVersion": resource.api_version,
+            "kind": resource.kind,
+            "status": status_body(status, now),
+        });
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch_status(&status.key.name, &params, &Patch::Apply(&body))
+            .await
+            .map(drop)
+    }
+
+    async fn record_event(&self, recorder: &Recorder, status: &ComputedStatus) {
+        let resource = api_resource(status.kind);
+        let reference = ObjectReference {
+            api_version: Some(resource.api_version),
+            kind: Some(resource.kind),
+            namespace: Some(status.key.namespace.clone()),
+            name: Some(status.key.name.clone()),
+            uid: status.uid.clone(),
+            ..ObjectReference::default()
+        };
+        let event = Event {
+            type_: if status.ready {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: status.reason.clone(),
+            note: Some(truncate(&status.message, 1000)),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            tracing::warn!(object = %status.key, %error, "cannot record an Event");
+        }
+    }
+}
+
+fn api_resource(kind: Kind) -> ApiResource {
+    match kind {
+        Kind::OAuthClient => ApiResource::erase::<OAuthClient>(&()),
+        _ => ApiResource::erase::<IapPolicy>(&()),
+    }
+}
+
+/// The status subresource as JSON.
+pub fn status_body(status: &ComputedStatus, now: Time) -> serde_json::Value {
+    let value = match status.kind {
+        Kind::OAuthClient => serde_json::to_value(status.to_client_status(now)),
+        _ => serde_json::to_value(status.to_policy_status(now)),
+    };
+    value.expect("statuses serialize to JSON")
+}
+
+/// Equal in everything the status subresource shows.
+fn same(a: &ComputedStatus, b: &ComputedStatus) -> bool {
+    a.ready == b.ready
+        && a.reason == b.reason
+        && a.message == b.message
+        && a.error_code == b.error_code
+        && a.observed_generation == b.observed_generation
+        && a.client_secret_sha256 == b.client_secret_sha256
+}
+
+/// Ready flipped or the error code changed (or the object had no status yet).
+fn is_transition(status: &ComputedStatus) -> bool {
+    match &status.current {
+        Some(current) => {
+            current.ready != Some(status.ready) || current.error_code != status.error_code
+        }
+        None => true,
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}

@@ -1,0 +1,326 @@
+//! Cluster mode: one kube-runtime watcher per kind feeds a single loop that owns the index and
+//! publishes a table whenever something changed.
+//!
+//! Rules this loop keeps (ARCHITECTURE §6):
+//! - nothing is published until every kind has been listed once, so a half-read cluster never
+//!   becomes a table (routes without their Secrets would fail closed for no reason);
+//! - a relist replaces a kind's objects only when it is complete (`InitDone`); a watch error
+//!   changes nothing, so an API outage keeps the last good table serving;
+//! - objects are read as `DynamicObject` and converted one by one, so an object that does not
+//!   deserialize is reported and skipped while the rest of its kind loads;
+//! - only the Secrets other objects name are kept.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures_util::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ApiResource, DynamicObject, TypeMeta};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::api::{IapPolicy, OAuthClient};
+use crate::index::{Index, Kind, ObjectKey, Resource};
+use crate::metrics::Metrics;
+use crate::publish::Published;
+
+/// Where and what to watch.
+#[derive(Clone)]
+pub struct ClusterSource {
+    pub client: kube::Client,
+    /// Watch only this namespace; every namespace when `None`.
+    pub namespace: Option<String>,
+    pub session_keys_secret: ObjectKey,
+}
+
+/// An object the API server holds that kube-iap cannot read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ObjectError {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    pub reason: String,
+}
+
+fn api_resource(kind: Kind) -> ApiResource {
+    match kind {
+        Kind::IapPolicy => ApiResource::erase::<IapPolicy>(&()),
+        Kind::OAuthClient => ApiResource::erase::<OAuthClient>(&()),
+        Kind::Service => ApiResource::erase::<Service>(&()),
+        Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
+        Kind::Secret => ApiResource::erase::<Secret>(&()),
+    }
+}
+
+/// Converts what the API server sent into the typed object the index reads. List items arrive
+/// without `apiVersion` and `kind`, so they are set from the watched kind first.
+pub fn to_resource(kind: Kind, mut object: DynamicObject) -> Result<Resource, String> {
+    let resource = api_resource(kind);
+    object.types = Some(TypeMeta {
+        api_version: resource.api_version.clone(),
+        kind: resource.kind.clone(),
+    });
+    let value = serde_json::to_value(&object).map_err(|e| e.to_string())?;
+    fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<Box<T>, String> {
+        // The path names the field at fault: "spec.hosts: invalid type: string …".
+        serde_path_to_error::deserialize(value)
+            .map(Box::new)
+            .map_err(|e| e.to_string())
+    }
+    Ok(match kind {
+        Kind::IapPolicy => Resource::IapPolicy(typed(value)?),
+        Kind::OAuthClient => Resource::OAuthClient(typed(value)?),
+        Kind::Service => Resource::Service(typed(value)?),
+        Kind::EndpointSlice => Resource::EndpointSlice(typed(value)?),
+        Kind::Secret => Resource::Secret(typed(value)?),
+    })
+}
+
+fn key_of(object: &DynamicObject) -> ObjectKey {
+    ObjectKey::new(
+        object.metadata.namespace.clone().unwrap_or_default(),
+        object.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// What reaches the loop.
+enum Change {
+    Watch(Kind, Box<watcher::Event<DynamicObject>>),
+    WatchFailed(Kind, watcher::Error),
+    /// The answer to a GET of a Secret that became referenced.
+    Fetched(ObjectKey, Option<Box<Secret>>),
+}
+
+/// The loop's state: the index plus what each kind's watcher is in the middle of.
+pub struct ClusterState {
+    index: Index,
+    /// Objects of a relist in progress, by kind; applied whole at `InitDone`.
+    relisting: BTreeMap<Kind, Vec<Resource>>,
+    /// Kinds listed completely at least once.
+    listed: BTreeSet<Kind>,
+    errors: BTreeMap<(Kind, ObjectKey), ObjectError>,
+    referenced: BTreeSet<ObjectKey>,
+}
+
+impl ClusterState {
+    pub fn new(session_keys_secret: ObjectKey) -> Self {
+        let mut index = Index::default();
+        index.set_session_keys_secret(session_keys_secret);
+        let referenced = index.referenced_secrets();
+        ClusterState {
+            index,
+            relisting: BTreeMap::new(),
+            listed: BTreeSet::new(),
+            errors: BTreeMap::new(),
+            referenced,
+        }
+    }
+
+    /// Every kind has been listed once: the index describes the cluster.
+    pub fn synced(&self) -> bool {
+        self.listed.len() == Kind::ALL.len()
+    }
+
+    pub fn listed(&self, kind: Kind) -> bool {
+        self.listed.contains(&kind)
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn errors(&self) -> Vec<ObjectError> {
+        self.errors.values().cloned().collect()
+    }
+
+    /// Applies one watch event; returns whether the index changed.
+    pub fn apply(&mut self, kind: Kind, event: watcher::Event<DynamicObject>) -> bool {
+        match event {
+            watcher::Event::Init => {
+                // The relist reads every object again and records again what it cannot read.
+                self.errors.retain(|(error_kind, _), _| *error_kind != kind);
+                self.relisting.insert(kind, Vec::new());
+                false
+            }
+            watcher::Event::InitApply(object) => {
+                if let Some(resource) = self.read(kind, object) {
+                    if self.wanted(&resource) {
+                        self.relisting.entry(kind).or_default().push(resource);
+                    }
+                }
+                false
+            }
+            watcher::Event::InitDone => {
+                let objects = self.relisting.remove(&kind).unwrap_or_default();
+                self.index.reset(kind, objects);
+                self.listed.insert(kind);
+                true
+            }
+            watcher::Event::Apply(object) => {
+                let key = key_of(&object);
+                match self.read(kind, object) {
+                    Some(resource) if self.wanted(&resource) => self.index.apply(resource),
+                    // Unreadable, or a Secret nobody names: an older copy must not linger.
+                    _ => self.index.delete(kind, &key),
+                }
+                true
+            }
+            watcher::Event::Delete(object) => {
+                let key = key_of(&object);
+                self.errors.remove(&(kind, key.clone()));
+                self.index.delete(kind, &key);
+                true
+            }
+        }
+    }
+
+    /// Converts an object, recording why when it cannot be read.
+    fn read(&mut self, kind: Kind, object: DynamicObject) -> Option<Resource> {
+        let key = key_of(&object);
+        match to_resource(kind, object) {
+            Ok(resource) => {
+                self.errors.remove(&(kind, key));
+                Some(resource)
+            }
+            Err(reason) => {
+                tracing::warn!(kind = kind.as_str(), object = %key, %reason, "cannot read object; skipped");
+                self.errors.insert(
+                    (kind, key.clone()),
+                    ObjectError {
+                        kind,
+                        namespace: key.namespace,
+                        name: key.name,
+                        reason,
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    fn wanted(&self, resource: &Resource) -> bool {
+        resource.kind() != Kind::Secret || self.referenced.contains(&resource.key())
+    }
+
+    /// After a change: drops Secrets nobody names any more and returns the newly named ones
+    /// the index does not hold, to be fetched.
+    pub fn update_references(&mut self) -> Vec<ObjectKey> {
+        let referenced = self.index.referenced_secrets();
+        for gone in self.referenced.difference(&referenced) {
+            self.index.delete(Kind::Secret, gone);
+        }
+        let new: Vec<ObjectKey> = referenced
+            .difference(&self.referenced)
+            .filter(|key| !self.index.contains(Kind::Secret, key))
+            .cloned()
+            .collect();
+        self.referenced = referenced;
+        new
+    }
+
+    /// A fetched Secret counts unless the watch already delivered a (newer) copy.
+    pub fn fetched(&mut self, key: ObjectKey, secret: Option<Box<Secret>>) -> bool {
+        match secret {
+            Some(secret)
+                if self.referenced.contains(&key) && !self.index.contains(Kind::Secret, &key) =>
+            {
+                self.index.apply(Resource::Secret(secret));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn watch_kind(
+    client: kube::Client,
+    namespace: Option<&str>,
+    kind: Kind,
+) -> impl futures_util::Stream<Item = Change> + Send + 'static {
+    let resource = api_resource(kind);
+    let api: Api<DynamicObject> = match namespace {
+        Some(namespace) => Api::namespaced_with(client, namespace, &resource),
+        None => Api::all_with(client, &resource),
+    };
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map(move |event| match event {
+            Ok(event) => Change::Watch(kind, Box::new(event)),
+            Err(error) => Change::WatchFailed(kind, error),
+        })
+}
+
+impl ClusterSource {
+    /// Watches until the task is dropped, publishing a table after every burst of changes.
+    pub async fn run(self, published: Arc<Published>, metrics: Arc<Metrics>) {
+        let watch = |kind| watch_kind(self.client.clone(), self.namespace.as_deref(), kind).boxed();
+        // Secrets are watched once the objects naming them are known, so their first list
+        // keeps only the named ones instead of fetching each of those one by one.
+        let mut changes = futures_util::stream::select_all(
+            Kind::ALL
+                .into_iter()
+                .filter(|kind| *kind != Kind::Secret)
+                .map(watch),
+        );
+        let mut secrets_watched = false;
+        let (fetched_tx, mut fetched_rx) = mpsc::channel::<Change>(64);
+        let mut state = ClusterState::new(self.session_keys_secret.clone());
+        loop {
+            let first = tokio::select! {
+                Some(change) = changes.next() => change,
+                Some(change) = fetched_rx.recv() => change,
+                else => return,
+            };
+            let mut changed = self.handle(&mut state, first, &metrics);
+            // Whatever else is already waiting joins this build: a relist or a `kubectl apply`
+            // of many objects becomes one table, not hundreds.
+            while let Some(Some(change)) = changes.next().now_or_never() {
+                changed |= self.handle(&mut state, change, &metrics);
+            }
+            if !secrets_watched && state.listed(Kind::IapPolicy) && state.listed(Kind::OAuthClient)
+            {
+                state.update_references();
+                changes.push(watch(Kind::Secret));
+                secrets_watched = true;
+            }
+            if !changed || !state.synced() {
+                continue;
+            }
+            for key in state.update_references() {
+                let api: Api<Secret> = Api::namespaced(self.client.clone(), &key.namespace);
+                let sender = fetched_tx.clone();
+                tokio::spawn(async move {
+                    match api.get_opt(&key.name).await {
+                        Ok(secret) => {
+                            let _ = sender
+                                .send(Change::Fetched(key, secret.map(Box::new)))
+                                .await;
+                        }
+                        Err(error) => {
+                            tracing::warn!(secret = %key, %error, "cannot read a referenced Secret; the watch will deliver it")
+                        }
+                    }
+                });
+            }
+            published.publish_cluster(state.index(), state.errors(), &metrics);
+        }
+    }
+
+    fn handle(&self, state: &mut ClusterState, change: Change, metrics: &Metrics) -> bool {
+        match change {
+            Change::Watch(kind, event) => state.apply(kind, *event),
+            Change::Fetched(key, secret) => state.fetched(key, secret),
+            Change::WatchFailed(kind, error) => {
+                // The watcher backs off and resumes by itself; the last table keeps serving.
+                metrics
+                    .watch_errors
+                    .with_label_values(&[kind.as_str()])
+                    .inc();
+                tracing::warn!(kind = kind.as_str(), %error, "watch failed; retrying with backoff, the last table keeps serving");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! `kube-iap controller` against a scripted API server, through kube-rs: watched objects become
+//! routes, statuses carry the error codes and are written only by the leader and only when they
+//! change, an unreadable object is skipped, and an API outage changes nothing for traffic.
+
+use std::time::Duration;
+
+use kube_iap::controller::ClusterConfig;
+use kube_iap::proxy::ProxyConfig;
+use kube_iap::serve::{self, Running, ServeConfig, Source};
+use serde_json::{Value, json};
+
+use crate::support::apiserver::ApiServer;
+use crate::support::{backends, get, loopback, manifests};
+
+async fn start_controller(api: &ApiServer, identity: &str) -> Running {
+    if std::env::var_os("KUBE_IAP_TEST_LOG").is_some() {
+        kube_iap::telemetry::init(kube_iap::telemetry::LogFormat::Text);
+    }
+    serve::start(ServeConfig {
+        source: Source::Cluster(ClusterConfig {
+            client: api.client(),
+            watch_namespace: None,
+            lease_namespace: "kube-iap".into(),
+            lease_name: "kube-iap-leader".into(),
+            identity: identity.into(),
+        }),
+        http_addr: Some(loopback()),
+        https_addr: None,
+        admin_addr: loopback(),
+        session_keys_secret: None,
+        proxy: ProxyConfig {
+            access_log: false,
+            workers: 1,
+            ..ProxyConfig::default()
+        },
+    })
+    .await
+    .expect("controller starts")
+}
+
+/// Polls `check` until it holds, for at most `seconds`.
+async fn within<F, Fut>(seconds: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {seconds} s waiting for {what}");
+}
+
+fn policy_with_client(name: &str, host: &str, client: &str, path: &str) -> String {
+    format!(
+        r#"apiVersion: kube-iap.io/v1alpha1
+kind: IapPolicy
+metadata: {{name: {name}, namespace: default, creationTimestamp: "2026-02-01T00:00:00Z"}}
+spec:
+  oauthClientRef: {{name: {client}}}
+  hosts: ["{host}"]
+  paths: ["{path}"]
+  backend: {{service: web, port: 80}}
+  access: [{{members: [allUsers]}}]
+"#
+    )
+}
+
+/// Every call the controller made is one `deploy/rbac.yaml` allows: the ClusterRole, or the
+/// Role in the controller's namespace for its Lease.
+fn assert_allowed_by_deploy_rbac(api: &ApiServer) {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml"))
+        .expect("deploy/rbac.yaml");
+    let mut allowed = std::collections::BTreeSet::new();
+    for document in crate::support::apiserver::yaml_documents(&text) {
+        if !matches!(document["kind"].as_str(), Some("ClusterRole" | "Role")) {
+            continue;
+        }
+        for rule in document["rules"].as_array().unwrap() {
+            for group in rule["apiGroups"].as_array().unwrap() {
+                let group = match group.as_str().unwrap() {
+                    "" => "core",
+                    group => group,
+                };
+                for resource in rule["resources"].as_array().unwrap() {
+                    for verb in rule["verbs"].as_array().unwrap() {
+                        allowed.insert((
+                            verb.as_str().unwrap().to_string(),
+                            format!("{group}/{}", resource.as_str().unwrap()),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let calls: std::collections::BTreeSet<_> = api.calls().into_iter().collect();
+    let denied: Vec<_> = calls.difference(&allowed).collect();
+    assert!(
+        denied.is_empty(),
+        "deploy/rbac.yaml does not allow {denied:?}"
+    );
+    // The scenario exercised the election and the status writer, not only the watches.
+    for needed in [
+        ("create", "coordination.k8s.io/leases"),
+        ("patch", "kube-iap.io/iappolicies/status"),
+        ("watch", "core/secrets"),
+    ] {
+        assert!(
+            calls.contains(&(needed.0.to_string(), needed.1.to_string())),
+            "{needed:?} not exercised"
+        );
+    }
+}
+
+fn last_status(api: &ApiServer, plural: &str, name: &str) -> Option<Value> {
+    api.status_patches(plural, "default", name)
+        .last()
+        .map(|write| write.body.clone())
+}
+
+#[tokio::test]
+async fn watched_objects_are_served_and_statuses_carry_each_code_once() {
+    let backend = backends::echo("web").await;
+    let api = ApiServer::start().await;
+    api.put_yaml(&manifests::oauth_client());
+    api.put_yaml(&manifests::service("web", backend.port()));
+    api.put_yaml(&manifests::policy(
+        "open",
+        "open.test",
+        "web",
+        &["allUsers"],
+    ));
+    // 13: the policy names an OAuthClient that does not exist.
+    api.put_yaml(&policy_with_client("orphan", "orphan.test", "nobody", "/"));
+    // 7: a client without a client ID.
+    api.put_yaml(
+        r#"apiVersion: kube-iap.io/v1alpha1
+kind: OAuthClient
+metadata: {name: empty, namespace: default}
+spec: {issuer: "http://127.0.0.1:1", clientId: ""}
+---
+apiVersion: kube-iap.io/v1alpha1
+kind: OAuthClient
+metadata: {name: other, namespace: default}
+spec: {issuer: "http://127.0.0.1:1", clientId: other, clientSecretRef: {name: idp-secret, key: client-secret}}
+"#,
+    );
+    // 9: a newer policy on the same host with a different OAuth client.
+    api.put_yaml(&policy_with_client("rival", "open.test", "other", "/rival"));
+    let running = start_controller(&api, "replica-a").await;
+    let proxy = running.http_addr.unwrap();
+
+    within(10, "the watched policy to be served", || async {
+        get(proxy, "open.test", "/hello", &[]).await.status == http::StatusCode::OK
+    })
+    .await;
+
+    let code_of = |plural: &'static str, name: &'static str| {
+        let api = api.clone();
+        move || {
+            last_status(&api, plural, name).and_then(|body| body["status"]["errorCode"].as_u64())
+        }
+    };
+    for (plural, name, code) in [
+        ("iappolicies", "orphan", 13),
+        ("oauthclients", "empty", 7),
+        ("iappolicies", "rival", 9),
+        // The issuer refuses connections: discovery fails.
+        ("oauthclients", "idp", 11),
+    ] {
+        let code_of = code_of(plural, name);
+        within(15, &format!("{plural}/{name} to get code {code}"), || {
+            let found = code_of();
+            async move { found == Some(code) }
+        })
+        .await;
+    }
+
+    // The exact patch: server-side apply of the status subresource as field manager kube-iap.
+    let patch = &api.status_patches("iappolicies", "default", "orphan")[0];
+    assert!(
+        patch.query.contains("fieldManager=kube-iap"),
+        "{}",
+        patch.query
+    );
+    assert!(patch.query.contains("force=true"), "{}", patch.query);
+    assert_eq!(patch.body["apiVersion"], "kube-iap.io/v1alpha1");
+    assert_eq!(patch.body["kind"], "IapPolicy");
+    let condition = &patch.body["status"]["conditions"][0];
+    assert_eq!(condition["type"], "Ready");
+    assert_eq!(condition["status"], "False");
+    assert!(
+        condition["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Error code 13:"),
+        "{condition}"
+    );
+    assert_eq!(patch.body["status"]["observedGeneration"], 1);
+    let healthy = last_status(&api, "iappolicies", "open").expect("open's status written");
+    assert_eq!(healthy["status"]["conditions"][0]["status"], "True");
+    assert!(healthy["status"].get("errorCode").is_none(), "{healthy}");
+    let client = last_status(&api, "oauthclients", "idp").unwrap();
+    let digest = client["status"]["clientSecretSha256"].as_str().unwrap();
+    assert_eq!(digest.len(), 64);
+    assert!(!client.to_string().contains("do-not-leak-this"));
+
+    // Each transition is an Event on the object.
+    let events: Vec<Value> = api
+        .writes()
+        .into_iter()
+        .filter(|write| write.path.ends_with("/events"))
+        .map(|write| write.body)
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|event| event["regarding"]["name"] == "orphan"
+                && event["type"] == "Warning"
+                && event["note"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Error code 13:")),
+        "{events:?}"
+    );
+
+    // Written once: the object now says it, so nothing is written again.
+    let patches_before = api.status_patches("iappolicies", "default", "orphan").len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(patches_before, 1);
+    assert_eq!(
+        api.status_patches("iappolicies", "default", "orphan").len(),
+        1
+    );
+
+    // A fix clears the code.
+    api.put_yaml(&policy_with_client("orphan", "orphan.test", "idp", "/"));
+    within(10, "the fixed policy to become ready", || {
+        let body = last_status(&api, "iappolicies", "orphan").unwrap();
+        async move { body["status"]["conditions"][0]["status"] == "True" }
+    })
+    .await;
+
+    assert_allowed_by_deploy_rbac(&api);
+    let lease = api
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "kube-iap",
+            "kube-iap-leader",
+        )
+        .expect("the controller created its Lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    running.shutdown().await;
+    let lease = api
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "kube-iap",
+            "kube-iap-leader",
+        )
+        .unwrap();
+    assert!(
+        lease["spec"]["holderIdentity"].is_null(),
+        "released on shutdown: {lease}"
+    );
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_and_a_replica_takes_over_an_abandoned_lease() {
+    let api = ApiServer::start().await;
+    api.put_yaml(&policy_with_client("orphan", "orphan.test", "nobody", "/"));
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    api.put(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "kube-iap-leader", "namespace": "kube-iap"},
+        "spec": {"holderIdentity": "replica-that-died", "leaseDurationSeconds": 10,
+                 "renewTime": now, "acquireTime": now, "leaseTransitions": 3}
+    }));
+    let running = start_controller(&api, "replica-b").await;
+    let proxy = running.http_addr.unwrap();
+    // Serving does not wait for leadership: the follower has its own table.
+    within(10, "the follower to serve its table", || async {
+        get(proxy, "orphan.test", "/", &[]).await.status != http::StatusCode::NOT_FOUND
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        api.status_patches("iappolicies", "default", "orphan")
+            .is_empty(),
+        "a follower wrote status"
+    );
+    // The holder never renews: within 10 s of its last renewal (+ one retry) the Lease is ours.
+    within(15, "the follower to take over and write", || {
+        let written = !api
+            .status_patches("iappolicies", "default", "orphan")
+            .is_empty();
+        async move { written }
+    })
+    .await;
+    let lease = api
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "kube-iap",
+            "kube-iap-leader",
+        )
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 4);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreadable_object_is_skipped_and_an_api_outage_changes_nothing_for_traffic() {
+    let backend = backends::echo("web").await;
+    let api = ApiServer::start().await;
+    api.put_yaml(&manifests::oauth_client());
+    api.put_yaml(&manifests::service("web", backend.port()));
+    api.put_yaml(&manifests::policy("a", "a.test", "web", &["allUsers"]));
+    api.put_yaml(&manifests::policy("b", "b.test", "web", &["allUsers"]));
+    // The API server's schema validation would refuse this; a watch must survive it anyway.
+    api.put(json!({
+        "apiVersion": "kube-iap.io/v1alpha1", "kind": "IapPolicy",
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": {"oauthClientRef": {"name": "idp"}, "hosts": "not-a-list"}
+    }));
+    let running = start_controller(&api, "replica-c").await;
+    let (proxy, admin) = (running.http_addr.unwrap(), running.admin_addr);
+    within(10, "both policies to be served", || async {
+        get(proxy, "a.test", "/", &[]).await.status == http::StatusCode::OK
+            && get(proxy, "b.test", "/", &[]).await.status == http::StatusCode::OK
+    })
+    .await;
+    let report = get(admin, "admin", "/status", &[]).await.json();
+    let errors = report["objectErrors"].as_array().expect("objectErrors");
+    assert_eq!(errors.len(), 1, "{report}");
+    assert_eq!(errors[0]["name"], "bad");
+    assert!(errors[0]["reason"].as_str().unwrap().contains("hosts"));
+    within(10, "the unreadable policy's status", || {
+        let body = last_status(&api, "iappolicies", "bad");
+        async move {
+            body.is_some_and(|body| body["status"]["conditions"][0]["reason"] == "InvalidObject")
+        }
+    })
+    .await;
+
+    // The API goes away. Meanwhile b is deleted, c created, and the history compacted, so the
+    // watchers must relist when the API is back.
+    api.set_down(true);
+    api.delete("kube-iap.io/v1alpha1", "IapPolicy", "default", "b");
+    api.put_yaml(&manifests::policy("c", "c.test", "web", &["allUsers"]));
+    api.compact();
+    let outage = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut requests = 0;
+    while tokio::time::Instant::now() < outage {
+        for host in ["a.test", "b.test"] {
+            let reply = get(proxy, host, "/", &[]).await;
+            assert_eq!(
+                reply.status,
+                http::StatusCode::OK,
+                "{host} during the outage"
+            );
+            requests += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(requests > 20);
+    assert_eq!(
+        get(admin, "admin", "/readyz", &[]).await.status,
+        http::StatusCode::OK
+    );
+
+    api.set_down(false);
+    within(30, "the relist after the outage to apply", || async {
+        get(proxy, "c.test", "/", &[]).await.status == http::StatusCode::OK
+            && get(proxy, "b.test", "/", &[]).await.status == http::StatusCode::NOT_FOUND
+    })
+    .await;
+    assert_eq!(
+        get(proxy, "a.test", "/", &[]).await.status,
+        http::StatusCode::OK
+    );
+    running.shutdown().await;
+}
