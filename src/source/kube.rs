@@ -324,3 +324,113 @@ impl ClusterSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use watcher::Event;
+
+    fn object(value: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(value).expect("a DynamicObject")
+    }
+
+    fn policy(name: &str, hosts: serde_json::Value) -> DynamicObject {
+        object(json!({
+            "metadata": {"name": name, "namespace": "apps"},
+            "spec": {"oauthClientRef": {"name": "idp"}, "hosts": hosts},
+        }))
+    }
+
+    fn secret(name: &str) -> DynamicObject {
+        object(json!({"metadata": {"name": name, "namespace": "apps"}, "data": {"k": "dmFsdWU="}}))
+    }
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new("apps", name)
+    }
+
+    fn state() -> ClusterState {
+        ClusterState::new(ObjectKey::new("kube-iap", "kube-iap-session-keys"))
+    }
+
+    #[test]
+    fn a_relist_replaces_its_kind_only_when_complete() {
+        let mut state = state();
+        state.apply(
+            Kind::IapPolicy,
+            Event::Apply(policy("old", json!(["a.test"]))),
+        );
+        state.apply(Kind::IapPolicy, Event::Init);
+        state.apply(
+            Kind::IapPolicy,
+            Event::InitApply(policy("new", json!(["b.test"]))),
+        );
+        assert!(state.index().contains(Kind::IapPolicy, &key("old")));
+        assert!(!state.index().contains(Kind::IapPolicy, &key("new")));
+        assert!(!state.synced());
+
+        assert!(state.apply(Kind::IapPolicy, Event::InitDone));
+        assert!(!state.index().contains(Kind::IapPolicy, &key("old")));
+        assert!(state.index().contains(Kind::IapPolicy, &key("new")));
+        assert!(state.listed(Kind::IapPolicy));
+    }
+
+    #[test]
+    fn an_unreadable_object_is_reported_skipped_and_forgotten_once_fixed() {
+        let mut state = state();
+        state.apply(
+            Kind::IapPolicy,
+            Event::Apply(policy("p", json!(["a.test"]))),
+        );
+        state.apply(Kind::IapPolicy, Event::Apply(policy("p", json!("a.test"))));
+        // The older, readable copy does not linger: the object is not served at all.
+        assert!(!state.index().contains(Kind::IapPolicy, &key("p")));
+        let errors = state.errors();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].name, "p");
+        assert!(
+            errors[0].reason.starts_with("spec.hosts"),
+            "{}",
+            errors[0].reason
+        );
+
+        state.apply(
+            Kind::IapPolicy,
+            Event::Apply(policy("p", json!(["a.test"]))),
+        );
+        assert!(state.errors().is_empty());
+        assert!(state.index().contains(Kind::IapPolicy, &key("p")));
+    }
+
+    #[test]
+    fn only_secrets_that_objects_name_are_kept() {
+        let mut state = state();
+        let client = object(json!({
+            "metadata": {"name": "idp", "namespace": "apps"},
+            "spec": {"issuer": "https://idp.test", "clientId": "c",
+                     "clientSecretRef": {"name": "named", "key": "k"}},
+        }));
+        state.apply(Kind::OAuthClient, Event::Apply(client));
+        // The client's Secret is not held yet: it is to be fetched.
+        assert_eq!(state.update_references(), [key("named")]);
+        state.apply(Kind::Secret, Event::Apply(secret("named")));
+        state.apply(Kind::Secret, Event::Apply(secret("unrelated")));
+        assert!(state.index().contains(Kind::Secret, &key("named")));
+        assert!(!state.index().contains(Kind::Secret, &key("unrelated")));
+        // A fetch answered after the watch delivered the Secret changes nothing.
+        assert!(!state.fetched(key("named"), None));
+
+        state.apply(
+            Kind::OAuthClient,
+            Event::Delete(object(
+                json!({"metadata": {"name": "idp", "namespace": "apps"}}),
+            )),
+        );
+        assert!(state.update_references().is_empty());
+        assert!(
+            !state.index().contains(Kind::Secret, &key("named")),
+            "a Secret nobody names is dropped"
+        );
+    }
+}
