@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -35,8 +35,10 @@ pub struct StatusWriter {
     pub reporter: Reporter,
 }
 
-/// What was last sent for an object, in the terms that decide whether to send again.
-type Sent = HashMap<(Kind, ObjectKey), ComputedStatus>;
+/// What was last sent for an object and when. A write the watch has not reported back within
+/// [`ECHO_WAIT`] is sent again: someone else may have overwritten it.
+type Sent = HashMap<(Kind, ObjectKey), (ComputedStatus, Instant)>;
+const ECHO_WAIT: Duration = Duration::from_secs(30);
 
 impl StatusWriter {
     pub async fn run(self, mut leading: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
@@ -66,7 +68,10 @@ impl StatusWriter {
         let problems = self.published.provider_problems(&self.providers);
         for status in report.statuses_with_provider_problems(&problems) {
             let id = (status.kind, status.key.clone());
-            if status.is_current() || sent.get(&id).is_some_and(|last| same(last, &status)) {
+            let just_sent = sent
+                .get(&id)
+                .is_some_and(|(last, at)| same(last, &status) && at.elapsed() < ECHO_WAIT);
+            if status.is_current() || just_sent {
                 continue;
             }
             match self.patch(&status).await {
@@ -75,7 +80,7 @@ impl StatusWriter {
                     if is_transition(&status) {
                         self.record_event(recorder, &status).await;
                     }
-                    sent.insert(id, status);
+                    sent.insert(id, (status, Instant::now()));
                 }
                 Err(error) => {
                     // Retried on the next publish or recheck.
@@ -152,9 +157,11 @@ pub fn status_body(status: &ComputedStatus, now: Time) -> serde_json::Value {
     value.expect("statuses serialize to JSON")
 }
 
-/// Equal in everything the status subresource shows.
+/// Equal in everything the status subresource shows, on the same object (a deleted and
+/// recreated object has a new uid and no status yet).
 fn same(a: &ComputedStatus, b: &ComputedStatus) -> bool {
-    a.ready == b.ready
+    a.uid == b.uid
+        && a.ready == b.ready
         && a.reason == b.reason
         && a.message == b.message
         && a.error_code == b.error_code
