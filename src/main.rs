@@ -200,6 +200,14 @@ struct ControllerArgs {
     /// Name of the leader Lease.
     #[arg(long, default_value = "kube-iap-leader")]
     lease_name: String,
+    /// Ingresses with this ingressClassName are served (the IngressClass's controller is
+    /// kube-iap.io/ingress-controller).
+    #[arg(long, default_value = "kube-iap")]
+    ingress_class: String,
+    /// Addresses (IPs or hostnames, comma-separated) written to served Ingresses'
+    /// status.loadBalancer: the proxy Service's external address.
+    #[arg(long, value_delimiter = ',', env = "KUBE_IAP_INGRESS_ADDRESS")]
+    ingress_address: Vec<String>,
     /// The Secret holding session keys, as NAMESPACE/NAME (default:
     /// POD_NAMESPACE/kube-iap-session-keys; the signing keys are kube-iap-signing-keys next to it).
     #[arg(long, value_parser = parse_object_key)]
@@ -447,6 +455,8 @@ fn main() -> anyhow::Result<()> {
                     lease_namespace: args.pod_namespace,
                     lease_name: args.lease_name,
                     identity,
+                    ingress_class: args.ingress_class,
+                    ingress_addresses: args.ingress_address,
                 }),
                 http_addr: Some(args.http_addr),
                 https_addr: (!args.no_https).then_some(args.https_addr),

@@ -28,6 +28,10 @@ pub struct ClusterConfig {
     pub lease_name: String,
     /// This replica's name in the Lease and in Events (the Pod name).
     pub identity: String,
+    /// Ingresses of this IngressClass are served.
+    pub ingress_class: String,
+    /// Written to served Ingresses' `status.loadBalancer` (IPs or hostnames); nothing when empty.
+    pub ingress_addresses: Vec<String>,
 }
 
 /// Starts the watches, the election and the status writer as tasks of `tasks`.
@@ -44,6 +48,7 @@ pub fn spawn(
         client: config.client.clone(),
         namespace: config.watch_namespace.clone(),
         session_keys_secret,
+        ingress_class: config.ingress_class.clone(),
     };
     {
         let (published, metrics, mut stop) = (published.clone(), metrics.clone(), stop.clone());
@@ -67,6 +72,7 @@ pub fn spawn(
         published,
         providers,
         metrics,
+        ingress_addresses: config.ingress_addresses,
         reporter: Reporter {
             controller: "kube-iap".to_string(),
             instance: Some(config.identity),

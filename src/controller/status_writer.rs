@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -33,6 +34,8 @@ pub struct StatusWriter {
     pub providers: Arc<Providers>,
     pub metrics: Arc<Metrics>,
     pub reporter: Reporter,
+    /// Written to served Ingresses' `status.loadBalancer`; nothing when empty.
+    pub ingress_addresses: Vec<String>,
 }
 
 /// What was last sent for an object and when. A write the watch has not reported back within
@@ -67,6 +70,10 @@ impl StatusWriter {
         let report = self.published.report.load_full();
         let problems = self.published.provider_problems(&self.providers);
         for status in report.statuses_with_provider_problems(&problems) {
+            if status.kind == Kind::Ingress {
+                self.write_ingress(recorder, sent, status).await;
+                continue;
+            }
             let id = (status.kind, status.key.clone());
             let just_sent = sent
                 .get(&id)
@@ -87,6 +94,67 @@ impl StatusWriter {
                     self.count(status.kind, "error");
                     tracing::warn!(kind = status.kind.as_str(), object = %status.key, %error, "cannot write status");
                 }
+            }
+        }
+    }
+
+    /// Ingresses have no conditions: an Event says why one is not served, and a served one
+    /// shows the proxy's address in `status.loadBalancer` (for `kubectl get ingress` and
+    /// external-dns).
+    async fn write_ingress(&self, recorder: &Recorder, sent: &mut Sent, status: ComputedStatus) {
+        let id = (Kind::Ingress, status.key.clone());
+        let previous = sent.get(&id).map(|(last, _)| last);
+        let changed = previous.is_none_or(|last| !same(last, &status));
+        if changed && (!status.ready || previous.is_some()) {
+            self.record_event(recorder, &status).await;
+        }
+        let desired: Vec<String> = if status.ready {
+            self.ingress_addresses.clone()
+        } else {
+            Vec::new()
+        };
+        let current = status
+            .current
+            .as_ref()
+            .map(|current| current.load_balancer.clone())
+            .unwrap_or_default();
+        let echo_pending = previous.is_some_and(|last| !changed && last.ready == status.ready)
+            && sent
+                .get(&id)
+                .is_some_and(|(_, at)| at.elapsed() < ECHO_WAIT);
+        if self.ingress_addresses.is_empty() || desired == current || echo_pending {
+            if changed {
+                sent.insert(id, (status, Instant::now()));
+            }
+            return;
+        }
+        let entries: Vec<serde_json::Value> = desired
+            .iter()
+            .map(|address| match address.parse::<std::net::IpAddr>() {
+                Ok(_) => serde_json::json!({"ip": address}),
+                Err(_) => serde_json::json!({"hostname": address}),
+            })
+            .collect();
+        let resource = api_resource(Kind::Ingress);
+        let body = serde_json::json!({
+            "apiVersion": resource.api_version,
+            "kind": resource.kind,
+            "status": {"loadBalancer": {"ingress": entries}},
+        });
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &status.key.namespace, &resource);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match api
+            .patch_status(&status.key.name, &params, &Patch::Apply(&body))
+            .await
+        {
+            Ok(_) => {
+                self.count(Kind::Ingress, "ok");
+                sent.insert(id, (status, Instant::now()));
+            }
+            Err(error) => {
+                self.count(Kind::Ingress, "error");
+                tracing::warn!(ingress = %status.key, %error, "cannot write the Ingress's load balancer status");
             }
         }
     }
@@ -144,6 +212,7 @@ impl StatusWriter {
 fn api_resource(kind: Kind) -> ApiResource {
     match kind {
         Kind::OAuthClient => ApiResource::erase::<OAuthClient>(&()),
+        Kind::Ingress => ApiResource::erase::<Ingress>(&()),
         _ => ApiResource::erase::<IapPolicy>(&()),
     }
 }

@@ -33,11 +33,13 @@ pub fn build(index: &Index) -> Snapshot {
         statuses.push(status);
     }
 
+    let (ingress_paths, ingress_statuses) = super::ingress::attach(index);
     let world = World {
         index,
         client_health,
         slices: SlicesByService::new(index.slices.iter()),
         annotated: annotated_services(index),
+        ingress_paths,
     };
     let mut claims = Claims::default();
     let mut builder = RoutingTableBuilder::default();
@@ -63,6 +65,7 @@ pub fn build(index: &Index) -> Snapshot {
         &signing_secret.to_string(),
         index.secrets.get(&signing_secret),
     ));
+    statuses.extend(ingress_statuses);
     for status in &mut statuses {
         record_current_status(index, status);
     }
@@ -89,6 +92,13 @@ fn record_current_status(index: &Index, status: &mut ComputedStatus) {
             ),
             None => return,
         },
+        Kind::Ingress => match index.ingresses.get(&status.key) {
+            Some(ingress) => (
+                &ingress.metadata,
+                ingress.status.as_ref().map(CurrentStatus::of_ingress),
+            ),
+            None => return,
+        },
         _ => return,
     };
     status.uid = meta.uid.clone();
@@ -101,6 +111,8 @@ struct World<'a> {
     client_health: HashMap<&'a ObjectKey, ClientHealth>,
     slices: SlicesByService<'a>,
     annotated: HashMap<ObjectKey, Vec<(&'a ObjectKey, &'a Service)>>,
+    /// Paths of served Ingresses, by the policy they name.
+    ingress_paths: HashMap<ObjectKey, Vec<super::ingress::IngressPath>>,
 }
 
 /// What older policies already hold: host + prefix → policy, host → (policy, OAuth client).
@@ -114,6 +126,10 @@ struct Claims {
 struct Target {
     origin: String,
     hosts: Vec<String>,
+    /// Path prefixes of its own (an Ingress path); otherwise the policy's `spec.paths`.
+    prefixes: Option<Vec<String>>,
+    /// The TLS Secret of its own (an Ingress's `spec.tls`); otherwise the policy's `spec.tls`.
+    tls_secret: Option<ObjectKey>,
     backend: Result<ResolvedBackend, BackendError>,
 }
 
@@ -263,12 +279,23 @@ fn translate_policy(
                 resolved.upstreams.clone(),
             ))
         });
+        let own_certificate = target.tls_secret.as_ref().and_then(|secret_key| {
+            super::tls::certified_key(&secret_key.to_string(), world.index.secrets.get(secret_key))
+                .map_err(|error| {
+                    problems.push(Problem::new(
+                        "TlsSecretInvalid",
+                        None,
+                        format!("{error} ({}).", target.origin),
+                    ))
+                })
+                .ok()
+        });
         for host in &target.hosts {
             let host_problem = claim_host_client(claims, host, key, &client_key, &mut problems);
-            if let Some(certificate) = &certificate {
+            if let Some(certificate) = own_certificate.as_ref().or(certificate.as_ref()) {
                 builder.add_certificate(host, certificate.clone());
             }
-            for prefix in &prefixes {
+            for prefix in target.prefixes.as_ref().unwrap_or(&prefixes) {
                 let slot = (host.clone(), prefix.clone());
                 if let Some(owner) = claims.routes.get(&slot) {
                     if owner != key {
@@ -432,6 +459,8 @@ fn targets(
         targets.push(Target {
             origin: "spec.backend".to_string(),
             hosts: spec_hosts.clone(),
+            prefixes: None,
+            tls_secret: None,
             backend: backends::resolve(
                 &service_key,
                 world.index.services.get(&service_key),
@@ -463,7 +492,33 @@ fn targets(
         targets.push(Target {
             origin,
             hosts,
+            prefixes: None,
+            tls_secret: None,
             backend,
+        });
+    }
+    for path in world.ingress_paths.get(key).into_iter().flatten() {
+        let origin = format!("Ingress {}", path.ingress);
+        let hosts = valid_hosts(
+            std::slice::from_ref(&path.host),
+            &format!("{origin} host"),
+            problems,
+        );
+        let prefixes = normalized_prefixes(std::slice::from_ref(&path.path), problems);
+        if prefixes.is_empty() {
+            continue;
+        }
+        targets.push(Target {
+            backend: backends::resolve(
+                &path.service,
+                world.index.services.get(&path.service),
+                &path.port,
+                &world.slices,
+            ),
+            origin,
+            hosts,
+            prefixes: Some(prefixes),
+            tls_secret: path.tls_secret.clone(),
         });
     }
 
@@ -499,6 +554,8 @@ fn targets(
         targets.push(Target {
             origin: "spec.backend".to_string(),
             hosts: spec_hosts,
+            prefixes: None,
+            tls_secret: None,
             backend: Err(BackendError::ServiceNotFound(ObjectKey::new(
                 &key.namespace,
                 "(none)",

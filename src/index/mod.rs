@@ -7,6 +7,7 @@ mod access;
 mod backends;
 mod build;
 mod clients;
+mod ingress;
 mod resources;
 mod session_keys;
 mod signing_keys;
@@ -20,11 +21,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
 
 use crate::api::{IapPolicy, OAuthClient};
 use crate::model::RoutingTable;
 
 pub use backends::SERVICE_NAME_LABEL;
+pub use ingress::DEFAULT_INGRESS_CLASS;
 pub use resources::{Kind, ObjectKey, Resource};
 pub use session_keys::DEFAULT_SECRET_NAME as DEFAULT_SESSION_KEYS_SECRET;
 pub use signing_keys::DEFAULT_SECRET_NAME as DEFAULT_SIGNING_KEYS_SECRET;
@@ -38,6 +41,9 @@ pub struct Index {
     services: BTreeMap<ObjectKey, Service>,
     slices: BTreeMap<ObjectKey, EndpointSlice>,
     secrets: BTreeMap<ObjectKey, Secret>,
+    ingresses: BTreeMap<ObjectKey, Ingress>,
+    /// The IngressClass served; `kube-iap` unless set.
+    ingress_class: Option<String>,
     /// Where the session keys live; `default/kube-iap-session-keys` unless set.
     session_keys_secret: Option<ObjectKey>,
 }
@@ -58,6 +64,7 @@ impl Index {
             Resource::Service(o) => drop(self.services.insert(key, *o)),
             Resource::EndpointSlice(o) => drop(self.slices.insert(key, *o)),
             Resource::Secret(o) => drop(self.secrets.insert(key, *o)),
+            Resource::Ingress(o) => drop(self.ingresses.insert(key, *o)),
         }
     }
 
@@ -69,6 +76,7 @@ impl Index {
             Kind::Service => drop(self.services.remove(key)),
             Kind::EndpointSlice => drop(self.slices.remove(key)),
             Kind::Secret => drop(self.secrets.remove(key)),
+            Kind::Ingress => drop(self.ingresses.remove(key)),
         }
     }
 
@@ -81,6 +89,7 @@ impl Index {
             Kind::Service => self.services.clear(),
             Kind::EndpointSlice => self.slices.clear(),
             Kind::Secret => self.secrets.clear(),
+            Kind::Ingress => self.ingresses.clear(),
         }
         for object in objects {
             self.apply(object);
@@ -90,6 +99,17 @@ impl Index {
     /// Names the Secret that holds the session key ring.
     pub fn set_session_keys_secret(&mut self, key: ObjectKey) {
         self.session_keys_secret = Some(key);
+    }
+
+    /// Names the IngressClass whose Ingresses are served.
+    pub fn set_ingress_class(&mut self, class: impl Into<String>) {
+        self.ingress_class = Some(class.into());
+    }
+
+    pub(crate) fn ingress_class(&self) -> &str {
+        self.ingress_class
+            .as_deref()
+            .unwrap_or(DEFAULT_INGRESS_CLASS)
     }
 
     pub(crate) fn session_keys_secret(&self) -> ObjectKey {
@@ -117,6 +137,17 @@ impl Index {
                 referenced.insert(ObjectKey::new(&key.namespace, &tls.secret_name));
             }
         }
+        for (key, ingress) in &self.ingresses {
+            if !ingress::is_served_class(ingress, self.ingress_class()) {
+                continue;
+            }
+            let tls = ingress.spec.as_ref().and_then(|spec| spec.tls.as_ref());
+            for entry in tls.into_iter().flatten() {
+                if let Some(name) = &entry.secret_name {
+                    referenced.insert(ObjectKey::new(&key.namespace, name));
+                }
+            }
+        }
         referenced
     }
 
@@ -128,17 +159,19 @@ impl Index {
             Kind::Service => self.services.contains_key(key),
             Kind::EndpointSlice => self.slices.contains_key(key),
             Kind::Secret => self.secrets.contains_key(key),
+            Kind::Ingress => self.ingresses.contains_key(key),
         }
     }
 
     /// How many objects of each kind the index holds.
-    pub fn counts(&self) -> [(Kind, usize); 5] {
+    pub fn counts(&self) -> [(Kind, usize); 6] {
         [
             (Kind::IapPolicy, self.policies.len()),
             (Kind::OAuthClient, self.clients.len()),
             (Kind::Service, self.services.len()),
             (Kind::EndpointSlice, self.slices.len()),
             (Kind::Secret, self.secrets.len()),
+            (Kind::Ingress, self.ingresses.len()),
         ]
     }
 

@@ -2,6 +2,7 @@
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
@@ -15,15 +16,17 @@ pub enum Kind {
     Service,
     EndpointSlice,
     Secret,
+    Ingress,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::IapPolicy,
         Kind::OAuthClient,
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Secret,
+        Kind::Ingress,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +36,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
+            Kind::Ingress => "Ingress",
         }
     }
 }
@@ -76,6 +80,7 @@ pub enum Resource {
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
     Secret(Box<Secret>),
+    Ingress(Box<Ingress>),
 }
 
 impl Resource {
@@ -86,6 +91,7 @@ impl Resource {
             Resource::Service(_) => Kind::Service,
             Resource::EndpointSlice(_) => Kind::EndpointSlice,
             Resource::Secret(_) => Kind::Secret,
+            Resource::Ingress(_) => Kind::Ingress,
         }
     }
 
@@ -96,6 +102,7 @@ impl Resource {
             Resource::Service(o) => &o.metadata,
             Resource::EndpointSlice(o) => &o.metadata,
             Resource::Secret(o) => &o.metadata,
+            Resource::Ingress(o) => &o.metadata,
         }
     }
 
@@ -106,6 +113,7 @@ impl Resource {
             Resource::Service(o) => &mut o.metadata,
             Resource::EndpointSlice(o) => &mut o.metadata,
             Resource::Secret(o) => &mut o.metadata,
+            Resource::Ingress(o) => &mut o.metadata,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The status the index computes for each IapPolicy and OAuthClient, and its CRD shape.
 
+use k8s_openapi::api::networking::v1::IngressStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 
@@ -70,6 +71,8 @@ pub struct CurrentStatus {
     pub observed_generation: Option<i64>,
     pub client_secret_sha256: Option<String>,
     pub last_transition_time: Option<Time>,
+    /// An Ingress's `status.loadBalancer` addresses (IPs and hostnames).
+    pub load_balancer: Vec<String>,
 }
 
 impl CurrentStatus {
@@ -88,6 +91,7 @@ impl CurrentStatus {
             observed_generation,
             client_secret_sha256,
             last_transition_time: ready.map(|c| c.last_transition_time.clone()),
+            load_balancer: Vec::new(),
         }
     }
 
@@ -98,6 +102,21 @@ impl CurrentStatus {
             status.observed_generation,
             None,
         )
+    }
+
+    pub fn of_ingress(status: &IngressStatus) -> Self {
+        let addresses = status
+            .load_balancer
+            .as_ref()
+            .and_then(|lb| lb.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ip.clone().or_else(|| entry.hostname.clone()))
+            .collect();
+        CurrentStatus {
+            load_balancer: addresses,
+            ..Self::from_parts(&[], None, None, None)
+        }
     }
 
     pub fn of_client(status: &OAuthClientStatus) -> Self {

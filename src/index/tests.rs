@@ -565,3 +565,95 @@ fn a_broken_tls_secret_is_reported_and_leaves_the_routes_serving() {
     assert!(snapshot.table.certificates.is_empty());
     assert_eq!(upstreams(&snapshot, "app.example.com", "/").len(), 2);
 }
+
+fn mk_ingress(name: &str, yaml_spec: &str, annotations: &[(&str, &str)]) -> Resource {
+    let spec: k8s_openapi::api::networking::v1::IngressSpec =
+        serde_yaml::from_str(yaml_spec).expect("valid IngressSpec");
+    let mut metadata = meta(name);
+    if !annotations.is_empty() {
+        metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+    }
+    Resource::Ingress(Box::new(k8s_openapi::api::networking::v1::Ingress {
+        metadata,
+        spec: Some(spec),
+        status: None,
+    }))
+}
+
+#[test]
+fn ingresses_are_served_under_the_policy_they_name_and_only_then() {
+    let mut index = healthy_world();
+    // A policy with no hosts and no backend of its own: Ingresses bring both.
+    index.apply(mk_policy("guard", 0, mk_policy_spec("idp", &[], None)));
+    let rules = r#"
+ingressClassName: kube-iap
+tls: [{hosts: [shop.test], secretName: shop-tls}]
+rules:
+  - host: shop.test
+    http:
+      paths:
+        - {path: /cart, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}
+"#;
+    index.apply(mk_ingress("shop", rules, &[(POLICY_ANNOTATION, "guard")]));
+    index.apply(mk_ingress(
+        "unguarded",
+        &rules.replace("shop.test", "open.test"),
+        &[],
+    ));
+    index.apply(mk_ingress(
+        "dangling",
+        &rules.replace("shop.test", "dangling.test"),
+        &[(POLICY_ANNOTATION, "nonexistent")],
+    ));
+    index.apply(mk_ingress(
+        "someone-elses",
+        &rules
+            .replace("kube-iap", "nginx")
+            .replace("shop.test", "nginx.test"),
+        &[(POLICY_ANNOTATION, "guard")],
+    ));
+    let snapshot = index.build();
+
+    assert_eq!(
+        upstreams(&snapshot, "shop.test", "/cart/items"),
+        ["10.0.0.1:8080", "10.0.0.2:8080"]
+    );
+    let route = snapshot.table.route("shop.test", "/cart").unwrap();
+    assert_eq!(route.policy, "apps/guard");
+    assert!(snapshot.table.route("shop.test", "/").is_none());
+    // Fail closed: no policy, no route.
+    for host in ["open.test", "dangling.test", "nginx.test"] {
+        assert!(snapshot.table.route(host, "/cart").is_none(), "{host}");
+    }
+    assert!(status_of(&snapshot, Kind::Ingress, "shop").ready);
+    let unguarded = status_of(&snapshot, Kind::Ingress, "unguarded");
+    assert_eq!(unguarded.reason, "PolicyAnnotationMissing");
+    assert!(unguarded.message.contains(POLICY_ANNOTATION));
+    assert_eq!(
+        status_of(&snapshot, Kind::Ingress, "dangling").reason,
+        "PolicyNotFound"
+    );
+    assert!(
+        !snapshot
+            .statuses
+            .iter()
+            .any(|status| status.key.name == "someone-elses"),
+        "other classes are not ours to report on"
+    );
+    // The Ingress's TLS Secret is one the cluster source keeps.
+    assert!(
+        index
+            .referenced_secrets()
+            .contains(&ObjectKey::new(NS, "shop-tls"))
+    );
+    assert!(
+        !index
+            .referenced_secrets()
+            .contains(&ObjectKey::new(NS, "nginx-tls"))
+    );
+}

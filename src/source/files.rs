@@ -9,6 +9,7 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Deserialize;
 use serde::Serialize;
@@ -132,6 +133,7 @@ fn parse_object(value: serde_yaml::Value, manifests: &mut Manifests) -> Result<(
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             Resource::EndpointSlice(typed::<EndpointSlice>(value, &kind)?)
         }
+        ("networking.k8s.io/v1", "Ingress") => Resource::Ingress(typed::<Ingress>(value, &kind)?),
         ("v1", "Secret") => {
             Resource::Secret(Box::new(with_string_data(*typed::<Secret>(value, &kind)?)))
         }

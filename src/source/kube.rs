@@ -16,6 +16,7 @@ use std::sync::Arc;
 use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ApiResource, DynamicObject, TypeMeta};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
@@ -33,6 +34,8 @@ pub struct ClusterSource {
     /// Watch only this namespace; every namespace when `None`.
     pub namespace: Option<String>,
     pub session_keys_secret: ObjectKey,
+    /// Ingresses of this IngressClass are served.
+    pub ingress_class: String,
 }
 
 /// An object the API server holds that kube-iap cannot read.
@@ -51,6 +54,7 @@ fn api_resource(kind: Kind) -> ApiResource {
         Kind::Service => ApiResource::erase::<Service>(&()),
         Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
         Kind::Secret => ApiResource::erase::<Secret>(&()),
+        Kind::Ingress => ApiResource::erase::<Ingress>(&()),
     }
 }
 
@@ -75,6 +79,7 @@ pub fn to_resource(kind: Kind, mut object: DynamicObject) -> Result<Resource, St
         Kind::Service => Resource::Service(typed(value)?),
         Kind::EndpointSlice => Resource::EndpointSlice(typed(value)?),
         Kind::Secret => Resource::Secret(typed(value)?),
+        Kind::Ingress => Resource::Ingress(typed(value)?),
     })
 }
 
@@ -105,9 +110,10 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
-    pub fn new(session_keys_secret: ObjectKey) -> Self {
+    pub fn new(session_keys_secret: ObjectKey, ingress_class: &str) -> Self {
         let mut index = Index::default();
         index.set_session_keys_secret(session_keys_secret);
+        index.set_ingress_class(ingress_class);
         let referenced = index.referenced_secrets();
         ClusterState {
             index,
@@ -266,7 +272,7 @@ impl ClusterSource {
         );
         let mut secrets_watched = false;
         let (fetched_tx, mut fetched_rx) = mpsc::channel::<Change>(64);
-        let mut state = ClusterState::new(self.session_keys_secret.clone());
+        let mut state = ClusterState::new(self.session_keys_secret.clone(), &self.ingress_class);
         loop {
             let first = tokio::select! {
                 Some(change) = changes.next() => change,
@@ -279,8 +285,10 @@ impl ClusterSource {
             while let Some(Some(change)) = changes.next().now_or_never() {
                 changed |= self.handle(&mut state, change, &metrics);
             }
-            if !secrets_watched && state.listed(Kind::IapPolicy) && state.listed(Kind::OAuthClient)
-            {
+            let namers_listed = [Kind::IapPolicy, Kind::OAuthClient, Kind::Ingress]
+                .iter()
+                .all(|kind| state.listed(*kind));
+            if !secrets_watched && namers_listed {
                 state.update_references();
                 changes.push(watch(Kind::Secret));
                 secrets_watched = true;
@@ -351,7 +359,10 @@ mod tests {
     }
 
     fn state() -> ClusterState {
-        ClusterState::new(ObjectKey::new("kube-iap", "kube-iap-session-keys"))
+        ClusterState::new(
+            ObjectKey::new("kube-iap", "kube-iap-session-keys"),
+            "kube-iap",
+        )
     }
 
     #[test]

@@ -23,6 +23,8 @@ async fn start_controller(api: &ApiServer, identity: &str) -> Running {
             lease_namespace: "kube-iap".into(),
             lease_name: "kube-iap-leader".into(),
             identity: identity.into(),
+            ingress_class: "kube-iap".into(),
+            ingress_addresses: vec!["203.0.113.7".into()],
         }),
         http_addr: Some(loopback()),
         https_addr: None,
@@ -384,5 +386,83 @@ async fn an_unreadable_object_is_skipped_and_an_api_outage_changes_nothing_for_t
         get(proxy, "a.test", "/", &[]).await.status,
         http::StatusCode::OK
     );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn ingresses_of_our_class_are_served_under_their_policy_and_others_get_an_event() {
+    let backend = backends::echo("web").await;
+    let api = ApiServer::start().await;
+    api.put_yaml(&manifests::oauth_client());
+    api.put_yaml(&manifests::service("web", backend.port()));
+    api.put_yaml(
+        r#"apiVersion: kube-iap.io/v1alpha1
+kind: IapPolicy
+metadata: {name: guard, namespace: default}
+spec:
+  oauthClientRef: {name: idp}
+  access: [{members: [allUsers]}]
+"#,
+    );
+    let ingress = |name: &str, host: &str, annotations: &str| {
+        format!(
+            r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}, namespace: default, annotations: {{{annotations}}}}}
+spec:
+  ingressClassName: kube-iap
+  rules:
+    - host: {host}
+      http:
+        paths:
+          - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}
+"#
+        )
+    };
+    api.put_yaml(&ingress("shop", "shop.test", "kube-iap.io/policy: guard"));
+    api.put_yaml(&ingress("unguarded", "open.test", ""));
+    let running = start_controller(&api, "replica-d").await;
+    let proxy = running.http_addr.unwrap();
+
+    within(10, "the Ingress to be served", || async {
+        get(proxy, "shop.test", "/", &[]).await.status == http::StatusCode::OK
+    })
+    .await;
+    assert_eq!(
+        get(proxy, "open.test", "/", &[]).await.status,
+        http::StatusCode::NOT_FOUND,
+        "an Ingress without a policy is not served"
+    );
+    within(10, "the served Ingress to show the proxy's address", || {
+        let object = api.get("networking.k8s.io/v1", "Ingress", "default", "shop");
+        async move {
+            object.is_some_and(|o| o["status"]["loadBalancer"]["ingress"][0]["ip"] == "203.0.113.7")
+        }
+    })
+    .await;
+    within(
+        10,
+        "an Event saying why the other Ingress is not served",
+        || {
+            let found = api.writes().into_iter().any(|write| {
+                write.path.ends_with("/events")
+                    && write.body["regarding"]["kind"] == "Ingress"
+                    && write.body["regarding"]["name"] == "unguarded"
+                    && write.body["type"] == "Warning"
+                    && write.body["note"]
+                        .as_str()
+                        .is_some_and(|note| note.contains("kube-iap.io/policy"))
+            });
+            async move { found }
+        },
+    )
+    .await;
+    assert!(
+        api.get("networking.k8s.io/v1", "Ingress", "default", "unguarded")
+            .unwrap()["status"]["loadBalancer"]
+            .is_null(),
+        "an Ingress that is not served gets no address"
+    );
+    assert_allowed_by_deploy_rbac(&api);
     running.shutdown().await;
 }
