@@ -432,12 +432,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Controller(args) => {
             telemetry::init(args.proxy.log_format);
-            let runtime = tokio::runtime::Runtime::new()?;
-            // In a Pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config.
-            let client = runtime
-                .block_on(kube::Client::try_default())
-                .map_err(|error| anyhow::anyhow!("cannot reach a Kubernetes cluster: {error}"))?;
-            drop(runtime);
             let identity = args.pod_name.unwrap_or_else(|| {
                 let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "kube-iap".into());
                 format!("{host}-{}", std::process::id())
@@ -448,7 +442,16 @@ fn main() -> anyhow::Result<()> {
                     kube_iap::index::DEFAULT_SESSION_KEYS_SECRET,
                 )
             });
-            run_server(ServeConfig {
+            let runtime = tokio::runtime::Runtime::new()?;
+            // The client's background worker lives on the runtime that creates it, so it is
+            // created on the one that serves. In a Pod: the service account; elsewhere:
+            // KUBECONFIG or ~/.kube/config.
+            let client = runtime
+                .block_on(kube::Client::try_default())
+                .map_err(|error| {
+                    anyhow::anyhow!("cannot configure a Kubernetes client: {error}")
+                })?;
+            let config = ServeConfig {
                 source: serve::Source::Cluster(ClusterConfig {
                     client,
                     watch_namespace: args.namespace,
@@ -463,6 +466,11 @@ fn main() -> anyhow::Result<()> {
                 admin_addr: args.admin_addr,
                 session_keys_secret: Some(session_keys_secret),
                 proxy: args.proxy.config(),
+            };
+            runtime.block_on(async {
+                let running = serve::start(config).await?;
+                running.run_until_signal().await;
+                Ok(())
             })
         }
     }

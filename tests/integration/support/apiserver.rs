@@ -419,7 +419,13 @@ impl ApiServer {
         let server = self.clone();
         tokio::spawn(async move {
             let mut changed = server.changed.subscribe();
-            let mut sent = since;
+            // History is append-only between compactions: each wake-up reads only what is new.
+            let mut position = {
+                let state = server.state.lock().unwrap();
+                state
+                    .history
+                    .partition_point(|(version, ..)| *version <= since)
+            };
             if since < server.state.lock().unwrap().compacted_to {
                 let gone = json!({"type": "ERROR", "object": {"apiVersion": "v1", "kind": "Status",
                     "status": "Failure", "code": 410, "reason": "Expired", "message": "too old resource version"}});
@@ -429,24 +435,24 @@ impl ApiServer {
             loop {
                 let (events, down) = {
                     let state = server.state.lock().unwrap();
-                    let events: Vec<(u64, Value)> = state
-                        .history
+                    if position > state.history.len() {
+                        // Compacted under this watch: end it; the client resumes and gets 410.
+                        return;
+                    }
+                    let events: Vec<Value> = state.history[position..]
                         .iter()
-                        .filter(|(version, resource, _, object)| {
-                            *version > sent
-                                && *resource == api.resource
-                                && Self::in_scope(&api, object)
+                        .filter(|(_, resource, _, object)| {
+                            *resource == api.resource && Self::in_scope(&api, object)
                         })
-                        .map(|(version, _, kind, object)| {
-                            (*version, json!({"type": kind, "object": object}))
-                        })
+                        .map(|(_, _, kind, object)| json!({"type": kind, "object": object}))
                         .collect();
+                    position = state.history.len();
                     (events, state.down)
                 };
                 if down {
                     return;
                 }
-                for (version, event) in events {
+                for event in events {
                     if sender
                         .send(Bytes::from(format!("{event}\n")))
                         .await
@@ -454,7 +460,6 @@ impl ApiServer {
                     {
                         return;
                     }
-                    sent = version;
                 }
                 tokio::select! {
                     changed = changed.changed() => if changed.is_err() { return },
