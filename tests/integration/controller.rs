@@ -466,3 +466,68 @@ spec:
     assert_allowed_by_deploy_rbac(&api);
     running.shutdown().await;
 }
+
+/// The binary itself, as a Deployment runs it: `kube-iap controller` finds the cluster through
+/// KUBECONFIG, serves the watched routes and reports ready.
+#[tokio::test]
+async fn the_controller_command_serves_a_cluster_found_through_kubeconfig() {
+    let backend = backends::echo("web").await;
+    let api = ApiServer::start().await;
+    api.put_yaml(&manifests::oauth_client());
+    api.put_yaml(&manifests::service("web", backend.port()));
+    api.put_yaml(&manifests::policy(
+        "open",
+        "open.test",
+        "web",
+        &["allUsers"],
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+             clusters: [{{name: test, cluster: {{server: \"http://{}\"}}}}]\n\
+             users: [{{name: test, user: {{}}}}]\n\
+             contexts: [{{name: test, context: {{cluster: test, user: test}}}}]\n",
+            api.addr
+        ),
+    )
+    .unwrap();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (proxy, admin) = (free_port(), free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-iap"))
+        .args(["controller", "--no-https", "--no-access-log"])
+        .args(["--pod-name", "binary-test", "--pod-namespace", "kube-iap"])
+        .args(["--http-addr", &proxy.to_string()])
+        .args(["--admin-addr", &admin.to_string()])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kube-iap controller starts");
+    within(20, "the controller command to listen", || async {
+        tokio::net::TcpStream::connect(proxy).await.is_ok()
+    })
+    .await;
+    within(20, "the controller command to serve the route", || async {
+        get(proxy, "open.test", "/", &[]).await.status == http::StatusCode::OK
+    })
+    .await;
+    assert_eq!(
+        get(admin, "admin", "/readyz", &[]).await.status,
+        http::StatusCode::OK
+    );
+    within(10, "the command's status writer to write", || {
+        let written = last_status(&api, "iappolicies", "open").is_some();
+        async move { written }
+    })
+    .await;
+    child.kill().await.unwrap();
+}
