@@ -14,8 +14,6 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use std::collections::HashMap;
-
 use crate::auth::assertion::{Jwks, SigningKeys};
 use crate::auth::providers::Providers;
 use crate::metrics::Metrics;
@@ -30,10 +28,6 @@ pub struct Admin {
 }
 
 impl Admin {
-    fn provider_problems(&self) -> HashMap<String, String> {
-        self.published.provider_problems(&self.providers)
-    }
-
     pub fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
@@ -52,11 +46,11 @@ impl Admin {
             }
             "/status" => {
                 let report = self.published.report.load();
-                let problems = self.provider_problems();
-                let body = if problems.is_empty() {
+                let findings = self.published.provider_findings(&self.providers);
+                let body = if findings.is_empty() {
                     serde_json::to_string_pretty(&**report)
                 } else {
-                    serde_json::to_string_pretty(&report.with_provider_problems(&problems))
+                    serde_json::to_string_pretty(&report.with_provider_findings(&findings))
                 }
                 .expect("the status report serializes");
                 let mut response = text(StatusCode::OK, &body);

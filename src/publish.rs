@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use std::collections::HashMap;
 
+use crate::api::DiscoveredEndpoints;
 use crate::auth::providers::Providers;
 use crate::error_codes::ErrorCode;
 use crate::index::{ComputedStatus, Index, Kind, ObjectKey, Problem};
@@ -42,13 +43,13 @@ pub struct StatusReport {
 impl StatusReport {
     /// The report with problems found at identity providers (by OAuthClient `namespace/name`)
     /// folded into those OAuthClients' statuses: error code 11.
-    pub fn with_provider_problems(&self, problems: &HashMap<String, String>) -> StatusReport {
+    pub fn with_provider_findings(&self, findings: &ProviderFindings) -> StatusReport {
         let now = self
             .published_at
             .clone()
             .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
         let objects = self
-            .statuses_with_provider_problems(problems)
+            .statuses_at_providers(findings)
             .iter()
             .map(|status| object_report(status, &now))
             .collect();
@@ -65,28 +66,42 @@ impl StatusReport {
 }
 
 impl StatusReport {
-    /// Every computed status, with problems found at identity providers folded in: what the
-    /// status writer makes the cluster say.
-    pub fn statuses_with_provider_problems(
-        &self,
-        problems: &HashMap<String, String>,
-    ) -> Vec<ComputedStatus> {
+    /// Every computed status with what was found at identity providers folded in (problems
+    /// as code 11, discovered endpoints): what the status writer makes the cluster say.
+    pub fn statuses_at_providers(&self, findings: &ProviderFindings) -> Vec<ComputedStatus> {
         self.statuses
             .iter()
             .map(|status| {
-                let problem = (status.kind == Kind::OAuthClient)
-                    .then(|| problems.get(&status.key.to_string()))
-                    .flatten();
-                match problem {
+                if status.kind != Kind::OAuthClient {
+                    return status.clone();
+                }
+                let name = status.key.to_string();
+                let mut status = match findings.problems.get(&name) {
                     Some(detail) => status.with_problem(&Problem::new(
                         "IdentityProviderProblem",
                         Some(ErrorCode::OAuthClientMisconfigured),
                         format!("{detail}."),
                     )),
                     None => status.clone(),
-                }
+                };
+                status.discovered = findings.endpoints.get(&name).cloned();
+                status
             })
             .collect()
+    }
+}
+
+/// What the identity providers of the current table's OAuthClients report, by OAuthClient
+/// `namespace/name`.
+#[derive(Debug, Default)]
+pub struct ProviderFindings {
+    pub problems: HashMap<String, String>,
+    pub endpoints: HashMap<String, DiscoveredEndpoints>,
+}
+
+impl ProviderFindings {
+    pub fn is_empty(&self) -> bool {
+        self.problems.is_empty() && self.endpoints.is_empty()
     }
 }
 
@@ -119,21 +134,34 @@ impl Published {
         })
     }
 
-    /// What the identity providers of the current table's OAuthClients report, by client
-    /// `namespace/name`.
-    pub fn provider_problems(&self, providers: &Providers) -> HashMap<String, String> {
+    /// What the identity providers of the current table's OAuthClients report.
+    pub fn provider_findings(&self, providers: &Providers) -> ProviderFindings {
         let table = self.table.load();
-        let mut problems = HashMap::new();
+        let mut findings = ProviderFindings::default();
+        let mut seen = std::collections::HashSet::new();
         for route in table.routes() {
-            if let Some(sign_in) = &route.sign_in {
-                if !problems.contains_key(&sign_in.client.name) {
-                    if let Some(problem) = providers.problem(&sign_in.client) {
-                        problems.insert(sign_in.client.name.clone(), problem);
-                    }
-                }
+            let Some(sign_in) = &route.sign_in else {
+                continue;
+            };
+            let client = &sign_in.client;
+            if !seen.insert(client.name.clone()) {
+                continue;
+            }
+            if let Some(problem) = providers.problem(client) {
+                findings.problems.insert(client.name.clone(), problem);
+            }
+            if let Some((authorization, token, jwks)) = providers.endpoints(&client.issuer) {
+                findings.endpoints.insert(
+                    client.name.clone(),
+                    DiscoveredEndpoints {
+                        authorization_endpoint: authorization,
+                        token_endpoint: token,
+                        jwks_uri: jwks,
+                    },
+                );
             }
         }
-        problems
+        findings
     }
 
     /// Changes whenever a new table and report are published.

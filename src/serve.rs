@@ -130,9 +130,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let jwks = Arc::new(Jwks::default());
     let fallback_signing_keys =
         Arc::new(SigningKeys::new(vec![SigningKey::generate()]).expect("one key"));
+    let logins = Arc::new(Logins::new(providers.clone()));
     let auth = AuthShared {
         fallback_keys: Arc::new(KeyRing::generate()),
-        logins: Arc::new(Logins::new(providers.clone())),
+        logins: logins.clone(),
         fallback_signing_keys: fallback_signing_keys.clone(),
         jwks: jwks.clone(),
         assertion_issuer: config.proxy.assertion_issuer.clone().into(),
@@ -179,6 +180,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             .clone()
             .keep_fresh(published.table.clone(), shutdown_rx.clone()),
     );
+    tasks.spawn(probe_clients(
+        logins.clone(),
+        published.table.clone(),
+        shutdown_rx.clone(),
+    ));
     tasks.spawn(remember_signing_keys(
         published.table.clone(),
         jwks.clone(),
@@ -253,6 +259,68 @@ async fn remember_signing_keys(
         }
         let keys = table.load().signing_keys.clone();
         jwks.observe(keys.as_deref().unwrap_or(&fallback));
+    }
+}
+
+/// Checks each OAuthClient's credentials at its token endpoint when it appears or changes and
+/// every [`PROBE_EVERY`], so a wrong client secret shows as code 11 before anyone signs in.
+/// At most one probe per client per [`PROBE_AT_MOST_EVERY`], whatever the edits.
+async fn probe_clients(
+    logins: Arc<Logins>,
+    table: proxy::SharedTable,
+    mut stop: watch::Receiver<bool>,
+) {
+    use std::collections::HashMap;
+    use std::hash::{Hash, Hasher};
+    use std::time::Instant;
+    const PROBE_EVERY: Duration = Duration::from_secs(15 * 60);
+    const PROBE_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+    const RETRY_UNREACHABLE: Duration = Duration::from_secs(30);
+    let mut probed: HashMap<String, (u64, Instant)> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = until_stopped(&mut stop) => return,
+        }
+        let mut clients = HashMap::new();
+        for route in table.load().routes() {
+            if let Some(sign_in) = &route.sign_in {
+                clients.insert(sign_in.client.name.clone(), sign_in.client.clone());
+            }
+        }
+        probed.retain(|name, _| clients.contains_key(name));
+        for (name, client) in clients {
+            // Held in memory only, never shown: tells a changed secret from the same one.
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (
+                &client.issuer,
+                &client.client_id,
+                client.client_secret.expose(),
+            )
+                .hash(&mut hasher);
+            let fingerprint = hasher.finish();
+            let due = match probed.get(&name) {
+                None => true,
+                Some((seen, at)) => {
+                    at.elapsed() >= PROBE_EVERY
+                        || (*seen != fingerprint && at.elapsed() >= PROBE_AT_MOST_EVERY)
+                }
+            };
+            if due {
+                let verdict = logins.probe_client(&client).await;
+                tracing::debug!(client = %client.name, ?verdict, "client credentials probed");
+                // An unreachable provider is asked again soon rather than in 15 minutes.
+                let at = match verdict {
+                    Some(_) => Instant::now(),
+                    None => Instant::now()
+                        .checked_sub(PROBE_EVERY - RETRY_UNREACHABLE)
+                        .unwrap_or_else(Instant::now),
+                };
+                probed.insert(name, (fingerprint, at));
+            }
+        }
     }
 }
 

@@ -36,4 +36,20 @@ pub struct OAuthClientStatus {
     /// revealing the secret itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_sha256: Option<String>,
+    /// The endpoints the issuer's discovery document names, as kube-iap uses them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovered: Option<DiscoveredEndpoints>,
+}
+
+/// Endpoints found through `<issuer>/.well-known/openid-configuration`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoveredEndpoints {
+    /// Where browsers are sent to sign in.
+    pub authorization_endpoint: String,
+    /// Where authorization codes are redeemed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    /// Where the provider publishes its token signing keys.
+    pub jwks_uri: String,
 }

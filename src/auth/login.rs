@@ -228,13 +228,7 @@ impl Logins {
                 self.providers.client_accepted(&sign_in.client.name);
                 tokens
             }
-            Err(RequestTokenError::ServerResponse(response))
-                if matches!(
-                    response.error(),
-                    CoreErrorResponseType::InvalidClient
-                        | CoreErrorResponseType::UnauthorizedClient
-                ) =>
-            {
+            Err(RequestTokenError::ServerResponse(response)) if rejects_client(&response) => {
                 let detail = format!(
                     "the provider answered the token request with {}",
                     response.error().as_ref()
@@ -273,6 +267,38 @@ impl Logins {
             session,
             return_to: super::redirect::safe_return_path(&login.return_to).to_string(),
         })
+    }
+
+    /// Checks `client`'s credentials at its token endpoint by redeeming a code that cannot be
+    /// valid. Providers authenticate the client before they look at the code, so
+    /// `invalid_client` means the credentials are wrong (code 11 on the OAuthClient) and any other
+    /// refusal, normally `invalid_grant`, means they are fine. `None`: no verdict (the provider
+    /// could not be reached; discovery reports that on its own).
+    pub async fn probe_client(&self, client: &OidcClient) -> Option<bool> {
+        let core = self.client(client, PROBE_REDIRECT_URI).await.ok()?;
+        let code = format!("kube-iap-client-probe-{}", super::session::unix_now());
+        let result = core
+            .exchange_code(AuthorizationCode::new(code))
+            .ok()?
+            .request_async(self.providers.http())
+            .await;
+        match result {
+            Err(RequestTokenError::ServerResponse(response)) if rejects_client(&response) => {
+                self.providers.client_rejected(
+                    &client.name,
+                    format!(
+                        "the provider's token endpoint refuses the client ID and secret ({})",
+                        response.error().as_ref()
+                    ),
+                );
+                Some(false)
+            }
+            Ok(_) | Err(RequestTokenError::ServerResponse(_)) => {
+                self.providers.client_accepted(&client.name);
+                Some(true)
+            }
+            Err(_) => None,
+        }
     }
 
     /// The openidconnect client for `client` at its provider, sending `redirect_uri`.
@@ -359,6 +385,17 @@ impl Callback {
 
 /// The login cookie's name for a state. States are URL-safe base64, so the prefix is cookie-safe;
 /// anything else gets a name no cookie has.
+/// A redirect URI for the credentials probe; the code it accompanies is refused either way.
+const PROBE_REDIRECT_URI: &str = "http://127.0.0.1/_iap/callback";
+
+/// Whether a token endpoint's error means it does not accept the client's credentials.
+fn rejects_client(response: &openidconnect::StandardErrorResponse<CoreErrorResponseType>) -> bool {
+    matches!(
+        response.error(),
+        CoreErrorResponseType::InvalidClient | CoreErrorResponseType::UnauthorizedClient
+    )
+}
+
 pub fn login_cookie_name(state: &str) -> String {
     let id: String = state
         .chars()

@@ -170,6 +170,23 @@ impl Providers {
         client_sources(client).find_map(|source| self.source_problem(&source))
     }
 
+    /// The authorization, token and key endpoints `issuer`'s discovery named, once discovered.
+    pub fn endpoints(&self, issuer: &str) -> Option<(String, Option<String>, String)> {
+        let provider = self
+            .by_source
+            .lock()
+            .expect("providers lock is never poisoned")
+            .get(&KeySource::Discovery(issuer.to_string()))
+            .cloned()?;
+        let discovered = provider.current.load_full()?;
+        let document = discovered.metadata.as_ref()?;
+        Some((
+            document.authorization_endpoint().to_string(),
+            document.token_endpoint().map(ToString::to_string),
+            document.jwks_uri().to_string(),
+        ))
+    }
+
     fn source_problem(&self, source: &KeySource) -> Option<String> {
         let provider = self
             .by_source

@@ -68,8 +68,8 @@ impl StatusWriter {
 
     async fn write_changed(&self, recorder: &Recorder, sent: &mut Sent) {
         let report = self.published.report.load_full();
-        let problems = self.published.provider_problems(&self.providers);
-        for status in report.statuses_with_provider_problems(&problems) {
+        let findings = self.published.provider_findings(&self.providers);
+        for status in report.statuses_at_providers(&findings) {
             if status.kind == Kind::Ingress {
                 self.write_ingress(recorder, sent, status).await;
                 continue;
@@ -236,6 +236,7 @@ fn same(a: &ComputedStatus, b: &ComputedStatus) -> bool {
         && a.error_code == b.error_code
         && a.observed_generation == b.observed_generation
         && a.client_secret_sha256 == b.client_secret_sha256
+        && a.discovered == b.discovered
 }
 
 /// Ready flipped or the error code changed (or the object had no status yet).

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 
 use super::{Kind, ObjectKey};
-use crate::api::{IapPolicyStatus, OAuthClientStatus};
+use crate::api::{DiscoveredEndpoints, IapPolicyStatus, OAuthClientStatus};
 use crate::error_codes::ErrorCode;
 
 /// A problem found while translating one resource.
@@ -52,6 +52,10 @@ pub struct ComputedStatus {
     pub observed_generation: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret_sha256: Option<String>,
+    /// An OAuthClient's endpoints as its issuer's discovery names them (found at the provider,
+    /// folded in after the build).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovered: Option<DiscoveredEndpoints>,
     /// The object's `metadata.uid`, for Events about it.
     #[serde(skip)]
     pub uid: Option<String>,
@@ -71,6 +75,7 @@ pub struct CurrentStatus {
     pub observed_generation: Option<i64>,
     pub client_secret_sha256: Option<String>,
     pub last_transition_time: Option<Time>,
+    pub discovered: Option<DiscoveredEndpoints>,
     /// An Ingress's `status.loadBalancer` addresses (IPs and hostnames).
     pub load_balancer: Vec<String>,
 }
@@ -91,6 +96,7 @@ impl CurrentStatus {
             observed_generation,
             client_secret_sha256,
             last_transition_time: ready.map(|c| c.last_transition_time.clone()),
+            discovered: None,
             load_balancer: Vec::new(),
         }
     }
@@ -120,12 +126,15 @@ impl CurrentStatus {
     }
 
     pub fn of_client(status: &OAuthClientStatus) -> Self {
-        Self::from_parts(
-            &status.conditions,
-            status.error_code,
-            status.observed_generation,
-            status.client_secret_sha256.clone(),
-        )
+        CurrentStatus {
+            discovered: status.discovered.clone(),
+            ..Self::from_parts(
+                &status.conditions,
+                status.error_code,
+                status.observed_generation,
+                status.client_secret_sha256.clone(),
+            )
+        }
     }
 }
 
@@ -164,6 +173,7 @@ impl ComputedStatus {
             error_code: code.map(ErrorCode::number),
             observed_generation: generation,
             client_secret_sha256: None,
+            discovered: None,
             uid: None,
             current: None,
         }
@@ -193,6 +203,7 @@ impl ComputedStatus {
                 && current.error_code == self.error_code
                 && current.observed_generation == self.observed_generation
                 && current.client_secret_sha256 == self.client_secret_sha256
+                && current.discovered == self.discovered
         })
     }
 
@@ -236,6 +247,7 @@ impl ComputedStatus {
             error_code: self.error_code,
             observed_generation: self.observed_generation,
             client_secret_sha256: self.client_secret_sha256.clone(),
+            discovered: self.discovered.clone(),
         }
     }
 }

@@ -380,6 +380,47 @@ async fn a_client_secret_the_provider_rejects_shows_code_11_on_the_page_and_the_
 }
 
 #[tokio::test]
+async fn a_wrong_client_secret_shows_code_11_before_anyone_signs_in() {
+    let idp = real_idp().await;
+    let wrong = world(&idp.issuer, "not-the-registered-secret").await;
+    let right = world(&idp.issuer, idp::CLIENT_SECRET).await;
+    let client_status = |admin| async move {
+        let report = get(admin, "admin", "/status", &[]).await.json();
+        report["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|object| object["kind"] == "OAuthClient")
+            .unwrap()["status"]
+            .clone()
+    };
+    // The probe redeems a code that cannot be valid: invalid_client for the wrong secret.
+    eventually("the probe to find the wrong secret", || async {
+        client_status(wrong.server.admin_addr).await["errorCode"] == 11
+    })
+    .await;
+    let status = client_status(wrong.server.admin_addr).await;
+    assert!(
+        status["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refuses the client ID and secret"),
+        "{status}"
+    );
+    assert!(!status.to_string().contains("not-the-registered-secret"));
+    // invalid_grant for the right one: the client stays ready.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = client_status(right.server.admin_addr).await;
+    assert!(status.get("errorCode").is_none(), "{status}");
+    // The status also names what discovery found.
+    let token_endpoint = status["discovered"]["tokenEndpoint"].as_str().unwrap();
+    assert!(token_endpoint.starts_with(&idp.issuer), "{status}");
+    assert!(status["discovered"]["jwksUri"].is_string(), "{status}");
+    wrong.server.shutdown().await;
+    right.server.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_unreachable_provider_gives_code_11_quickly_and_on_the_status() {
     // Port 1 on loopback refuses connections: the provider is down.
     let world = world("http://127.0.0.1:1", "secret").await;

@@ -181,6 +181,10 @@ pub async fn start() -> ForgingIdp {
                             fetches.fetch_add(1, Ordering::SeqCst);
                             serde_json::json!({"keys": [jwk(&keys.published, Some(KID))]})
                         }
+                        // kube-iap's credentials probe redeems a code nobody issued.
+                        "/token" if next.lock().unwrap().is_none() => {
+                            serde_json::json!({"error": "invalid_grant"})
+                        }
                         "/token" => {
                             let token = next
                                 .lock()
@@ -209,7 +213,11 @@ pub async fn start() -> ForgingIdp {
                         }
                         _ => serde_json::json!({"error": "not_found"}),
                     };
+                    let refused = body.get("error").is_some();
                     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+                    if refused {
+                        *response.status_mut() = http::StatusCode::BAD_REQUEST;
+                    }
                     response
                         .headers_mut()
                         .insert("content-type", "application/json".parse().unwrap());
