@@ -311,6 +311,9 @@ fn main() {
     let policies = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let changes = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
     index_build(policies);
+    if changes == 0 {
+        return;
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -164,6 +164,31 @@ impl Published {
         findings
     }
 
+    /// After status-only changes: the same table and report, with each status's view of what
+    /// its object carries refreshed, so the status writer does not write again what is there.
+    pub fn refresh_current_statuses(&self, index: &Index) {
+        let report = self.report.load_full();
+        let mut statuses = report.statuses.clone();
+        index.record_current_statuses(&mut statuses);
+        let now = report
+            .published_at
+            .clone()
+            .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
+        self.report.store(Arc::new(StatusReport {
+            generation: report.generation,
+            routes: report.routes,
+            objects: statuses
+                .iter()
+                .map(|status| object_report(status, &now))
+                .collect(),
+            manifest_errors: report.manifest_errors.clone(),
+            object_errors: report.object_errors.clone(),
+            statuses,
+            published_at: report.published_at.clone(),
+        }));
+        self.published.send_replace(report.generation);
+    }
+
     /// Changes whenever a new table and report are published.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.published.subscribe()

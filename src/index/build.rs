@@ -76,7 +76,7 @@ pub fn build(index: &Index) -> Snapshot {
 }
 
 /// Copies the object's uid and present status onto its computed status.
-fn record_current_status(index: &Index, status: &mut ComputedStatus) {
+pub(super) fn record_current_status(index: &Index, status: &mut ComputedStatus) {
     let (meta, current) = match status.kind {
         Kind::IapPolicy => match index.policies.get(&status.key) {
             Some(policy) => (

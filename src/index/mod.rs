@@ -23,6 +23,8 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 use crate::api::{IapPolicy, OAuthClient};
 use crate::model::RoutingTable;
 
@@ -173,6 +175,42 @@ impl Index {
             (Kind::Secret, self.secrets.len()),
             (Kind::Ingress, self.ingresses.len()),
         ]
+    }
+
+    /// Whether `resource` differs from the held copy only in its status (and bookkeeping such as
+    /// resourceVersion): then the table cannot change, only what the status writer compares.
+    pub fn only_status_differs(&self, resource: &Resource) -> bool {
+        let key = resource.key();
+        fn same_meta(a: &ObjectMeta, b: &ObjectMeta) -> bool {
+            a.uid == b.uid
+                && a.generation == b.generation
+                && a.labels == b.labels
+                && a.annotations == b.annotations
+                && a.creation_timestamp == b.creation_timestamp
+                && a.deletion_timestamp == b.deletion_timestamp
+        }
+        match resource {
+            Resource::IapPolicy(new) => self
+                .policies
+                .get(&key)
+                .is_some_and(|old| old.spec == new.spec && same_meta(&old.metadata, &new.metadata)),
+            Resource::OAuthClient(new) => self
+                .clients
+                .get(&key)
+                .is_some_and(|old| old.spec == new.spec && same_meta(&old.metadata, &new.metadata)),
+            Resource::Ingress(new) => self
+                .ingresses
+                .get(&key)
+                .is_some_and(|old| old.spec == new.spec && same_meta(&old.metadata, &new.metadata)),
+            _ => false,
+        }
+    }
+
+    /// Refreshes what each status says the object carries now, after status-only changes.
+    pub fn record_current_statuses(&self, statuses: &mut [ComputedStatus]) {
+        for status in statuses {
+            build::record_current_status(self, status);
+        }
     }
 
     /// Translates everything into a new table and statuses.

@@ -98,6 +98,16 @@ enum Change {
     Fetched(ObjectKey, Option<Box<Secret>>),
 }
 
+/// What a change means for the published state, least to most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Effect {
+    Nothing,
+    /// Only an object's status changed (typically the echo of our own status write): the
+    /// table stays, the statuses the writer compares are refreshed.
+    Statuses,
+    Table,
+}
+
 /// The loop's state: the index plus what each kind's watcher is in the middle of.
 pub struct ClusterState {
     index: Index,
@@ -141,14 +151,14 @@ impl ClusterState {
         self.errors.values().cloned().collect()
     }
 
-    /// Applies one watch event; returns whether the index changed.
-    pub fn apply(&mut self, kind: Kind, event: watcher::Event<DynamicObject>) -> bool {
+    /// Applies one watch event.
+    pub fn apply(&mut self, kind: Kind, event: watcher::Event<DynamicObject>) -> Effect {
         match event {
             watcher::Event::Init => {
                 // The relist reads every object again and records again what it cannot read.
                 self.errors.retain(|(error_kind, _), _| *error_kind != kind);
                 self.relisting.insert(kind, Vec::new());
-                false
+                Effect::Nothing
             }
             watcher::Event::InitApply(object) => {
                 if let Some(resource) = self.read(kind, object) {
@@ -156,28 +166,38 @@ impl ClusterState {
                         self.relisting.entry(kind).or_default().push(resource);
                     }
                 }
-                false
+                Effect::Nothing
             }
             watcher::Event::InitDone => {
                 let objects = self.relisting.remove(&kind).unwrap_or_default();
                 self.index.reset(kind, objects);
                 self.listed.insert(kind);
-                true
+                Effect::Table
             }
             watcher::Event::Apply(object) => {
                 let key = key_of(&object);
                 match self.read(kind, object) {
-                    Some(resource) if self.wanted(&resource) => self.index.apply(resource),
+                    Some(resource) if self.wanted(&resource) => {
+                        let effect = if self.index.only_status_differs(&resource) {
+                            Effect::Statuses
+                        } else {
+                            Effect::Table
+                        };
+                        self.index.apply(resource);
+                        effect
+                    }
                     // Unreadable, or a Secret nobody names: an older copy must not linger.
-                    _ => self.index.delete(kind, &key),
+                    _ => {
+                        self.index.delete(kind, &key);
+                        Effect::Table
+                    }
                 }
-                true
             }
             watcher::Event::Delete(object) => {
                 let key = key_of(&object);
                 self.errors.remove(&(kind, key.clone()));
                 self.index.delete(kind, &key);
-                true
+                Effect::Table
             }
         }
     }
@@ -227,15 +247,15 @@ impl ClusterState {
     }
 
     /// A fetched Secret counts unless the watch already delivered a (newer) copy.
-    pub fn fetched(&mut self, key: ObjectKey, secret: Option<Box<Secret>>) -> bool {
+    pub fn fetched(&mut self, key: ObjectKey, secret: Option<Box<Secret>>) -> Effect {
         match secret {
             Some(secret)
                 if self.referenced.contains(&key) && !self.index.contains(Kind::Secret, &key) =>
             {
                 self.index.apply(Resource::Secret(secret));
-                true
+                Effect::Table
             }
-            _ => false,
+            _ => Effect::Nothing,
         }
     }
 }
@@ -279,11 +299,11 @@ impl ClusterSource {
                 Some(change) = fetched_rx.recv() => change,
                 else => return,
             };
-            let mut changed = self.handle(&mut state, first, &metrics);
+            let mut effect = self.handle(&mut state, first, &metrics);
             // Whatever else is already waiting joins this build: a relist or a `kubectl apply`
             // of many objects becomes one table, not hundreds.
             while let Some(Some(change)) = changes.next().now_or_never() {
-                changed |= self.handle(&mut state, change, &metrics);
+                effect = effect.max(self.handle(&mut state, change, &metrics));
             }
             let namers_listed = [Kind::IapPolicy, Kind::OAuthClient, Kind::Ingress]
                 .iter()
@@ -293,7 +313,11 @@ impl ClusterSource {
                 changes.push(watch(Kind::Secret));
                 secrets_watched = true;
             }
-            if !changed || !state.synced() {
+            if effect == Effect::Nothing || !state.synced() {
+                continue;
+            }
+            if effect == Effect::Statuses {
+                published.refresh_current_statuses(state.index());
                 continue;
             }
             for key in state.update_references() {
@@ -316,7 +340,7 @@ impl ClusterSource {
         }
     }
 
-    fn handle(&self, state: &mut ClusterState, change: Change, metrics: &Metrics) -> bool {
+    fn handle(&self, state: &mut ClusterState, change: Change, metrics: &Metrics) -> Effect {
         match change {
             Change::Watch(kind, event) => state.apply(kind, *event),
             Change::Fetched(key, secret) => state.fetched(key, secret),
@@ -327,7 +351,7 @@ impl ClusterSource {
                     .with_label_values(&[kind.as_str()])
                     .inc();
                 tracing::warn!(kind = kind.as_str(), %error, "watch failed; retrying with backoff, the last table keeps serving");
-                false
+                Effect::Nothing
             }
         }
     }
@@ -381,10 +405,33 @@ mod tests {
         assert!(!state.index().contains(Kind::IapPolicy, &key("new")));
         assert!(!state.synced());
 
-        assert!(state.apply(Kind::IapPolicy, Event::InitDone));
+        assert_eq!(state.apply(Kind::IapPolicy, Event::InitDone), Effect::Table);
         assert!(!state.index().contains(Kind::IapPolicy, &key("old")));
         assert!(state.index().contains(Kind::IapPolicy, &key("new")));
         assert!(state.listed(Kind::IapPolicy));
+    }
+
+    #[test]
+    fn the_echo_of_a_status_write_does_not_rebuild_the_table() {
+        let mut state = state();
+        let first = policy("p", json!(["a.test"]));
+        assert_eq!(
+            state.apply(Kind::IapPolicy, Event::Apply(first.clone())),
+            Effect::Table
+        );
+        let mut echoed = first.clone();
+        echoed.data["status"] = json!({"errorCode": 13});
+        echoed.metadata.resource_version = Some("7".into());
+        assert_eq!(
+            state.apply(Kind::IapPolicy, Event::Apply(echoed)),
+            Effect::Statuses
+        );
+        let mut edited = first;
+        edited.data["spec"]["hosts"] = json!(["b.test"]);
+        assert_eq!(
+            state.apply(Kind::IapPolicy, Event::Apply(edited)),
+            Effect::Table
+        );
     }
 
     #[test]
@@ -430,7 +477,7 @@ mod tests {
         assert!(state.index().contains(Kind::Secret, &key("named")));
         assert!(!state.index().contains(Kind::Secret, &key("unrelated")));
         // A fetch answered after the watch delivered the Secret changes nothing.
-        assert!(!state.fetched(key("named"), None));
+        assert_eq!(state.fetched(key("named"), None), Effect::Nothing);
 
         state.apply(
             Kind::OAuthClient,
