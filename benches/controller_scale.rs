@@ -8,6 +8,10 @@
 //!
 //! `cargo bench --bench controller_scale [-- POLICIES CHANGES]` (defaults 10000 and 100).
 
+// The same allocator as the kube-iap binary, so the index figures are the controller's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "../tests/integration/support/apiserver.rs"]
 #[allow(dead_code)]
 mod apiserver;
@@ -93,7 +97,11 @@ fn index_build(policies: usize) {
     }
     let mut times = Vec::new();
     let mut routes = 0;
-    for _ in 0..7 {
+    let builds: usize = std::env::var("BUILDS")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(7);
+    for _ in 0..builds {
         let started = Instant::now();
         let snapshot = index.build();
         times.push(started.elapsed());

@@ -105,7 +105,7 @@ impl ProviderFindings {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct ObjectReport {
     pub kind: Kind,
     pub namespace: String,
@@ -170,17 +170,12 @@ impl Published {
         let report = self.report.load_full();
         let mut statuses = report.statuses.clone();
         index.record_current_statuses(&mut statuses);
-        let now = report
-            .published_at
-            .clone()
-            .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
         self.report.store(Arc::new(StatusReport {
             generation: report.generation,
             routes: report.routes,
-            objects: statuses
-                .iter()
-                .map(|status| object_report(status, &now))
-                .collect(),
+            // Rendered objects keep their transition times until the next build; `/status`
+            // renders afresh whenever providers report anything.
+            objects: report.objects.clone(),
             manifest_errors: report.manifest_errors.clone(),
             object_errors: report.object_errors.clone(),
             statuses,

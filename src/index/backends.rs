@@ -1,6 +1,6 @@
 //! Resolves a Service port to the addresses requests go to.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -37,7 +37,7 @@ pub struct SlicesByService<'a> {
 
 impl<'a> SlicesByService<'a> {
     pub fn new(slices: impl Iterator<Item = (&'a ObjectKey, &'a EndpointSlice)>) -> Self {
-        let mut by_service: HashMap<ObjectKey, Vec<&EndpointSlice>> = HashMap::new();
+        let mut by_service: HashMap<ObjectKey, Vec<&EndpointSlice>> = HashMap::default();
         for (key, slice) in slices {
             let service = slice
                 .metadata
@@ -79,14 +79,16 @@ pub fn resolve(
     slices: &SlicesByService<'_>,
 ) -> Result<ResolvedBackend, BackendError> {
     let service = service.ok_or_else(|| BackendError::ServiceNotFound(key.clone()))?;
-    let spec = service.spec.clone().unwrap_or_default();
-    let ports = spec.ports.unwrap_or_default();
-    let port = select_port(key, &ports, selector)?;
+    let spec = service.spec.as_ref();
+    let ports = spec
+        .and_then(|spec| spec.ports.as_deref())
+        .unwrap_or_default();
+    let port = select_port(key, ports, selector)?;
     let name = format!("{key}:{}", port.port);
 
-    if spec.type_.as_deref() == Some("ExternalName") {
+    if spec.and_then(|spec| spec.type_.as_deref()) == Some("ExternalName") {
         let upstreams = spec
-            .external_name
+            .and_then(|spec| spec.external_name.as_ref())
             .iter()
             .filter_map(|host| upstream(host, port.port))
             .collect();

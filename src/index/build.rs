@@ -1,6 +1,6 @@
 //! The translation itself: resources in, routing table and statuses out.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
@@ -26,7 +26,7 @@ const MIN_SESSION_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(
 pub fn build(index: &Index) -> Snapshot {
     let mut statuses = Vec::with_capacity(index.clients.len() + index.policies.len());
     let mut client_health: HashMap<&ObjectKey, ClientHealth> =
-        HashMap::with_capacity(index.clients.len());
+        HashMap::with_capacity_and_hasher(index.clients.len(), Default::default());
     for (key, client) in &index.clients {
         let (health, status) = clients::evaluate(key, client, &index.secrets);
         client_health.insert(key, health);
@@ -153,7 +153,7 @@ fn policies_oldest_first(index: &Index) -> Vec<(&ObjectKey, &IapPolicy)> {
 
 /// Services that point at a policy with the `kube-iap.io/policy` annotation, by policy.
 fn annotated_services(index: &Index) -> HashMap<ObjectKey, Vec<(&ObjectKey, &Service)>> {
-    let mut by_policy: HashMap<ObjectKey, Vec<(&ObjectKey, &Service)>> = HashMap::new();
+    let mut by_policy: HashMap<ObjectKey, Vec<(&ObjectKey, &Service)>> = HashMap::default();
     for (key, service) in &index.services {
         let policy = service
             .metadata

@@ -2,7 +2,7 @@
 //! `kube-iap.io/policy` annotation names. An Ingress without that annotation, or naming a policy
 //! that does not exist, is not served at all: nothing reaches a backend without a policy.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
@@ -47,7 +47,7 @@ pub struct IngressPath {
 
 /// The paths of served Ingresses by the policy they name, and a status per served Ingress.
 pub fn attach(index: &Index) -> (HashMap<ObjectKey, Vec<IngressPath>>, Vec<ComputedStatus>) {
-    let mut by_policy: HashMap<ObjectKey, Vec<IngressPath>> = HashMap::new();
+    let mut by_policy: HashMap<ObjectKey, Vec<IngressPath>> = HashMap::default();
     let mut statuses = Vec::new();
     for (key, ingress) in &index.ingresses {
         if !is_served_class(ingress, index.ingress_class()) {

@@ -1,7 +1,7 @@
 //! The immutable routing table. A change builds a whole new table and publishes it; each request
 //! reads the current one once.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;

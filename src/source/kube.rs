@@ -260,6 +260,9 @@ impl ClusterState {
     }
 }
 
+/// How long status-only changes may wait before the status writer sees them.
+const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn watch_kind(
     client: kube::Client,
     namespace: Option<&str>,
@@ -293,10 +296,21 @@ impl ClusterSource {
         let mut secrets_watched = false;
         let (fetched_tx, mut fetched_rx) = mpsc::channel::<Change>(64);
         let mut state = ClusterState::new(self.session_keys_secret.clone(), &self.ingress_class);
+        // Status-only changes (mostly echoes of our own writes, thousands after a start) are
+        // folded in at most once per STATUS_REFRESH, so they never queue ahead of real changes.
+        let mut statuses_stale_since: Option<tokio::time::Instant> = None;
         loop {
+            let refresh_at = statuses_stale_since.map(|since| since + STATUS_REFRESH);
             let first = tokio::select! {
                 Some(change) = changes.next() => change,
                 Some(change) = fetched_rx.recv() => change,
+                _ = tokio::time::sleep_until(refresh_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if refresh_at.is_some() =>
+                {
+                    published.refresh_current_statuses(state.index());
+                    statuses_stale_since = None;
+                    continue;
+                }
                 else => return,
             };
             let mut effect = self.handle(&mut state, first, &metrics);
@@ -317,9 +331,11 @@ impl ClusterSource {
                 continue;
             }
             if effect == Effect::Statuses {
-                published.refresh_current_statuses(state.index());
+                statuses_stale_since.get_or_insert_with(tokio::time::Instant::now);
                 continue;
             }
+            // A new table carries every object's current status.
+            statuses_stale_since = None;
             for key in state.update_references() {
                 let api: Api<Secret> = Api::namespaced(self.client.clone(), &key.namespace);
                 let sender = fetched_tx.clone();
