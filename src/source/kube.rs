@@ -340,14 +340,22 @@ impl ClusterSource {
                 let api: Api<Secret> = Api::namespaced(self.client.clone(), &key.namespace);
                 let sender = fetched_tx.clone();
                 tokio::spawn(async move {
-                    match api.get_opt(&key.name).await {
-                        Ok(secret) => {
-                            let _ = sender
-                                .send(Change::Fetched(key, secret.map(Box::new)))
-                                .await;
-                        }
-                        Err(error) => {
-                            tracing::warn!(secret = %key, %error, "cannot read a referenced Secret; the watch will deliver it")
+                    // The watch already passed this Secret by (nobody named it then), so it
+                    // arrives only through this GET: retried, with backoff, until it answers.
+                    let mut wait = std::time::Duration::from_secs(1);
+                    loop {
+                        match api.get_opt(&key.name).await {
+                            Ok(secret) => {
+                                let _ = sender
+                                    .send(Change::Fetched(key, secret.map(Box::new)))
+                                    .await;
+                                return;
+                            }
+                            Err(error) => {
+                                tracing::warn!(secret = %key, %error, retry_in_secs = wait.as_secs(), "cannot read a referenced Secret");
+                                tokio::time::sleep(wait).await;
+                                wait = (wait * 2).min(std::time::Duration::from_secs(60));
+                            }
                         }
                     }
                 });
