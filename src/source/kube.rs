@@ -294,6 +294,7 @@ impl ClusterSource {
                 .map(watch),
         );
         let mut secrets_watched = false;
+        let mut warned_about_keys = false;
         let (fetched_tx, mut fetched_rx) = mpsc::channel::<Change>(64);
         let mut state = ClusterState::new(self.session_keys_secret.clone(), &self.ingress_class);
         // Status-only changes (mostly echoes of our own writes, thousands after a start) are
@@ -361,6 +362,17 @@ impl ClusterSource {
                 });
             }
             published.publish_cluster(state.index(), state.errors(), &metrics);
+            let table = published.table.load();
+            if !warned_about_keys && (table.session_keys.is_none() || table.signing_keys.is_none())
+            {
+                warned_about_keys = true;
+                tracing::warn!(
+                    secret = %self.session_keys_secret,
+                    "no session or signing keys Secret: this replica uses keys generated at start, so \
+                     replicas do not share sessions and sign-ins end with a restart; create the Secrets \
+                     (see README, Installing in a cluster)"
+                );
+            }
         }
     }
 
