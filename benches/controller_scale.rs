@@ -168,17 +168,7 @@ async fn watch_path(policies: usize, changes: usize) {
         api.put(object);
     }
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: bench, cluster: {{server: \"http://{}\"}}}}]\n\
-             users: [{{name: bench, user: {{}}}}]\ncontexts: [{{name: bench, context: {{cluster: bench, user: bench}}}}]\n\
-             current-context: bench\n",
-            api.addr
-        ),
-    )
-    .unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
     let http_port = {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

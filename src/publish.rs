@@ -22,7 +22,7 @@ use crate::source::files::ManifestError;
 use crate::source::kube::ObjectError;
 
 /// The computed status of every object, as `/status` shows it.
-#[derive(Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusReport {
     /// Increases with every published table.
@@ -41,8 +41,8 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
-    /// The report with problems found at identity providers (by OAuthClient `namespace/name`)
-    /// folded into those OAuthClients' statuses: error code 11.
+    /// The report with what identity providers report folded into the OAuthClients' statuses:
+    /// problems as error code 11, and the discovered endpoints.
     pub fn with_provider_findings(&self, findings: &ProviderFindings) -> StatusReport {
         let now = self
             .published_at
@@ -63,9 +63,7 @@ impl StatusReport {
             published_at: None,
         }
     }
-}
 
-impl StatusReport {
     /// Every computed status with what was found at identity providers folded in (problems
     /// as code 11, discovered endpoints): what the status writer makes the cluster say.
     pub fn statuses_at_providers(&self, findings: &ProviderFindings) -> Vec<ComputedStatus> {
@@ -167,21 +165,13 @@ impl Published {
     /// After status-only changes: the same table and report, with each status's view of what
     /// its object carries refreshed, so the status writer does not write again what is there.
     pub fn refresh_current_statuses(&self, index: &Index) {
-        let report = self.report.load_full();
-        let mut statuses = report.statuses.clone();
-        index.record_current_statuses(&mut statuses);
-        self.report.store(Arc::new(StatusReport {
-            generation: report.generation,
-            routes: report.routes,
-            // Rendered objects keep their transition times until the next build; `/status`
-            // renders afresh whenever providers report anything.
-            objects: report.objects.clone(),
-            manifest_errors: report.manifest_errors.clone(),
-            object_errors: report.object_errors.clone(),
-            statuses,
-            published_at: report.published_at.clone(),
-        }));
-        self.published.send_replace(report.generation);
+        // Rendered objects keep their transition times until the next build; `/status`
+        // renders afresh whenever providers report anything.
+        let mut refreshed = StatusReport::clone(&self.report.load());
+        index.record_current_statuses(&mut refreshed.statuses);
+        let generation = refreshed.generation;
+        self.report.store(Arc::new(refreshed));
+        self.published.send_replace(generation);
     }
 
     /// Changes whenever a new table and report are published.

@@ -11,18 +11,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::watch;
 
-use crate::api::{IapPolicy, OAuthClient};
 use crate::auth::providers::Providers;
 use crate::index::{ComputedStatus, Kind, ObjectKey};
 use crate::metrics::Metrics;
 use crate::publish::Published;
 use crate::shutdown::until_stopped;
+use crate::source::kube::api_resource;
 
 pub const FIELD_MANAGER: &str = "kube-iap";
 /// Provider problems appear without a new table; look at them this often.
@@ -118,7 +117,7 @@ impl StatusWriter {
             .as_ref()
             .map(|current| current.load_balancer.clone())
             .unwrap_or_default();
-        let echo_pending = previous.is_some_and(|last| !changed && last.ready == status.ready)
+        let echo_pending = !changed
             && sent
                 .get(&id)
                 .is_some_and(|(_, at)| at.elapsed() < ECHO_WAIT);
@@ -135,17 +134,9 @@ impl StatusWriter {
                 Err(_) => serde_json::json!({"hostname": address}),
             })
             .collect();
-        let resource = api_resource(Kind::Ingress);
-        let body = serde_json::json!({
-            "apiVersion": resource.api_version,
-            "kind": resource.kind,
-            "status": {"loadBalancer": {"ingress": entries}},
-        });
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &status.key.namespace, &resource);
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        match api
-            .patch_status(&status.key.name, &params, &Patch::Apply(&body))
+        let load_balancer = serde_json::json!({"loadBalancer": {"ingress": entries}});
+        match self
+            .apply_status(Kind::Ingress, &status.key, load_balancer)
             .await
         {
             Ok(_) => {
@@ -167,17 +158,28 @@ impl StatusWriter {
     }
 
     async fn patch(&self, status: &ComputedStatus) -> Result<(), kube::Error> {
-        let resource = api_resource(status.kind);
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &status.key.namespace, &resource);
         let now = Time(k8s_openapi::jiff::Timestamp::now());
+        self.apply_status(status.kind, &status.key, status_body(status, now))
+            .await
+    }
+
+    /// Server-side apply of an object's status subresource as field manager `kube-iap`.
+    async fn apply_status(
+        &self,
+        kind: Kind,
+        key: &ObjectKey,
+        status: serde_json::Value,
+    ) -> Result<(), kube::Error> {
+        let resource = api_resource(kind);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &key.namespace, &resource);
         let body = serde_json::json!({
             "apiVersion": resource.api_version,
             "kind": resource.kind,
-            "status": status_body(status, now),
+            "status": status,
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        api.patch_status(&status.key.name, &params, &Patch::Apply(&body))
+        api.patch_status(&key.name, &params, &Patch::Apply(&body))
             .await
             .map(drop)
     }
@@ -209,14 +211,6 @@ impl StatusWriter {
     }
 }
 
-fn api_resource(kind: Kind) -> ApiResource {
-    match kind {
-        Kind::OAuthClient => ApiResource::erase::<OAuthClient>(&()),
-        Kind::Ingress => ApiResource::erase::<Ingress>(&()),
-        _ => ApiResource::erase::<IapPolicy>(&()),
-    }
-}
-
 /// The status subresource as JSON.
 pub fn status_body(status: &ComputedStatus, now: Time) -> serde_json::Value {
     let value = match status.kind {
@@ -229,14 +223,7 @@ pub fn status_body(status: &ComputedStatus, now: Time) -> serde_json::Value {
 /// Equal in everything the status subresource shows, on the same object (a deleted and
 /// recreated object has a new uid and no status yet).
 fn same(a: &ComputedStatus, b: &ComputedStatus) -> bool {
-    a.uid == b.uid
-        && a.ready == b.ready
-        && a.reason == b.reason
-        && a.message == b.message
-        && a.error_code == b.error_code
-        && a.observed_generation == b.observed_generation
-        && a.client_secret_sha256 == b.client_secret_sha256
-        && a.discovered == b.discovered
+    a.uid == b.uid && a.shows_same_as(b)
 }
 
 /// Ready flipped or the error code changed (or the object had no status yet).

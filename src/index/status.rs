@@ -65,6 +65,19 @@ pub struct ComputedStatus {
     pub current: Option<CurrentStatus>,
 }
 
+/// What a status subresource shows, transition time aside: the terms in which a computed
+/// status and an object's present status are compared.
+#[derive(PartialEq)]
+struct Shown<'a> {
+    ready: Option<bool>,
+    reason: &'a str,
+    message: &'a str,
+    error_code: Option<u32>,
+    observed_generation: Option<i64>,
+    client_secret_sha256: Option<&'a str>,
+    discovered: Option<&'a DiscoveredEndpoints>,
+}
+
 /// The status an object carries now, in the terms the status writer compares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CurrentStatus {
@@ -108,6 +121,18 @@ impl CurrentStatus {
             status.observed_generation,
             None,
         )
+    }
+
+    fn shown(&self) -> Shown<'_> {
+        Shown {
+            ready: self.ready,
+            reason: &self.reason,
+            message: &self.message,
+            error_code: self.error_code,
+            observed_generation: self.observed_generation,
+            client_secret_sha256: self.client_secret_sha256.as_deref(),
+            discovered: self.discovered.as_ref(),
+        }
     }
 
     pub fn of_ingress(status: &IngressStatus) -> Self {
@@ -194,17 +219,28 @@ impl ComputedStatus {
         }
     }
 
+    fn shown(&self) -> Shown<'_> {
+        Shown {
+            ready: Some(self.ready),
+            reason: &self.reason,
+            message: &self.message,
+            error_code: self.error_code,
+            observed_generation: self.observed_generation,
+            client_secret_sha256: self.client_secret_sha256.as_deref(),
+            discovered: self.discovered.as_ref(),
+        }
+    }
+
     /// Whether the object's status already says exactly this (transition time aside).
     pub fn is_current(&self) -> bool {
-        self.current.as_ref().is_some_and(|current| {
-            current.ready == Some(self.ready)
-                && current.reason == self.reason
-                && current.message == self.message
-                && current.error_code == self.error_code
-                && current.observed_generation == self.observed_generation
-                && current.client_secret_sha256 == self.client_secret_sha256
-                && current.discovered == self.discovered
-        })
+        self.current
+            .as_ref()
+            .is_some_and(|current| current.shown() == self.shown())
+    }
+
+    /// Whether both would write the same status subresource (transition time aside).
+    pub fn shows_same_as(&self, other: &ComputedStatus) -> bool {
+        self.shown() == other.shown()
     }
 
     /// The condition's transition time: kept from the object while Ready has not flipped.

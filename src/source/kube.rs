@@ -47,7 +47,8 @@ pub struct ObjectError {
     pub reason: String,
 }
 
-fn api_resource(kind: Kind) -> ApiResource {
+/// Where objects of `kind` live in the API.
+pub fn api_resource(kind: Kind) -> ApiResource {
     match kind {
         Kind::IapPolicy => ApiResource::erase::<IapPolicy>(&()),
         Kind::OAuthClient => ApiResource::erase::<OAuthClient>(&()),

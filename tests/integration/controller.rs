@@ -10,7 +10,7 @@ use kube_iap::serve::{self, Running, ServeConfig, Source};
 use serde_json::{Value, json};
 
 use crate::support::apiserver::ApiServer;
-use crate::support::{backends, get, loopback, manifests};
+use crate::support::{backends, get, loopback, manifests, within};
 
 async fn start_controller(api: &ApiServer, identity: &str) -> Running {
     if std::env::var_os("KUBE_IAP_TEST_LOG").is_some() {
@@ -38,22 +38,6 @@ async fn start_controller(api: &ApiServer, identity: &str) -> Running {
     })
     .await
     .expect("controller starts")
-}
-
-/// Polls `check` until it holds, for at most `seconds`.
-async fn within<F, Fut>(seconds: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out after {seconds} s waiting for {what}");
 }
 
 fn policy_with_client(name: &str, host: &str, client: &str, path: &str) -> String {
@@ -117,6 +101,15 @@ fn assert_allowed_by_deploy_rbac(api: &ApiServer) {
     }
 }
 
+/// A scripted API server holding the healthy OAuthClient `idp` and the Service `web`, whose
+/// endpoint is `backend`.
+async fn cluster_with_web(backend: std::net::SocketAddr) -> ApiServer {
+    let api = ApiServer::start().await;
+    api.put_yaml(&manifests::oauth_client());
+    api.put_yaml(&manifests::service("web", backend.port()));
+    api
+}
+
 fn last_status(api: &ApiServer, plural: &str, name: &str) -> Option<Value> {
     api.status_patches(plural, "default", name)
         .last()
@@ -126,9 +119,7 @@ fn last_status(api: &ApiServer, plural: &str, name: &str) -> Option<Value> {
 #[tokio::test]
 async fn watched_objects_are_served_and_statuses_carry_each_code_once() {
     let backend = backends::echo("web").await;
-    let api = ApiServer::start().await;
-    api.put_yaml(&manifests::oauth_client());
-    api.put_yaml(&manifests::service("web", backend.port()));
+    let api = cluster_with_web(backend).await;
     api.put_yaml(&manifests::policy(
         "open",
         "open.test",
@@ -319,9 +310,7 @@ async fn only_the_leader_writes_and_a_replica_takes_over_an_abandoned_lease() {
 #[tokio::test]
 async fn an_unreadable_object_is_skipped_and_an_api_outage_changes_nothing_for_traffic() {
     let backend = backends::echo("web").await;
-    let api = ApiServer::start().await;
-    api.put_yaml(&manifests::oauth_client());
-    api.put_yaml(&manifests::service("web", backend.port()));
+    let api = cluster_with_web(backend).await;
     api.put_yaml(&manifests::policy("a", "a.test", "web", &["allUsers"]));
     api.put_yaml(&manifests::policy("b", "b.test", "web", &["allUsers"]));
     // The API server's schema validation would refuse this; a watch must survive it anyway.
@@ -392,9 +381,7 @@ async fn an_unreadable_object_is_skipped_and_an_api_outage_changes_nothing_for_t
 #[tokio::test]
 async fn ingresses_of_our_class_are_served_under_their_policy_and_others_get_an_event() {
     let backend = backends::echo("web").await;
-    let api = ApiServer::start().await;
-    api.put_yaml(&manifests::oauth_client());
-    api.put_yaml(&manifests::service("web", backend.port()));
+    let api = cluster_with_web(backend).await;
     api.put_yaml(
         r#"apiVersion: kube-iap.io/v1alpha1
 kind: IapPolicy
@@ -472,9 +459,7 @@ spec:
 #[tokio::test]
 async fn the_controller_command_serves_a_cluster_found_through_kubeconfig() {
     let backend = backends::echo("web").await;
-    let api = ApiServer::start().await;
-    api.put_yaml(&manifests::oauth_client());
-    api.put_yaml(&manifests::service("web", backend.port()));
+    let api = cluster_with_web(backend).await;
     api.put_yaml(&manifests::policy(
         "open",
         "open.test",
@@ -482,18 +467,7 @@ async fn the_controller_command_serves_a_cluster_found_through_kubeconfig() {
         &["allUsers"],
     ));
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
-             clusters: [{{name: test, cluster: {{server: \"http://{}\"}}}}]\n\
-             users: [{{name: test, user: {{}}}}]\n\
-             contexts: [{{name: test, context: {{cluster: test, user: test}}}}]\n",
-            api.addr
-        ),
-    )
-    .unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
     let free_port = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

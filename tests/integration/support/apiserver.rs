@@ -203,6 +203,21 @@ impl ApiServer {
         kube::Client::try_from(config).expect("client")
     }
 
+    /// Writes a kubeconfig pointing at this server into `dir`, for a `kube-iap controller`
+    /// process, and returns its path.
+    pub fn write_kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: scripted\n\
+             clusters: [{{name: scripted, cluster: {{server: \"http://{}\"}}}}]\n\
+             users: [{{name: scripted, user: {{}}}}]\n\
+             contexts: [{{name: scripted, context: {{cluster: scripted, user: scripted}}}}]\n",
+            self.addr
+        );
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+
     /// Adds or replaces an object (JSON, with apiVersion, kind and metadata). A Secret's
     /// `stringData` is folded into `data`, as a real API server does.
     pub fn put(&self, mut object: Value) {

@@ -116,19 +116,28 @@ pub async fn send(
 }
 
 /// Polls `check` until it returns true, for at most five seconds.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    within(5, what, check).await
+}
+
+/// Polls `check` until it returns true, for at most `seconds`.
+pub async fn within<F, Fut>(seconds: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
     while tokio::time::Instant::now() < deadline {
         if check().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("timed out waiting for {what}");
+    panic!("timed out after {seconds} s waiting for {what}");
 }
 
 /// A WebSocket upgrade request for `uri` with the Host `host` and extra headers.
