@@ -7,6 +7,8 @@ echo "== node packages (the test identity provider and the browser driver)"
 if [ ! -d node_modules/oidc-provider ] || [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules ]; then
   npm ci --no-audit --no-fund
 fi
+echo "== chart tools (helm, kubernetes-validate)"
+scripts/install-tools.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

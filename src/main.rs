@@ -240,6 +240,10 @@ struct ProxyArgs {
     /// balancer, set --trusted-proxy-cidrs so clients are told apart).
     #[arg(long, default_value_t = 1200)]
     sign_in_per_minute: u32,
+    /// Also send Google IAP's x-goog-authenticated-user-email/-id headers to every backend, as
+    /// if every policy set googleCompatibleHeaders (for apps written against Google IAP).
+    #[arg(long, env = "KUBE_IAP_GOOGLE_COMPATIBLE_HEADERS")]
+    google_compatible_headers: bool,
     /// Worker threads serving connections, each with its own runtime and upstream pool
     /// (default: one per CPU).
     #[arg(long, env = "KUBE_IAP_WORKERS")]
@@ -262,6 +266,7 @@ impl ProxyArgs {
             assertion_issuer: self.assertion_issuer.clone(),
             trusted_proxies: self.trusted_proxy_cidrs.clone(),
             sign_in_per_minute: self.sign_in_per_minute.max(1),
+            google_compatible_headers: self.google_compatible_headers,
             workers: self
                 .workers
                 .unwrap_or(ProxyConfig::default().workers)

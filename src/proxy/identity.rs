@@ -139,7 +139,7 @@ impl Proxy {
             .as_deref()
             .and_then(|e| HeaderValue::from_str(e).ok());
         let subject = HeaderValue::from_str(&identity.subject).ok();
-        if settings.google_compatible {
+        if settings.google_compatible || self.config.google_compatible_headers {
             let prefixed =
                 |value: &str| HeaderValue::from_str(&format!("{GOOGLE_VALUE_PREFIX}{value}")).ok();
             if let Some(value) = identity.email.as_deref().and_then(prefixed) {

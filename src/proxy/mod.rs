@@ -69,6 +69,9 @@ pub struct ProxyConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Sign-in redirects and callbacks accepted per client address and minute.
     pub sign_in_per_minute: u32,
+    /// Send Google IAP's `x-goog-authenticated-user-*` headers on every route, as if every
+    /// policy set `googleCompatibleHeaders`.
+    pub google_compatible_headers: bool,
 }
 
 impl Default for ProxyConfig {
@@ -84,6 +87,7 @@ impl Default for ProxyConfig {
             assertion_issuer: DEFAULT_ASSERTION_ISSUER.to_string(),
             trusted_proxies: Vec::new(),
             sign_in_per_minute: 1200,
+            google_compatible_headers: false,
         }
     }
 }

@@ -7,6 +7,7 @@ mod admin;
 mod bearer;
 mod binary;
 mod browser;
+mod chart;
 mod controller;
 mod crds;
 mod docs;

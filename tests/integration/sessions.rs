@@ -299,3 +299,52 @@ async fn adding_a_session_key_logs_nobody_out() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn google_compatible_headers_for_every_route_come_from_one_flag() {
+    let (dir, _backend) = world().await;
+    let ring = KeyRing::new(&[OLD_KEY]);
+    let alice = cookie(&ring, &session("alice@example.com", true, 3600), "app.test");
+    let spoofed = (
+        "x-goog-authenticated-user-email",
+        "kube-iap:ceo@example.com",
+    );
+    let headers_seen = |server: kube_iap::serve::Running| {
+        let alice = alice.clone();
+        async move {
+            let reply = get(
+                server.http_addr.unwrap(),
+                "app.test",
+                "/",
+                &[("cookie", alice.as_str()), spoofed],
+            )
+            .await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            server.shutdown().await;
+            reply.json()["headers"].clone()
+        }
+    };
+
+    // The policy does not ask for Google's headers: by default none reach the backend.
+    let plain = headers_seen(start_server(dir.path()).await).await;
+    assert!(plain.get("x-goog-authenticated-user-email").is_none());
+
+    let flagged = support::start_server_with(
+        dir.path(),
+        kube_iap::proxy::ProxyConfig {
+            access_log: false,
+            google_compatible_headers: true,
+            ..kube_iap::proxy::ProxyConfig::default()
+        },
+    )
+    .await;
+    let seen = headers_seen(flagged).await;
+    assert_eq!(
+        seen["x-goog-authenticated-user-email"],
+        "kube-iap:alice@example.com"
+    );
+    assert_eq!(
+        seen["x-goog-authenticated-user-id"],
+        "kube-iap:sub-alice@example.com"
+    );
+}
