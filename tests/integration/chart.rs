@@ -26,7 +26,7 @@ const EVERYTHING_ON: &[&str] = &[
     "logFormat=text",
 ];
 
-fn tool(name: &str) -> PathBuf {
+pub(crate) fn tool(name: &str) -> PathBuf {
     let dir = std::env::var_os("KUBE_IAP_TOOLS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin"));
@@ -130,7 +130,7 @@ fn deploy_kustomizes_into_manifests_kubernetes_accepts() {
 
 /// `kubernetes-validate --strict`: every object of a built-in kind checked field by field
 /// against the Kubernetes schemas (unknown fields are errors).
-fn assert_kubernetes_accepts(name: &str, yaml: &str) {
+pub(crate) fn assert_kubernetes_accepts(name: &str, yaml: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(format!("{name}.yaml"));
     std::fs::write(&file, yaml).unwrap();
