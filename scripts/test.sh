@@ -12,9 +12,10 @@ scripts/install-tools.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets -- -D warnings
+cargo clippy --locked --all-targets -- -D warnings
 echo "== shell scripts parse"
 for script in .ci/run scripts/*.sh examples/*.sh bench/*.sh e2e/*.sh; do bash -n "$script"; done
 for script in idp/*.mjs e2e/browser/*.mjs; do node --check "$script"; done
+# --locked: the tests build exactly the Cargo.lock the Dockerfile's `cargo build --locked` builds.
 echo "== cargo test"
-cargo test
+cargo test --locked

@@ -160,7 +160,7 @@ struct ServeArgs {
     /// Disable the HTTPS listener.
     #[arg(long)]
     no_https: bool,
-    /// Admin listener: /healthz, /readyz, /metrics, /status.
+    /// Admin listener: /healthz, /readyz, /metrics, /status, /jwks.json.
     #[arg(long, default_value = "127.0.0.1:9090", env = "KUBE_IAP_ADMIN_ADDR")]
     admin_addr: SocketAddr,
     /// How often the manifests folder is checked for changes, in milliseconds.
