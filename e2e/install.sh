@@ -5,7 +5,8 @@
 #       key Secrets exist;
 #   (b) the docs' first protected app (docs/first-app.md, applied from its own YAML blocks): the
 #       policy gets a status, and a request without credentials through the proxy gets 401;
-#   (c) `helm upgrade` keeps the session and signing keys byte for byte;
+#   (c) `helm upgrade` keeps the session and signing keys byte for byte, and the rotation
+#       commands of docs/upgrading.md add keys the replicas accept;
 #   (d) `helm uninstall` leaves the key Secrets behind (resource-policy keep);
 #   (e) `kubectl apply -k deploy/` installs the same controller, which becomes ready.
 # Without a reachable cluster, Docker, kind or helm it says "skipped: …" and exits 0.
@@ -126,6 +127,21 @@ ok "(b) docs/first-app.md: the policy has a status, the route fails closed witho
 [[ $(secret_data kube-iap-session-keys) == "$session_before" ]] || fail "upgrade kept session keys"
 [[ $(secret_data kube-iap-signing-keys) == "$signing_before" ]] || fail "upgrade kept signing keys"
 ok "(c) helm upgrade keeps the session and signing keys"
+
+# (c2) key rotation exactly as docs/upgrading.md writes it: a new entry added beside the old ones
+kubectl -n kube-iap patch secret kube-iap-session-keys --type merge -p "{\"stringData\":{\"key-0002\":\"$(openssl rand -base64 32)\"}}" >/dev/null ||
+  fail "the docs' session key rotation command"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/key-0002.pem" 2>/dev/null
+kubectl -n kube-iap patch secret kube-iap-signing-keys --type merge -p "{\"data\":{\"key-0002\":\"$(base64 -w0 "$work/key-0002.pem")\"}}" >/dev/null ||
+  fail "the docs' signing key rotation command"
+for secret in kube-iap-session-keys kube-iap-signing-keys; do
+  entries=$(kubectl -n "$ns" get secret "$secret" -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}')
+  [[ $entries == "key-0001 key-0002 " ]] || fail "$secret holds both keys, saw: $entries"
+done
+sleep 5 # the Secret watch delivers the change; a refused entry is logged as "skipped"
+kubectl -n "$ns" logs -l app.kubernetes.io/name=kube-iap --tail=200 | grep -q "skipped" &&
+  fail "a rotated key was refused"
+ok "(c2) the docs' key rotation commands add keys the replicas accept"
 
 # (d) helm uninstall leaves the keys
 "$HELM" uninstall kube-iap -n "$ns" --wait >/dev/null || fail "helm uninstall"

@@ -36,8 +36,19 @@ fn parse_key(pem: &[u8]) -> Result<SigningKey, String> {
     }
     let sec1 = PrivateSec1KeyDer::from_pem_slice(pem)
         .map_err(|_| "not a PEM PKCS#8 or SEC1 (EC PRIVATE KEY) key".to_string())?;
-    SigningKey::from_pkcs8(&sec1_to_pkcs8(sec1.secret_sec1_der()))
+    let sec1 = sec1.secret_sec1_der();
+    // A P-256 SEC1 key is about 121 bytes; anything far larger is not one, and refusing it here
+    // keeps the DER lengths below within two bytes.
+    if sec1.len() > MAX_SEC1_LEN {
+        return Err(format!(
+            "an EC PRIVATE KEY of {} bytes is not a P-256 key",
+            sec1.len()
+        ));
+    }
+    SigningKey::from_pkcs8(&sec1_to_pkcs8(sec1))
 }
+
+const MAX_SEC1_LEN: usize = 1024;
 
 /// Wraps a SEC1 `ECPrivateKey` in the PKCS#8 `PrivateKeyInfo` for a P-256 key (RFC 5208 and
 /// 5915): the same key, in the envelope ring reads. ring then checks the inner key and curve.
@@ -62,7 +73,7 @@ fn push_der_length(out: &mut Vec<u8>, length: usize) {
         0..=0x7f => out.push(length as u8),
         0x80..=0xff => out.extend_from_slice(&[0x81, length as u8]),
         _ => {
-            let length = u16::try_from(length).expect("a P-256 key is far under 64 KiB");
+            let length = u16::try_from(length).expect("parse_key admits at most MAX_SEC1_LEN");
             out.push(0x82);
             out.extend_from_slice(&length.to_be_bytes());
         }
@@ -122,5 +133,14 @@ scn+beFYdOeKOVMK9nTlbdxtVi5ORog=
             parse_key(p384.as_bytes()).is_err(),
             "only P-256 signs ES256"
         );
+    }
+
+    #[test]
+    fn an_oversized_ec_key_is_refused_not_a_crash() {
+        use base64::Engine;
+        let body = base64::engine::general_purpose::STANDARD.encode(vec![0x30; 70_000]);
+        let pem = format!("-----BEGIN EC PRIVATE KEY-----\n{body}\n-----END EC PRIVATE KEY-----\n");
+        let refused = parse_key(pem.as_bytes()).err().expect("refused");
+        assert!(refused.contains("not a P-256 key"), "{refused}");
     }
 }

@@ -70,7 +70,8 @@ fn render(sets: &[&str]) -> (String, Vec<Value>) {
     (yaml.clone(), documents(&yaml))
 }
 
-fn documents(yaml: &str) -> Vec<Value> {
+/// The documents of a multi-document YAML stream, empty ones left out.
+pub(crate) fn documents(yaml: &str) -> Vec<Value> {
     use serde::Deserialize;
     serde_yaml::Deserializer::from_str(yaml)
         .map(|document| Value::deserialize(document).expect("the YAML parses"))

@@ -77,14 +77,6 @@ fn doc_blocks() -> Vec<Block> {
     blocks
 }
 
-fn yaml_documents(text: &str) -> Vec<serde_json::Value> {
-    use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(text)
-        .map(|document| serde_json::Value::deserialize(document).expect("the YAML parses"))
-        .filter(|document| !document.is_null())
-        .collect()
-}
-
 /// Every field of `written` is one the type knows: it survives a round trip through it.
 fn assert_known_fields(written: &Value, round_tripped: &Value, path: &str, at: &str) {
     match (written, round_tripped) {
@@ -126,7 +118,7 @@ fn every_manifest_in_the_docs_is_valid_for_the_kind_it_claims() {
     let (mut built_in, mut helm_values, mut ours) = (Vec::new(), 0, String::new());
     for block in &yaml {
         let at = format!("docs/{} line {}", block.file, block.line);
-        let documents = yaml_documents(&block.text);
+        let documents = crate::chart::documents(&block.text);
         if documents.iter().all(|d| d.get("kind").is_none()) {
             // Helm values: the chart must render with them.
             let values = tempfile::NamedTempFile::new().unwrap();
