@@ -657,3 +657,96 @@ rules:
             .contains(&ObjectKey::new(NS, "nginx-tls"))
     );
 }
+
+#[test]
+fn without_a_rate_limit_a_policy_gets_google_iaps_360000_per_minute() {
+    let mut index = healthy_world();
+    index.apply(mk_policy(
+        "default",
+        0,
+        mk_policy_spec("idp", &["default.example.com"], Some(("web", 80))),
+    ));
+    // `rateLimit: {}` in YAML means the default too.
+    let mut empty = mk_policy_spec("idp", &["empty.example.com"], Some(("web", 80)));
+    empty.rate_limit = Some(serde_json::from_str("{}").expect("an empty rateLimit parses"));
+    index.apply(mk_policy("empty", 1, empty));
+    let mut tight = mk_policy_spec("idp", &["tight.example.com"], Some(("web", 80)));
+    tight.rate_limit = Some(RateLimit {
+        requests_per_minute: 5,
+    });
+    index.apply(mk_policy("tight", 2, tight));
+    let snapshot = index.build();
+    let limit = |host: &str| {
+        snapshot
+            .table
+            .route(host, "/")
+            .expect("route exists")
+            .rate_limit
+            .requests_per_minute
+    };
+    assert_eq!(limit("default.example.com"), 360_000);
+    assert_eq!(limit("empty.example.com"), 360_000);
+    assert_eq!(limit("tight.example.com"), 5);
+}
+
+#[test]
+fn time_windows_are_read_as_rfc3339_with_offsets_and_bad_times_fail_the_policy_closed() {
+    let window = |after: &str, before: &str| AccessRule {
+        members: vec!["allUsers".into()],
+        when: Some(AccessConditions {
+            after: Some(after.into()),
+            before: Some(before.into()),
+            ..Default::default()
+        }),
+    };
+    let mut index = healthy_world();
+    let mut timed = mk_policy_spec("idp", &["timed.example.com"], Some(("web", 80)));
+    // 2026-03-01T00:00:00Z is 1772323200; the offset puts `before` at 1772323200 + 3600.
+    timed.access = vec![window("2026-03-01T00:00:00Z", "2026-03-01T03:00:00+02:00")];
+    index.apply(mk_policy("timed", 0, timed));
+    for (name, host, after) in [
+        ("words", "words.example.com", "tomorrow"),
+        ("no-zone", "nozone.example.com", "2026-03-01T00:00:00"),
+    ] {
+        let mut bad = mk_policy_spec("idp", &[host], Some(("web", 80)));
+        bad.access = vec![window(after, "2026-03-02T00:00:00Z")];
+        index.apply(mk_policy(name, 1, bad));
+    }
+    let snapshot = index.build();
+
+    let route = snapshot
+        .table
+        .route("timed.example.com", "/")
+        .expect("route");
+    let allowed_at = |now: i64| {
+        let facts = crate::model::RequestFacts {
+            path: "/",
+            method: "GET",
+            client: "127.0.0.1".parse().expect("an address"),
+            now,
+        };
+        matches!(
+            route.access.evaluate(None, &facts),
+            crate::model::Decision::Allow(_)
+        )
+    };
+    let start = 1_772_323_200;
+    assert!(!allowed_at(start - 1));
+    assert!(allowed_at(start));
+    assert!(allowed_at(start + 3599));
+    assert!(!allowed_at(start + 3600), "the +02:00 offset is applied");
+
+    for (name, host) in [
+        ("words", "words.example.com"),
+        ("no-zone", "nozone.example.com"),
+    ] {
+        let status = status_of(&snapshot, Kind::IapPolicy, name);
+        assert_eq!(status.reason, "InvalidSpec", "{name}");
+        assert!(
+            status.message.contains("is not an RFC 3339 time"),
+            "{}",
+            status.message
+        );
+        assert_eq!(fail_closed_code(&snapshot, host, "/"), None);
+    }
+}

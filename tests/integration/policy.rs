@@ -117,6 +117,25 @@ spec:
             && page.contains("No access rule")
     );
     assert!(page.contains("/_iap/clear_login_cookie"));
+    // The page carries this request's id (to quote to support) and nothing about who else
+    // the policy admits.
+    let request_id = html
+        .header("x-request-id")
+        .expect("generated responses carry an id");
+    assert!(page.contains(&format!("request {request_id}")), "{page}");
+    assert_eq!(
+        wrong_method.json()["error"]["requestId"],
+        wrong_method.header("x-request-id").unwrap()
+    );
+    for other in [
+        "example.com",
+        "admins",
+        "remote-admins",
+        "fired@",
+        "10.0.0.0/8",
+    ] {
+        assert!(!page.contains(other), "the 403 page names {other}: {page}");
+    }
 
     // `kube-iap explain` reaches the same decisions as the proxy, and says which rule decided.
     for (email, groups, method, path) in [
@@ -220,13 +239,23 @@ async fn over_the_rate_limit_requests_get_429_with_retry_after_before_any_authen
     let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert_eq!(refused.json()["error"]["errorCode"], 429);
-    // Each policy has its own budget; an unauthenticated flood is refused before any work.
-    assert_eq!(
-        get(http, "closed.test", "/", &[("authorization", "Bearer x")])
-            .await
-            .status,
-        401
-    );
+    // Each policy has its own budget, and it is spent before any authentication: over it, a
+    // request with credentials gets 429, never a 401 from checking them.
+    let mut with_credentials = Vec::new();
+    for _ in 0..7 {
+        let reply = get(
+            http,
+            "closed.test",
+            "/",
+            &[
+                ("authorization", "Bearer x"),
+                ("accept", "application/json"),
+            ],
+        )
+        .await;
+        with_credentials.push(reply.status.as_u16());
+    }
+    assert_eq!(with_credentials, [401, 401, 401, 401, 401, 429, 429]);
     let metrics = get(server.admin_addr, "admin", "/metrics", &[])
         .await
         .text();
@@ -247,6 +276,40 @@ async fn over_the_rate_limit_requests_get_429_with_retry_after_before_any_authen
         );
     }
     assert_eq!(sign_ins[3], 429, "{sign_ins:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn sign_in_callbacks_are_limited_per_client_address() {
+    let backend = backends::echo("web").await;
+    let dir = manifests::folder(&[("web", backend.port())]);
+    write(
+        dir.path(),
+        "policy.yaml",
+        &manifests::policy("app", "app.test", "web", &["domain:example.com"]),
+    );
+    let server = support::start_server_with(
+        dir.path(),
+        kube_iap::proxy::ProxyConfig {
+            access_log: false,
+            sign_in_per_minute: 2,
+            ..kube_iap::proxy::ProxyConfig::default()
+        },
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let reply = get(
+            server.http_addr.unwrap(),
+            "app.test",
+            "/_iap/callback?code=flood&state=flood",
+            &[("accept", "text/html")],
+        )
+        .await;
+        statuses.push(reply.status.as_u16());
+    }
+    assert!(statuses[..2].iter().all(|s| *s != 429), "{statuses:?}");
+    assert_eq!(statuses[2], 429, "{statuses:?}");
     server.shutdown().await;
 }
 
@@ -357,5 +420,45 @@ async fn a_revoked_member_is_refused_on_a_kept_alive_connection_and_its_websocke
     })
     .await;
     assert!(closed.is_ok(), "the WebSocket stays open after revocation");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_websocket_closes_when_its_session_expires() {
+    use futures_util::{SinkExt, StreamExt};
+    let (dir, _backends) = live_world("domain:example.com").await;
+    let server = start_server(dir.path()).await;
+    let stream = tokio::net::TcpStream::connect(server.http_addr.unwrap())
+        .await
+        .unwrap();
+    let short_lived = support::sessions::cookie(KEY, "ws.test", "ann@example.com", &[], 2);
+    let request =
+        support::websocket_request("ws://ws.test/socket", "ws.test", &[("cookie", short_lived)]);
+    let opened = std::time::Instant::now();
+    let (mut socket, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("a signed-in user upgrades");
+    socket.send("hello".into()).await.unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap().to_text().unwrap(),
+        "echo:hello"
+    );
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(6), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(message)) if message.is_close() => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the WebSocket outlives its session");
+    // Seconds are whole on the cookie, so the session ends one to two seconds after opening.
+    assert!(
+        opened.elapsed() >= std::time::Duration::from_millis(900),
+        "closed after {:?}, before the session ended",
+        opened.elapsed()
+    );
     server.shutdown().await;
 }

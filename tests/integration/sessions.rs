@@ -64,14 +64,15 @@ async fn a_valid_session_is_admitted_and_the_backend_learns_who_it_is() {
         server.http_addr.unwrap(),
         "app.test:8080",
         "/page",
-        &[
-            ("cookie", &format!("theme=dark; {alice}; KUBE_IAP_UID=u1")),
-            ("x-kube-iap-authenticated-user-email", "ceo@example.com"),
-        ],
+        &support::with_spoofed_identity(&[(
+            "cookie",
+            &format!("theme=dark; {alice}; KUBE_IAP_UID=u1"),
+        )]),
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let headers = &reply.json()["headers"];
+    support::assert_no_spoofed_identity(headers);
     assert_eq!(
         headers["x-kube-iap-authenticated-user-email"],
         "alice@example.com"
@@ -198,11 +199,12 @@ async fn public_paths_carry_no_identity_even_for_a_signed_in_user() {
         server.http_addr.unwrap(),
         "app.test",
         "/health",
-        &[("cookie", &value)],
+        &support::with_spoofed_identity(&[("cookie", &value)]),
     )
     .await;
     assert_eq!(reply.status, 200);
     let headers = &reply.json()["headers"];
+    support::assert_no_spoofed_identity(headers);
     assert!(
         headers.get("x-kube-iap-authenticated-user-email").is_none(),
         "{headers}"

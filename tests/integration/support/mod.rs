@@ -80,6 +80,57 @@ impl Reply {
     }
 }
 
+/// Identity headers a client might send to pass as someone else: mixed case, duplicated,
+/// underscore spellings (which some backends read as dashes), Google's names. Every value says
+/// "spoofed", so [`assert_no_spoofed_identity`] can tell that none reached the backend.
+pub const SPOOFED_IDENTITY_HEADERS: &[(&str, &str)] = &[
+    (
+        "X-Kube-Iap-Authenticated-User-Email",
+        "spoofed-1@example.com",
+    ),
+    (
+        "x-kube-iap-authenticated-user-email",
+        "spoofed-2@example.com",
+    ),
+    ("X-KUBE-IAP-AUTHENTICATED-USER-ID", "spoofed-id"),
+    (
+        "x_kube_iap_authenticated_user_email",
+        "spoofed-3@example.com",
+    ),
+    ("X-Kube-Iap-Jwt-Assertion", "spoofed.assertion.x"),
+    (
+        "X-Goog-Authenticated-User-Email",
+        "accounts.google.com:spoofed-4@example.com",
+    ),
+    (
+        "x-goog-authenticated-user-email",
+        "accounts.google.com:spoofed-5@example.com",
+    ),
+    ("x_goog_authenticated_user_id", "spoofed-goog-id"),
+    ("X-Goog-IAP-JWT-Assertion", "spoofed.goog.assertion"),
+];
+
+/// The echo backend's view of the request headers holds none of [`SPOOFED_IDENTITY_HEADERS`].
+pub fn assert_no_spoofed_identity(headers: &serde_json::Value) {
+    let headers = headers.as_object().expect("the echo backend lists headers");
+    assert!(!headers.is_empty());
+    for (name, value) in headers {
+        assert!(
+            !value.to_string().contains("spoofed"),
+            "{name}: {value} reached the backend"
+        );
+    }
+}
+
+/// The headers of a request that also carries every [`SPOOFED_IDENTITY_HEADERS`] entry.
+pub fn with_spoofed_identity<'a>(headers: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    SPOOFED_IDENTITY_HEADERS
+        .iter()
+        .copied()
+        .chain(headers.iter().copied())
+        .collect()
+}
+
 /// Sends `GET path` to `addr` with the given Host and extra headers.
 pub async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
     send(addr, "GET", host, path, headers, Bytes::new()).await
