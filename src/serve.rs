@@ -123,10 +123,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
              and replicas will not share sessions"
         );
     }
-    let providers = Providers::new(IdpHttp::new(
-        config.proxy.idp_timeout / 2,
-        config.proxy.idp_timeout,
-    ));
+    let providers = Providers::new(
+        IdpHttp::new(config.proxy.idp_timeout / 2, config.proxy.idp_timeout),
+        config.proxy.key_refresh_interval,
+    );
     let jwks = Arc::new(Jwks::default());
     let fallback_signing_keys =
         Arc::new(SigningKeys::new(vec![SigningKey::generate()]).expect("one key"));

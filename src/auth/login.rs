@@ -450,10 +450,10 @@ mod tests {
     }
 
     async fn finish_with(cookie: &str, host: &str, keys: &KeyRing, now: u64) -> LoginError {
-        let logins = Logins::new(Providers::new(IdpHttp::new(
-            Duration::from_millis(200),
-            Duration::from_millis(500),
-        )));
+        let logins = Logins::new(Providers::new(
+            IdpHttp::new(Duration::from_millis(200), Duration::from_millis(500)),
+            crate::auth::providers::KEY_REFRESH_INTERVAL,
+        ));
         let request = LoginRequest {
             host,
             authority: host,

@@ -22,8 +22,9 @@ const REFRESH_EVERY: Duration = Duration::from_secs(15 * 60);
 /// After a failure, callers get the failure instead of a new attempt for this long, so a
 /// provider that is down is not hammered by every browser that wants to sign in.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
-/// A token naming an unknown key triggers at most one key refresh per this interval.
-const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// A token naming an unknown key triggers at most one key refresh per this interval (unless
+/// configured otherwise): a stream of made-up key ids cannot turn into a stream of fetches.
+pub const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// The background retry delay grows to this after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -98,15 +99,18 @@ struct Provider {
 
 pub struct Providers {
     http: IdpHttp,
+    /// At most one key refresh per provider per this interval for unknown key ids.
+    key_refresh_interval: Duration,
     by_source: Mutex<HashMap<KeySource, Arc<Provider>>>,
     /// OAuthClient name → why the provider rejected it (e.g. `invalid_client`).
     rejected: Mutex<HashMap<String, String>>,
 }
 
 impl Providers {
-    pub fn new(http: IdpHttp) -> Arc<Self> {
+    pub fn new(http: IdpHttp, key_refresh_interval: Duration) -> Arc<Self> {
         Arc::new(Providers {
             http,
+            key_refresh_interval,
             by_source: Mutex::default(),
             rejected: Mutex::default(),
         })
@@ -131,13 +135,13 @@ impl Providers {
     }
 
     /// Fetches the keys again because a token names a key the cached set lacks. Rate-limited:
-    /// within [`KEY_REFRESH_INTERVAL`] of the last fetch, the cached copy is final.
+    /// within the key refresh interval of the last fetch, the cached copy is final.
     pub async fn refresh_keys(
         &self,
         source: &KeySource,
     ) -> Result<Arc<Discovered>, DiscoveryFailed> {
         let provider = self.provider(source);
-        self.fetch(&provider, Some(KEY_REFRESH_INTERVAL)).await
+        self.fetch(&provider, Some(self.key_refresh_interval)).await
     }
 
     /// Records that the provider refused `client`'s credentials.

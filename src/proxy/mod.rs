@@ -72,6 +72,9 @@ pub struct ProxyConfig {
     /// Send Google IAP's `x-goog-authenticated-user-*` headers on every route, as if every
     /// policy set `googleCompatibleHeaders`.
     pub google_compatible_headers: bool,
+    /// A token naming a key its issuer's cached key set lacks refetches the keys at most once
+    /// per this interval and issuer.
+    pub key_refresh_interval: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -88,6 +91,7 @@ impl Default for ProxyConfig {
             trusted_proxies: Vec::new(),
             sign_in_per_minute: 1200,
             google_compatible_headers: false,
+            key_refresh_interval: crate::auth::providers::KEY_REFRESH_INTERVAL,
         }
     }
 }

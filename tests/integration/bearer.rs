@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use kube_iap::serve::Running;
 use support::forging_idp::{self, Signing};
 use support::manifests::write;
-use support::{Reply, backends, get, idp, send, start_server};
+use support::{Reply, backends, get, idp, send};
 
 const ASSERTION: &str = "x-kube-iap-jwt-assertion";
 
@@ -36,6 +36,21 @@ impl World {
 /// `app.test` admits example.com users and the service account `team/builder`; `pass.test`
 /// passes `Authorization` on, emits Google's headers and signs groups, for the same users.
 async fn world(issuer: &str, trusted: Option<&str>) -> World {
+    world_with(issuer, trusted, quiet()).await
+}
+
+fn quiet() -> kube_iap::proxy::ProxyConfig {
+    kube_iap::proxy::ProxyConfig {
+        access_log: false,
+        ..kube_iap::proxy::ProxyConfig::default()
+    }
+}
+
+async fn world_with(
+    issuer: &str,
+    trusted: Option<&str>,
+    proxy: kube_iap::proxy::ProxyConfig,
+) -> World {
     let backend = backends::echo("app").await;
     let dir = tempfile::tempdir().unwrap();
     let trusted = trusted.map_or(String::new(), |jwks_issuer| {
@@ -84,7 +99,7 @@ spec:
 "#
         ),
     );
-    let server = start_server(dir.path()).await;
+    let server = support::start_server_with(dir.path(), proxy).await;
     World { _dir: dir, server }
 }
 
@@ -238,6 +253,28 @@ async fn a_real_id_token_posts_programmatically_and_the_backend_gets_a_verifiabl
         .await
         .unwrap();
     assert_eq!(claims["groups"], serde_json::json!(["engineering"]));
+
+    // Someone the provider really signed in but the policy does not name: the 403 says who.
+    let outsider = idp::id_token(&provider, "bob@elsewhere.org").await;
+    let denied = world
+        .send(
+            "GET",
+            "app.test",
+            "/",
+            &[
+                ("authorization", &bearer(&outsider)),
+                ("accept", "application/json"),
+            ],
+        )
+        .await;
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    let error = &denied.json()["error"];
+    assert_eq!(error["identity"], "bob@elsewhere.org");
+    assert_eq!(error["policy"], "default/app");
+    assert!(
+        error["reason"].as_str().unwrap().contains("No access rule"),
+        "{error}"
+    );
     world.server.shutdown().await;
 }
 
@@ -301,6 +338,13 @@ async fn forged_expired_misaddressed_and_garbage_tokens_are_refused() {
         200,
         "spec.audiences"
     );
+    for signing in [Signing::EdDsa, Signing::Ps256] {
+        assert_eq!(
+            status(forger.mint(&valid, signing)).await,
+            200,
+            "{signing:?} as providers use it"
+        );
+    }
 
     let now = forging_idp::now();
     let with = |field: &str, value: serde_json::Value| {
@@ -308,6 +352,18 @@ async fn forged_expired_misaddressed_and_garbage_tokens_are_refused() {
         claims[field] = value;
         claims
     };
+    // Clocks drift: up to 60 s either way is forgiven.
+    for (what, claims) in [
+        ("expired 30 s ago", with("exp", (now - 30).into())),
+        ("valid from 30 s on", with("nbf", (now + 30).into())),
+        ("issued 30 s from now", with("iat", (now + 30).into())),
+    ] {
+        assert_eq!(
+            status(forger.mint(&claims, Signing::Published)).await,
+            200,
+            "{what}"
+        );
+    }
     let cases: Vec<(&str, String)> = vec![
         ("alg none", forger.mint(&valid, Signing::None)),
         (
@@ -359,7 +415,22 @@ async fn forged_expired_misaddressed_and_garbage_tokens_are_refused() {
     // Unknown key ids: one key refresh, then the refresh interval protects the provider.
     let before = forger.jwks_fetches();
     for _ in 0..3 {
-        assert_eq!(status(forger.mint(&valid, Signing::UnknownKid)).await, 401);
+        let refused = world
+            .send(
+                "GET",
+                "app.test",
+                "/",
+                &[
+                    (
+                        "authorization",
+                        &bearer(&forger.mint(&valid, Signing::UnknownKid)),
+                    ),
+                    ("accept", "application/json"),
+                ],
+            )
+            .await;
+        assert_eq!(refused.status, 401);
+        assert_eq!(refused.json()["error"]["errorCode"], 13);
     }
     assert!(
         forger.jwks_fetches() - before <= 1,
@@ -533,5 +604,213 @@ async fn a_retired_signing_key_stays_published_until_its_assertions_expire() {
             .await
             .expect("both keys are published");
     }
+    world.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rotated_provider_key_is_fetched_once_per_interval_and_verified_tokens_stay_cached() {
+    let forger = forging_idp::start().await;
+    let interval = std::time::Duration::from_millis(500);
+    let world = world_with(
+        &forger.issuer,
+        None,
+        kube_iap::proxy::ProxyConfig {
+            key_refresh_interval: interval,
+            // Verified tokens are cached per worker thread: one worker sees every request.
+            workers: 1,
+            ..quiet()
+        },
+    )
+    .await;
+    let valid = forger.claims(idp::CLIENT_ID, "carol");
+    let status = |token: String| {
+        let world = &world;
+        async move {
+            world
+                .send(
+                    "GET",
+                    "app.test",
+                    "/",
+                    &[("authorization", &bearer(&token))],
+                )
+                .await
+                .status
+        }
+    };
+    assert_eq!(status(forger.mint(&valid, Signing::Published)).await, 200);
+    let fetched = forger.jwks_fetches();
+
+    // The provider starts signing with a new key. Until the interval since the last fetch has
+    // passed the cached keys are final (401); then one fetch finds the key.
+    forger.rotate();
+    let rotated = forger.mint(&valid, Signing::Rotated);
+    let started = std::time::Instant::now();
+    let mut refused = 0;
+    while status(rotated.clone()).await != 200 {
+        refused += 1;
+        assert!(
+            started.elapsed() < interval * 10,
+            "the rotated key was never fetched"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        forger.jwks_fetches(),
+        fetched + 1,
+        "{refused} refused requests, one key refresh"
+    );
+    assert_eq!(status(rotated.clone()).await, 200);
+    assert_eq!(
+        forger.jwks_fetches(),
+        fetched + 1,
+        "known keys need no fetch"
+    );
+
+    // A verified token is cached until it expires: with its key gone from the provider and
+    // from kube-iap's key set, it still passes, while a new token under that key does not.
+    forger.retire_rotated();
+    let unknown = forger.mint(&valid, Signing::UnknownKid);
+    let started = std::time::Instant::now();
+    while forger.jwks_fetches() == fetched + 1 {
+        assert_eq!(status(unknown.clone()).await, 401);
+        assert!(started.elapsed() < interval * 10, "no key refresh");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let fresh = forger.mint(&forger.claims(idp::CLIENT_ID, "erin"), Signing::Rotated);
+    assert_eq!(
+        status(fresh).await,
+        401,
+        "the retired key verifies nothing new"
+    );
+    assert_eq!(status(rotated).await, 200, "the cached token needs no key");
+    world.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_valid_token_of_another_oauth_client_opens_only_that_clients_policies() {
+    let (ours, theirs) = (forging_idp::start().await, forging_idp::start().await);
+    let world = world(&ours.issuer, None).await;
+    // A second provider and client, protecting `other.test`.
+    let other_client = idp::oauth_client(&theirs.issuer, "other-secret", &["openid", "email"])
+        .replace("name: idp,", "name: other-idp,")
+        .replace("name: idp-secret", "name: other-idp-secret")
+        .replace(
+            &format!("clientId: {}", idp::CLIENT_ID),
+            "clientId: other-client",
+        );
+    write(world._dir.path(), "other-client.yaml", &other_client);
+    write(
+        world._dir.path(),
+        "other-policy.yaml",
+        &support::manifests::policy("other", "other.test", "app", &["domain:example.com"]).replace(
+            "oauthClientRef: {name: idp}",
+            "oauthClientRef: {name: other-idp}",
+        ),
+    );
+    let table = world.server.published.table.clone();
+    support::eventually("other.test is served", || {
+        let table = table.clone();
+        async move { table.load().route("other.test", "/").is_some() }
+    })
+    .await;
+    let status = |host: &'static str, token: String| {
+        let world = &world;
+        async move {
+            world
+                .send("GET", host, "/", &[("authorization", &bearer(&token))])
+                .await
+                .status
+        }
+    };
+    let theirs_token = theirs.mint(&theirs.claims("other-client", "dave"), Signing::Published);
+    let ours_token = ours.mint(&ours.claims(idp::CLIENT_ID, "dave"), Signing::Published);
+    assert_eq!(status("other.test", theirs_token.clone()).await, 200);
+    assert_eq!(status("app.test", ours_token.clone()).await, 200);
+    // Each token, valid where it belongs and now cached, opens nothing else.
+    assert_eq!(status("app.test", theirs_token).await, 401);
+    assert_eq!(status("other.test", ours_token).await, 401);
+    world.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn verify_assertion_prints_the_claims_or_exactly_why_not_against_the_admin_jwks() {
+    let forger = forging_idp::start().await;
+    let world = world(&forger.issuer, None).await;
+    let token = forger.mint(&forger.claims(idp::CLIENT_ID, "carol"), Signing::Published);
+    let assertion_for = |path: &'static str| {
+        let (world, token) = (&world, token.clone());
+        async move {
+            let reply = world
+                .send(
+                    "GET",
+                    "app.test",
+                    path,
+                    &[("authorization", &bearer(&token))],
+                )
+                .await;
+            reply.json()["headers"][ASSERTION]
+                .as_str()
+                .expect("an assertion")
+                .to_string()
+        }
+    };
+    let assertion = assertion_for("/").await;
+
+    // The admin port publishes the same keys as every host.
+    let admin_jwks = get(world.server.admin_addr, "admin", "/jwks.json", &[]).await;
+    assert_eq!(admin_jwks.status, 200);
+    let host_jwks = get(
+        world.server.http_addr.unwrap(),
+        "app.test",
+        "/_iap/jwks.json",
+        &[],
+    )
+    .await;
+    assert_eq!(admin_jwks.json()["keys"], host_jwks.json()["keys"]);
+
+    let jwks_url = format!("http://{}/jwks.json", world.server.admin_addr);
+    let verify = |token: String, audience: &'static str| {
+        let jwks_url = jwks_url.clone();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-iap"))
+                .args([
+                    "verify-assertion",
+                    "--jwks",
+                    &jwks_url,
+                    "--audience",
+                    audience,
+                ])
+                .arg(token)
+                .output()
+                .await
+                .expect("kube-iap runs")
+        }
+    };
+    let audience = "/namespaces/default/iappolicies/app";
+    let valid = verify(assertion.clone(), audience).await;
+    assert!(valid.status.success(), "{valid:?}");
+    let claims: serde_json::Value = serde_json::from_slice(&valid.stdout).expect("JSON claims");
+    assert_eq!(claims["email"], "carol@example.com");
+    assert_eq!(claims["aud"], audience);
+
+    let said = |output: &std::process::Output| String::from_utf8_lossy(&output.stderr).to_string();
+    let wrong_audience = verify(assertion, "/namespaces/default/iappolicies/other").await;
+    assert_eq!(wrong_audience.status.code(), Some(1));
+    assert!(
+        said(&wrong_audience).contains("audience"),
+        "{}",
+        said(&wrong_audience)
+    );
+    let forged = verify(
+        assertion_for("/_iap/secure_token_test?type=SIGNATURE").await,
+        audience,
+    )
+    .await;
+    assert_eq!(forged.status.code(), Some(1));
+    assert!(
+        said(&forged).to_lowercase().contains("signature"),
+        "{}",
+        said(&forged)
+    );
     world.server.shutdown().await;
 }

@@ -17,6 +17,8 @@ struct Binary {
     child: Child,
     http: SocketAddr,
     lines: mpsc::Receiver<serde_json::Value>,
+    /// What it logged before it listened.
+    startup: Vec<serde_json::Value>,
 }
 
 impl Drop for Binary {
@@ -55,6 +57,7 @@ fn start(manifests: &std::path::Path) -> Binary {
             }
         }
     });
+    let mut startup = Vec::new();
     let http = loop {
         let line: serde_json::Value = lines
             .recv_timeout(Duration::from_secs(10))
@@ -66,8 +69,14 @@ fn start(manifests: &std::path::Path) -> Binary {
                 .parse()
                 .expect("socket address");
         }
+        startup.push(line);
     };
-    Binary { child, http, lines }
+    Binary {
+        child,
+        http,
+        lines,
+        startup,
+    }
 }
 
 fn peak_rss_mib(pid: u32) -> u64 {
@@ -219,4 +228,46 @@ fn version_help_and_completions_answer_for_every_subcommand() {
     let wrong = run(&["tunnel", "--port", "not-a-number"]);
     assert_eq!(wrong.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("error:"));
+}
+
+#[tokio::test]
+async fn missing_key_secrets_are_warned_about_at_start_and_present_ones_are_not() {
+    let warnings = |binary: &Binary| -> Vec<String> {
+        binary
+            .startup
+            .iter()
+            .filter(|line| line["level"] == "WARN")
+            .map(|line| line["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (dir, _backend) = world().await;
+    let without = warnings(&start(dir.path()));
+    for missing in ["no session keys Secret", "no assertion signing keys Secret"] {
+        assert!(
+            without.iter().any(|w| w.starts_with(missing)),
+            "no warning {missing:?} in {without:?}"
+        );
+    }
+
+    write(
+        dir.path(),
+        "session-keys.yaml",
+        &manifests::session_keys(&[("k1", [9; 32])]),
+    );
+    let signing_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    let indented: String = signing_key.lines().map(|l| format!("    {l}\n")).collect();
+    write(
+        dir.path(),
+        "signing-keys.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: kube-iap-signing-keys, namespace: default}}\nstringData:\n  k1: |\n{indented}"
+        ),
+    );
+    let with = warnings(&start(dir.path()));
+    assert!(
+        with.iter().all(|w| !w.contains("Secret")),
+        "warned although both Secrets exist: {with:?}"
+    );
 }

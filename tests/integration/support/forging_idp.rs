@@ -24,6 +24,12 @@ pub enum Signing {
     OtherKey,
     /// ES256 with the published key but a `kid` the key set does not hold.
     UnknownKid,
+    /// ES256 with the key [`ForgingIdp::rotate`] publishes (`kid` `k2`): unknown until then.
+    Rotated,
+    /// EdDSA (Ed25519) with a published key.
+    EdDsa,
+    /// PS256 (RSA-PSS) with a published key.
+    Ps256,
     /// `alg: none`, no signature.
     None,
     /// HS256 keyed with the published public key's bytes.
@@ -51,9 +57,40 @@ pub struct ForgingIdp {
 struct Keys {
     published: EcdsaKeyPair,
     other: EcdsaKeyPair,
+    /// Published under [`ROTATED_KID`] once `rotation_published` is set.
+    rotated: EcdsaKeyPair,
+    rotation_published: std::sync::atomic::AtomicBool,
+    ed25519: ring::signature::Ed25519KeyPair,
+    rsa: ring::signature::RsaKeyPair,
 }
 
+/// A 2048-bit RSA key made for these tests only (`openssl genpkey -algorithm RSA`), and its
+/// modulus as a JWK `n`: ring signs with RSA keys but cannot make them.
+const RSA_TEST_KEY: &str = include_str!("rsa_test_key.pem");
+const RSA_TEST_KEY_N: &str = "mAKjeGDzW5FXOVN8Kg0-RTYgLaT2SnmmzD1_EqHqc2zm_QRHQVk30TlYwqz6rP-vQ6LLKFsh2pIlDLa9GtlupoPBMBUOs5CJd0ht3Kjb0xp0trZrUIZUKUZ4HGqczCUBDMN4vEeHr-EtLmEV_A0Zj8isbKdVn35hQ_sUEaSXZwR95rMe0F0BwGbBw8vI8gcpGdZmEWbWlbqG4Qof3fYi-AZiXZY_mYdysVALRhyvyIDKiHdHxltfzN_GaioHZKfxcAd4-U72yCURX7-t2uMjuxxNqr8rACcL9ycX24MafsACqwV47_cRH6YFTCjXR_7aaE0O1fzkBf9pz-7cXfJPnw";
+
 const KID: &str = "k1";
+const ROTATED_KID: &str = "k2";
+const ED25519_KID: &str = "k-ed";
+const RSA_KID: &str = "k-ps";
+
+fn published_jwks(keys: &Keys) -> serde_json::Value {
+    let mut published = vec![
+        jwk(&keys.published, Some(KID)),
+        serde_json::json!({
+            "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": ED25519_KID,
+            "x": URL_SAFE_NO_PAD.encode(keys.ed25519.public_key().as_ref()),
+        }),
+        serde_json::json!({
+            "kty": "RSA", "use": "sig", "alg": "PS256", "kid": RSA_KID,
+            "n": RSA_TEST_KEY_N, "e": "AQAB",
+        }),
+    ];
+    if keys.rotation_published.load(Ordering::SeqCst) {
+        published.push(jwk(&keys.rotated, Some(ROTATED_KID)));
+    }
+    serde_json::json!({ "keys": published })
+}
 
 fn key() -> EcdsaKeyPair {
     let random = SystemRandom::new();
@@ -84,6 +121,16 @@ pub fn now() -> u64 {
 impl ForgingIdp {
     pub fn next_token(&self, token: NextToken) {
         *self.next.lock().unwrap() = Some(token);
+    }
+
+    /// Publishes a second key, as a provider rotating its keys does.
+    pub fn rotate(&self) {
+        self.keys.rotation_published.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops publishing the second key again.
+    pub fn retire_rotated(&self) {
+        self.keys.rotation_published.store(false, Ordering::SeqCst);
     }
 
     /// How many times the key set was fetched.
@@ -117,6 +164,11 @@ impl ForgingIdp {
             Signing::Published | Signing::OtherKey => {
                 serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": KID})
             }
+            Signing::Rotated => {
+                serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": ROTATED_KID})
+            }
+            Signing::EdDsa => serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": ED25519_KID}),
+            Signing::Ps256 => serde_json::json!({"alg": "PS256", "typ": "JWT", "kid": RSA_KID}),
         };
         let input = format!(
             "{}.{}",
@@ -134,6 +186,21 @@ impl ForgingIdp {
             }
             Signing::Published | Signing::UnknownKid => self.es256(&self.keys.published, &input),
             Signing::OtherKey | Signing::EmbeddedJwk => self.es256(&self.keys.other, &input),
+            Signing::Rotated => self.es256(&self.keys.rotated, &input),
+            Signing::EdDsa => self.keys.ed25519.sign(input.as_bytes()).as_ref().to_vec(),
+            Signing::Ps256 => {
+                let mut signature = vec![0; self.keys.rsa.public().modulus_len()];
+                self.keys
+                    .rsa
+                    .sign(
+                        &ring::signature::RSA_PSS_SHA256,
+                        &SystemRandom::new(),
+                        input.as_bytes(),
+                        &mut signature,
+                    )
+                    .unwrap();
+                signature
+            }
         };
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
@@ -150,6 +217,19 @@ pub async fn start() -> ForgingIdp {
     let keys = Arc::new(Keys {
         published: key(),
         other: key(),
+        rotated: key(),
+        rotation_published: Default::default(),
+        ed25519: {
+            let pkcs8 =
+                ring::signature::Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+            ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+        },
+        rsa: {
+            use rustls_pki_types::pem::PemObject;
+            let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(RSA_TEST_KEY.as_bytes())
+                .unwrap();
+            ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap()
+        },
     });
     let next: Arc<Mutex<Option<NextToken>>> = Arc::default();
     let issuer: Arc<Mutex<String>> = Arc::default();
@@ -175,11 +255,11 @@ pub async fn start() -> ForgingIdp {
                             "jwks_uri": format!("{issuer}/jwks"),
                             "response_types_supported": ["code"],
                             "subject_types_supported": ["public"],
-                            "id_token_signing_alg_values_supported": ["ES256"],
+                            "id_token_signing_alg_values_supported": ["ES256", "EdDSA", "PS256"],
                         }),
                         "/jwks" => {
                             fetches.fetch_add(1, Ordering::SeqCst);
-                            serde_json::json!({"keys": [jwk(&keys.published, Some(KID))]})
+                            published_jwks(&keys)
                         }
                         // kube-iap's credentials probe redeems a code nobody issued.
                         "/token" if next.lock().unwrap().is_none() => {
