@@ -138,4 +138,6 @@ awk -v k="${RPS[kube-iap]}" -v c="${RPS[kube-iap-cookie]}" -v b="${RPS[kube-iap-
   printf "bearer (cached) / cookie throughput: %.2fx   (target >= 0.9x)\n", b/c;
   printf "p99 added over direct at %d req/s (half of kube-iap peak): %.3f ms allUsers, %.3f ms signed in, %.3f ms bearer   (target <= 1 ms)\n", rate, kh-dh, ch-dh, bh-dh }'
 echo
-cargo bench --quiet --bench verify_token 2>/dev/null | grep verification
+# criterion prints the name, then "time: [low estimate high]" on the next line.
+cargo bench --quiet --bench verify_token 2>/dev/null | grep -A1 '^uncached ES256' | tr -s ' \n' ' '
+echo

@@ -1,16 +1,17 @@
 //! The cost of verifying one bearer ID token without the cache: parse, ES256 signature, claims.
-//! `cargo bench --bench verify_token` prints microseconds per verification (median of rounds).
-//! A plain timing loop rather than criterion keeps the dependency tree lean.
+//! `cargo bench --bench verify_token` reports the time per verification with criterion's
+//! confidence interval; the proxy pays it once per token, then a cache lookup.
 
 #[path = "../bench/support/es256.rs"]
 mod es256;
 
-use std::time::Instant;
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
 
 use kube_iap::auth::id_token::{Expected, verify_with_keys};
 use kube_iap::auth::providers::KeySource;
 
-fn main() {
+fn uncached_verification(c: &mut Criterion) {
     let issuer = "http://127.0.0.1:18084";
     let pair = es256::key();
     let keys = serde_json::from_value(es256::jwks(&pair)).expect("a key set");
@@ -23,27 +24,10 @@ fn main() {
         workload: false,
     };
     verify_with_keys(&expected, &token, &keys).expect("the token verifies");
-    const PER_ROUND: u32 = 2_000;
-    let mut rounds: Vec<f64> = (0..7)
-        .map(|_| {
-            let started = Instant::now();
-            for _ in 0..PER_ROUND {
-                std::hint::black_box(verify_with_keys(
-                    &expected,
-                    std::hint::black_box(&token),
-                    &keys,
-                ))
-                .expect("verifies");
-            }
-            started.elapsed().as_secs_f64() * 1e6 / f64::from(PER_ROUND)
-        })
-        .collect();
-    rounds.sort_by(f64::total_cmp);
-    println!(
-        "uncached ES256 ID token verification: {:.1} µs (median of {} rounds of {PER_ROUND}; min {:.1}, max {:.1})",
-        rounds[rounds.len() / 2],
-        rounds.len(),
-        rounds[0],
-        rounds[rounds.len() - 1]
-    );
+    c.bench_function("uncached ES256 ID token verification", |b| {
+        b.iter(|| verify_with_keys(&expected, black_box(&token), &keys).expect("verifies"))
+    });
 }
+
+criterion_group!(benches, uncached_verification);
+criterion_main!(benches);
