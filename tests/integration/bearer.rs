@@ -352,6 +352,18 @@ async fn forged_expired_misaddressed_and_garbage_tokens_are_refused() {
         claims[field] = value;
         claims
     };
+    // An email the provider has not verified never matches `domain:` (or `user:`) members.
+    let mut unverified = valid.clone();
+    unverified["email_verified"] = false.into();
+    let mut unstated = valid.clone();
+    unstated.as_object_mut().unwrap().remove("email_verified");
+    for (what, claims) in [("unverified", unverified), ("unstated", unstated)] {
+        assert_eq!(
+            status(forger.mint(&claims, Signing::Published)).await,
+            403,
+            "{what} email"
+        );
+    }
     // Clocks drift: up to 60 s either way is forgiven.
     for (what, claims) in [
         ("expired 30 s ago", with("exp", (now - 30).into())),
@@ -811,6 +823,55 @@ async fn verify_assertion_prints_the_claims_or_exactly_why_not_against_the_admin
         said(&forged).to_lowercase().contains("signature"),
         "{}",
         said(&forged)
+    );
+    world.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_trusted_issuer_without_a_jwks_uri_is_found_through_its_discovery_document() {
+    let forger = forging_idp::start().await;
+    let ci = forging_idp::start().await;
+    let world = world(&forger.issuer, None).await;
+    let client = idp::oauth_client(&forger.issuer, idp::CLIENT_SECRET, &["openid", "email"])
+        .replacen(
+            "  scopes:",
+            &format!(
+                "  trustedIssuers:\n    - issuer: {}\n      audiences: [kube-iap]\n  scopes:",
+                ci.issuer
+            ),
+            1,
+        );
+    write(world._dir.path(), "client.yaml", &client);
+    let mut claims = ci.claims("kube-iap", "system:serviceaccount:team:builder");
+    claims.as_object_mut().unwrap().remove("email");
+    claims["kubernetes.io"] = serde_json::json!({
+        "namespace": "team", "serviceaccount": {"name": "builder"},
+    });
+    let token = ci.mint(&claims, Signing::Published);
+    let started = std::time::Instant::now();
+    loop {
+        let reply = world
+            .send(
+                "GET",
+                "app.test",
+                "/",
+                &[("authorization", &bearer(&token))],
+            )
+            .await;
+        if reply.status == 200 {
+            break;
+        }
+        // Until the new OAuthClient is loaded the issuer is unknown (401).
+        assert_eq!(reply.status, 401, "{}", reply.text());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "never admitted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        ci.jwks_fetches() >= 1,
+        "the keys came from the discovered jwks_uri"
     );
     world.server.shutdown().await;
 }
