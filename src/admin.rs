@@ -47,12 +47,8 @@ impl Admin {
             "/status" => {
                 let report = self.published.report.load();
                 let findings = self.published.provider_findings(&self.providers);
-                let body = if findings.is_empty() {
-                    serde_json::to_string_pretty(&**report)
-                } else {
-                    serde_json::to_string_pretty(&report.with_provider_findings(&findings))
-                }
-                .expect("the status report serializes");
+                let body = serde_json::to_string_pretty(&report.view(&findings))
+                    .expect("the status report serializes");
                 let mut response = text(StatusCode::OK, &body);
                 response
                     .headers_mut()

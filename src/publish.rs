@@ -21,29 +21,38 @@ use crate::proxy::SharedTable;
 use crate::source::files::ManifestError;
 use crate::source::kube::ObjectError;
 
-/// The computed status of every object, as `/status` shows it.
-#[derive(Clone, Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// The computed status of every object. Rendered as JSON only when `/status` is asked for:
+/// at 10,000 policies a rendered copy per published table cost memory and a build's worth of
+/// time.
+#[derive(Clone, Debug, Default)]
 pub struct StatusReport {
     /// Increases with every published table.
     pub generation: u64,
     pub routes: usize,
-    pub objects: Vec<ObjectReport>,
     pub manifest_errors: Vec<ManifestError>,
     /// Objects in the cluster that could not be read (skipped).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub object_errors: Vec<ObjectError>,
-    /// What `objects` was rendered from, so problems found later can be folded in.
-    #[serde(skip)]
     pub statuses: Vec<ComputedStatus>,
-    #[serde(skip)]
     pub published_at: Option<Time>,
 }
 
+/// What `/status` shows: every object's status subresource as it would be written in a
+/// cluster, with what identity providers report folded in.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusView {
+    pub generation: u64,
+    pub routes: usize,
+    pub objects: Vec<ObjectReport>,
+    pub manifest_errors: Vec<ManifestError>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub object_errors: Vec<ObjectError>,
+}
+
 impl StatusReport {
-    /// The report with what identity providers report folded into the OAuthClients' statuses:
-    /// problems as error code 11, and the discovered endpoints.
-    pub fn with_provider_findings(&self, findings: &ProviderFindings) -> StatusReport {
+    /// The report as `/status` shows it, with what identity providers report folded into the
+    /// OAuthClients' statuses: problems as error code 11, and the discovered endpoints.
+    pub fn view(&self, findings: &ProviderFindings) -> StatusView {
         let now = self
             .published_at
             .clone()
@@ -53,14 +62,12 @@ impl StatusReport {
             .iter()
             .map(|status| object_report(status, &now))
             .collect();
-        StatusReport {
+        StatusView {
             generation: self.generation,
             routes: self.routes,
             objects,
             manifest_errors: self.manifest_errors.clone(),
             object_errors: self.object_errors.clone(),
-            statuses: Vec::new(),
-            published_at: None,
         }
     }
 
@@ -95,12 +102,6 @@ impl StatusReport {
 pub struct ProviderFindings {
     pub problems: HashMap<String, String>,
     pub endpoints: HashMap<String, DiscoveredEndpoints>,
-}
-
-impl ProviderFindings {
-    pub fn is_empty(&self) -> bool {
-        self.problems.is_empty() && self.endpoints.is_empty()
-    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -165,8 +166,7 @@ impl Published {
     /// After status-only changes: the same table and report, with each status's view of what
     /// its object carries refreshed, so the status writer does not write again what is there.
     pub fn refresh_current_statuses(&self, index: &Index) {
-        // Rendered objects keep their transition times until the next build; `/status`
-        // renders afresh whenever providers report anything.
+        // Transition times stay those of the last build (`published_at`).
         let mut refreshed = StatusReport::clone(&self.report.load());
         index.record_current_statuses(&mut refreshed.statuses);
         let generation = refreshed.generation;
@@ -237,25 +237,19 @@ impl Published {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let routes = snapshot.table.route_count();
         self.table.store(Arc::new(snapshot.table));
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        self.report.store(Arc::new(StatusReport {
-            generation,
-            routes,
-            objects: snapshot
-                .statuses
-                .iter()
-                .map(|status| object_report(status, &now))
-                .collect(),
-            manifest_errors,
-            object_errors,
-            statuses: snapshot.statuses.clone(),
-            published_at: Some(now),
-        }));
-        self.ready.store(true, Ordering::Release);
-        self.published.send_replace(generation);
         for status in snapshot.statuses.iter().filter(|status| !status.ready) {
             tracing::warn!(kind = status.kind.as_str(), object = %status.key, reason = %status.reason, message = %status.message, "not ready");
         }
+        self.report.store(Arc::new(StatusReport {
+            generation,
+            routes,
+            manifest_errors,
+            object_errors,
+            statuses: snapshot.statuses,
+            published_at: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+        }));
+        self.ready.store(true, Ordering::Release);
+        self.published.send_replace(generation);
         tracing::info!(
             generation,
             routes,

@@ -59,14 +59,23 @@ pub fn api_resource(kind: Kind) -> ApiResource {
     }
 }
 
+/// Annotation `kubectl apply` writes: a full copy of the object, which nothing here reads.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Converts what the API server sent into the typed object the index reads. List items arrive
-/// without `apiVersion` and `kind`, so they are set from the watched kind first.
+/// without `apiVersion` and `kind`, so they are set from the watched kind first. Managed fields
+/// and kubectl's last-applied copy are dropped: in a real cluster they are most of an object's
+/// size, and the index keeps every object it watches.
 pub fn to_resource(kind: Kind, mut object: DynamicObject) -> Result<Resource, String> {
     let resource = api_resource(kind);
     object.types = Some(TypeMeta {
         api_version: resource.api_version.clone(),
         kind: resource.kind.clone(),
     });
+    object.metadata.managed_fields = None;
+    if let Some(annotations) = object.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
     let value = serde_json::to_value(&object).map_err(|e| e.to_string())?;
     fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<Box<T>, String> {
         // The path names the field at fault: "spec.hosts: invalid type: string …".
@@ -399,6 +408,29 @@ mod tests {
     use super::*;
     use serde_json::json;
     use watcher::Event;
+
+    #[test]
+    fn managed_fields_and_the_last_applied_copy_are_not_kept() {
+        let service = object(json!({
+            "metadata": {
+                "name": "web", "namespace": "apps",
+                "annotations": {
+                    LAST_APPLIED_ANNOTATION: "{\"a\": \"full copy\"}",
+                    "kube-iap.io/policy": "app",
+                },
+                "managedFields": [{"manager": "kubectl", "operation": "Apply",
+                                   "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}],
+            },
+            "spec": {"ports": [{"port": 80}]},
+        }));
+        let Ok(Resource::Service(service)) = to_resource(Kind::Service, service) else {
+            panic!("a Service");
+        };
+        assert!(service.metadata.managed_fields.is_none());
+        let annotations = service.metadata.annotations.expect("annotations kept");
+        assert_eq!(annotations.len(), 1);
+        assert_eq!(annotations["kube-iap.io/policy"], "app");
+    }
 
     fn object(value: serde_json::Value) -> DynamicObject {
         serde_json::from_value(value).expect("a DynamicObject")

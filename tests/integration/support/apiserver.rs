@@ -373,7 +373,7 @@ impl ApiServer {
             (&Method::GET, None) if query_param(&query, "watch") == Some("true") => {
                 self.watch(api, &query)
             }
-            (&Method::GET, None) => self.list(&api),
+            (&Method::GET, None) => self.list(&api, &query),
             (&Method::GET, Some(name)) => match self.find(&api, name) {
                 Some(object) => json_response(StatusCode::OK, &object),
                 None => status_response(StatusCode::NOT_FOUND, "NotFound", "not found"),
@@ -405,24 +405,36 @@ impl ApiServer {
             .is_none_or(|namespace| object["metadata"]["namespace"] == namespace)
     }
 
-    fn list(&self, api: &ApiPath) -> Response<Body> {
+    /// A list in pages of `limit` objects, as a real API server serves it (kube-runtime asks
+    /// for 500 at a time); `continue` carries the offset of the next page.
+    fn list(&self, api: &ApiPath, query: &str) -> Response<Body> {
         let state = self.state.lock().unwrap();
-        let items: Vec<Value> = state
+        let in_scope: Vec<&Value> = state
             .objects
             .get(&api.resource)
             .map(|objects| {
                 objects
                     .values()
                     .filter(|o| Self::in_scope(api, o))
-                    .cloned()
                     .collect()
             })
             .unwrap_or_default();
+        let start = query_param(query, "continue")
+            .and_then(|token| token.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(in_scope.len());
+        let end = query_param(query, "limit")
+            .and_then(|limit| limit.parse::<usize>().ok())
+            .filter(|limit| *limit > 0)
+            .map_or(in_scope.len(), |limit| (start + limit).min(in_scope.len()));
+        let items: Vec<Value> = in_scope[start..end].iter().map(|o| (*o).clone()).collect();
+        let mut metadata = json!({"resourceVersion": state.version.to_string()});
+        if end < in_scope.len() {
+            metadata["continue"] = json!(end.to_string());
+        }
         json_response(
             StatusCode::OK,
-            &json!({"apiVersion": "v1", "kind": "List",
-                    "metadata": {"resourceVersion": state.version.to_string()},
-                    "items": items}),
+            &json!({"apiVersion": "v1", "kind": "List", "metadata": metadata, "items": items}),
         )
     }
 
