@@ -1,6 +1,7 @@
 //! Turns an [`Index`] into what the rest of the process reads: the routing table for the data
 //! plane (swapped whole) and the status report for the admin port and the status writer.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -59,8 +60,7 @@ impl StatusReport {
             .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
         let objects = self
             .statuses_at_providers(findings)
-            .iter()
-            .map(|status| object_report(status, &now))
+            .map(|status| object_report(&status, &now))
             .collect();
         StatusView {
             generation: self.generation,
@@ -73,26 +73,27 @@ impl StatusReport {
 
     /// Every computed status with what was found at identity providers folded in (problems
     /// as code 11, discovered endpoints): what the status writer makes the cluster say.
-    pub fn statuses_at_providers(&self, findings: &ProviderFindings) -> Vec<ComputedStatus> {
-        self.statuses
-            .iter()
-            .map(|status| {
-                if status.kind != Kind::OAuthClient {
-                    return status.clone();
-                }
-                let name = status.key.to_string();
-                let mut status = match findings.problems.get(&name) {
-                    Some(detail) => status.with_problem(&Problem::new(
-                        "IdentityProviderProblem",
-                        Some(ErrorCode::OAuthClientMisconfigured),
-                        format!("{detail}."),
-                    )),
-                    None => status.clone(),
-                };
-                status.discovered = findings.endpoints.get(&name).cloned();
-                status
-            })
-            .collect()
+    pub fn statuses_at_providers<'a>(
+        &'a self,
+        findings: &'a ProviderFindings,
+    ) -> impl Iterator<Item = Cow<'a, ComputedStatus>> + 'a {
+        // Only OAuthClients change; the thousands of policy statuses are lent, not copied.
+        self.statuses.iter().map(|status| {
+            if status.kind != Kind::OAuthClient {
+                return Cow::Borrowed(status);
+            }
+            let name = status.key.to_string();
+            let mut status = match findings.problems.get(&name) {
+                Some(detail) => status.with_problem(&Problem::new(
+                    "IdentityProviderProblem",
+                    Some(ErrorCode::OAuthClientMisconfigured),
+                    format!("{detail}."),
+                )),
+                None => status.clone(),
+            };
+            status.discovered = findings.endpoints.get(&name).cloned();
+            Cow::Owned(status)
+        })
     }
 }
 
@@ -137,13 +138,14 @@ impl Published {
     pub fn provider_findings(&self, providers: &Providers) -> ProviderFindings {
         let table = self.table.load();
         let mut findings = ProviderFindings::default();
+        // Routes share their client's Arc: one pointer per client, however many routes.
         let mut seen = std::collections::HashSet::new();
         for route in table.routes() {
             let Some(sign_in) = &route.sign_in else {
                 continue;
             };
             let client = &sign_in.client;
-            if !seen.insert(client.name.clone()) {
+            if !seen.insert(Arc::as_ptr(client)) {
                 continue;
             }
             if let Some(problem) = providers.problem(client) {

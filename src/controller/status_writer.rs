@@ -70,7 +70,7 @@ impl StatusWriter {
         let findings = self.published.provider_findings(&self.providers);
         for status in report.statuses_at_providers(&findings) {
             if status.kind == Kind::Ingress {
-                self.write_ingress(recorder, sent, status).await;
+                self.write_ingress(recorder, sent, status.into_owned()).await;
                 continue;
             }
             let id = (status.kind, status.key.clone());
@@ -86,7 +86,7 @@ impl StatusWriter {
                     if is_transition(&status) {
                         self.record_event(recorder, &status).await;
                     }
-                    sent.insert(id, (status, Instant::now()));
+                    sent.insert(id, (status.into_owned(), Instant::now()));
                 }
                 Err(error) => {
                     // Retried on the next publish or recheck.
