@@ -70,7 +70,8 @@ impl StatusWriter {
         let findings = self.published.provider_findings(&self.providers);
         for status in report.statuses_at_providers(&findings) {
             if status.kind == Kind::Ingress {
-                self.write_ingress(recorder, sent, status.into_owned()).await;
+                self.write_ingress(recorder, sent, status.into_owned())
+                    .await;
                 continue;
             }
             let id = (status.kind, status.key.clone());

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 use super::forward::Origin;
 use super::headers::strip_identity_headers;
-use super::headers::{client_address, is_upgrade_request};
+use super::headers::{client_address, client_used_tls, is_upgrade_request};
 use super::pages::{self, Answer};
 use super::reserved::Reserved;
 use super::tunnel::{TUNNEL_PATH, TunnelRequest, requested_port};
@@ -123,10 +123,16 @@ impl Proxy {
             .session_keys
             .clone()
             .unwrap_or_else(|| self.fallback_keys.clone());
+        let tls = client_used_tls(
+            connection.tls,
+            connection.peer.ip(),
+            request.headers(),
+            &self.config.trusted_proxies,
+        );
         let login = LoginRequest {
             host: &host,
             authority: &authority,
-            tls: connection.tls,
+            tls,
             keys: &keys,
         };
         let breakage = match normalized == SECURE_TOKEN_TEST {
@@ -293,8 +299,8 @@ impl Proxy {
             _ => None,
         };
         let origin = Origin {
-            client: connection.peer.ip(),
-            tls: connection.tls,
+            client,
+            tls: login.tls,
             host: &host,
             revoked,
         };

@@ -116,6 +116,32 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet
     client
 }
 
+/// Whether the client reached kube-iap over TLS: this connection is TLS, or a trusted proxy
+/// (one that terminated TLS in front of kube-iap) says so in `X-Forwarded-Proto`. It decides
+/// the scheme of the sign-in `redirect_uri` and whether cookies are `Secure`; a client that is
+/// not a trusted proxy cannot choose it.
+pub fn client_used_tls(
+    connection_tls: bool,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> bool {
+    if connection_tls {
+        return true;
+    }
+    if !trusted.iter().any(|net| net.contains(&peer)) {
+        return false;
+    }
+    // The nearest proxy's word is the last value.
+    headers
+        .get_all("x-forwarded-proto")
+        .iter()
+        .next_back()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').next())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
 pub fn set_forwarding_headers(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: &str) {
     headers.remove(HeaderName::from_static("forwarded"));
     headers.insert(
@@ -166,6 +192,36 @@ mod tests {
         let mut left: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["accept", "x-goog-api-client"]);
+    }
+
+    #[test]
+    fn forwarded_proto_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy: IpAddr = "10.1.1.1".parse().unwrap();
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        let with = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("x-forwarded-proto", HeaderValue::from_str(value).unwrap());
+            }
+            headers
+        };
+        let cases = [
+            (false, proxy, with(&["https"]), true),
+            (false, proxy, with(&["HTTPS"]), true),
+            (false, proxy, with(&["http, https"]), true),
+            (false, proxy, with(&["https", "http"]), false),
+            (false, proxy, with(&[]), false),
+            (false, stranger, with(&["https"]), false),
+            (true, stranger, with(&["http"]), true),
+        ];
+        for (tls, peer, headers, expected) in cases {
+            assert_eq!(
+                client_used_tls(tls, peer, &headers, &trusted),
+                expected,
+                "{tls} {peer} {headers:?}"
+            );
+        }
     }
 
     #[test]

@@ -671,3 +671,66 @@ async fn an_expired_session_sends_navigations_to_the_provider_and_scripts_get_40
     );
     world.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn behind_a_trusted_tls_proxy_the_sign_in_returns_to_https_with_secure_cookies() {
+    let forger = forging_idp::start().await;
+    let backend = backends::echo("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "client.yaml",
+        &idp::oauth_client(&forger.issuer, idp::CLIENT_SECRET, &["openid", "email"]),
+    );
+    write(dir.path(), "keys.yaml", &session_keys());
+    write(
+        dir.path(),
+        "app.yaml",
+        &format!(
+            "{}---\n{}",
+            manifests::service("app", backend.port()),
+            manifests::policy("app", "app.test", "app", &["domain:example.com"])
+        ),
+    );
+    let sign_in_redirect = |server: &Running, forwarded_proto: Option<&'static str>| {
+        let http = server.http_addr.unwrap();
+        async move {
+            let mut headers = vec![("accept", "text/html")];
+            headers.extend(forwarded_proto.map(|proto| ("x-forwarded-proto", proto)));
+            let reply = get(http, "app.test", "/deep?x=1", &headers).await;
+            assert_eq!(reply.status, 302, "{}", reply.text());
+            let location = reply.header("location").unwrap().to_string();
+            let redirect_uri = query_param(&location, "redirect_uri").expect("a redirect_uri");
+            let secure = set_cookies(&reply).iter().all(|c| c.contains("; Secure"));
+            (redirect_uri, secure)
+        }
+    };
+
+    // The load balancer on 127.0.0.1 terminated TLS and is trusted to say so.
+    let behind_proxy = support::start_server_with(
+        dir.path(),
+        kube_iap::proxy::ProxyConfig {
+            access_log: false,
+            trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+            ..kube_iap::proxy::ProxyConfig::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        sign_in_redirect(&behind_proxy, Some("https")).await,
+        ("https://app.test/_iap/callback".to_string(), true)
+    );
+    assert_eq!(
+        sign_in_redirect(&behind_proxy, None).await,
+        ("http://app.test/_iap/callback".to_string(), false)
+    );
+    behind_proxy.shutdown().await;
+
+    // Without trust, a client saying https changes nothing.
+    let direct = start_server(dir.path()).await;
+    assert_eq!(
+        sign_in_redirect(&direct, Some("https")).await,
+        ("http://app.test/_iap/callback".to_string(), false)
+    );
+    direct.shutdown().await;
+}
