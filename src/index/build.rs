@@ -43,15 +43,19 @@ pub fn build(index: &Index) -> Snapshot {
     };
     let mut claims = Claims::default();
     let mut builder = RoutingTableBuilder::default();
+    let mut cache = index.compiled.take();
+    let mut compiled_now =
+        HashMap::with_capacity_and_hasher(index.policies.len(), Default::default());
     for (key, policy) in policies_oldest_first(index) {
-        statuses.push(translate_policy(
-            &world,
-            key,
-            policy,
-            &mut claims,
-            &mut builder,
-        ));
+        let inputs = inputs_of(&world, key, policy);
+        let compiled = match cache.remove(key) {
+            Some((seen, compiled)) if seen == inputs => compiled,
+            _ => Arc::new(compile_policy(&world, key, policy)),
+        };
+        statuses.push(emit_routes(key, &compiled, &mut claims, &mut builder));
+        compiled_now.insert(key.clone(), (inputs, compiled));
     }
+    index.compiled.put(compiled_now);
     let keys_secret = index.session_keys_secret();
     let keys =
         super::session_keys::key_ring(&keys_secret.to_string(), index.secrets.get(&keys_secret));
@@ -170,13 +174,117 @@ fn annotated_services(index: &Index) -> HashMap<ObjectKey, Vec<(&ObjectKey, &Ser
     by_policy
 }
 
-fn translate_policy(
-    world: &World<'_>,
-    key: &ObjectKey,
-    policy: &IapPolicy,
-    claims: &mut Claims,
-    builder: &mut RoutingTableBuilder,
-) -> ComputedStatus {
+/// The compiled policies of the last build, by policy, with the inputs they were compiled from.
+/// Cloning an index starts it without any (the next build compiles everything).
+#[derive(Default)]
+pub(super) struct CompiledPolicies(std::sync::Mutex<CompiledMap>);
+
+type CompiledMap = HashMap<ObjectKey, (Inputs, Arc<CompiledPolicy>)>;
+
+impl Clone for CompiledPolicies {
+    fn clone(&self) -> Self {
+        CompiledPolicies::default()
+    }
+}
+
+impl CompiledPolicies {
+    fn take(&self) -> CompiledMap {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .expect("the compile cache lock is never poisoned"),
+        )
+    }
+
+    fn put(&self, compiled: CompiledMap) {
+        *self
+            .0
+            .lock()
+            .expect("the compile cache lock is never poisoned") = compiled;
+    }
+}
+
+/// Everything a policy's compilation reads, as revisions of the objects (and groupings) it
+/// looks up, plus the Ingress paths that name it. Equal inputs compile to the same policy.
+#[derive(PartialEq)]
+pub(super) struct Inputs {
+    revisions: Vec<u64>,
+    ingress_paths: Vec<super::ingress::IngressPath>,
+}
+
+fn inputs_of(world: &World<'_>, key: &ObjectKey, policy: &IapPolicy) -> Inputs {
+    let index = world.index;
+    let revisions_of = &index.revisions;
+    let spec = &policy.spec;
+    let service = |name: &ObjectKey| {
+        [
+            revisions_of.object(Kind::Service, name),
+            revisions_of.slices_of(name),
+        ]
+    };
+    let secret = |name: &ObjectKey| revisions_of.object(Kind::Secret, name);
+    let client_key = ObjectKey::new(&key.namespace, &spec.oauth_client_ref.name);
+    let client_secret = index
+        .clients
+        .get(&client_key)
+        .and_then(|client| client.spec.client_secret_ref.as_ref())
+        .map_or(0, |secret_ref| {
+            secret(&ObjectKey::new(&key.namespace, &secret_ref.name))
+        });
+    let mut revisions = vec![
+        revisions_of.epoch(),
+        revisions_of.object(Kind::IapPolicy, key),
+        revisions_of.object(Kind::OAuthClient, &client_key),
+        client_secret,
+        spec.tls.as_ref().map_or(0, |tls| {
+            secret(&ObjectKey::new(&key.namespace, &tls.secret_name))
+        }),
+    ];
+    if let Some(backend) = &spec.backend {
+        revisions.extend(service(&ObjectKey::new(&key.namespace, &backend.service)));
+    }
+    // The annotated Services themselves: one annotated, changed or unannotated changes these.
+    for (service_key, _) in world.annotated.get(key).into_iter().flatten() {
+        revisions.extend(service(service_key));
+    }
+    let ingress_paths = world.ingress_paths.get(key).cloned().unwrap_or_default();
+    for path in &ingress_paths {
+        revisions.extend(service(&path.service));
+        revisions.push(path.tls_secret.as_ref().map_or(0, secret));
+    }
+    Inputs {
+        revisions,
+        ingress_paths,
+    }
+}
+
+/// A policy compiled from its spec and the objects it names, before the oldest-first claims
+/// decide which of its routes it keeps.
+pub(super) struct CompiledPolicy {
+    client_key: ObjectKey,
+    generation: Option<i64>,
+    /// Makes every route of the policy fail closed.
+    fatal: Option<Problem>,
+    problems: Vec<Problem>,
+    access: Arc<AccessPolicy>,
+    sign_in: Option<Arc<SignIn>>,
+    backend_identity: Arc<BackendIdentity>,
+    /// Kept across builds while the policy is unchanged, so its count does not start over.
+    rate_limit: Arc<RateLimit>,
+    tunnel: Option<Arc<TunnelGrant>>,
+    targets: Vec<CompiledTarget>,
+}
+
+struct CompiledTarget {
+    hosts: Vec<String>,
+    prefixes: Vec<String>,
+    certificate: Option<Arc<rustls::sign::CertifiedKey>>,
+    /// The backend to forward to, or why there is none.
+    backend: Result<Arc<Backend>, String>,
+}
+
+fn compile_policy(world: &World<'_>, key: &ObjectKey, policy: &IapPolicy) -> CompiledPolicy {
     let spec = &policy.spec;
     let mut problems = Vec::new();
     // A problem that makes every route of the policy fail closed.
@@ -232,7 +340,6 @@ fn translate_policy(
         google_compatible: spec.google_compatible_headers,
         pass_authorization: spec.pass_authorization_header,
     });
-    // A reload builds new limiters: counts start over when the table changes.
     let rate_limit = Arc::new(RateLimit::per_minute(
         spec.rate_limit
             .as_ref()
@@ -271,16 +378,14 @@ fn translate_policy(
         .ok()
     });
 
-    let mut served = 0;
-    for target in targets {
-        let forward = target.backend.as_ref().ok().map(|resolved| {
-            Arc::new(Backend::new(
-                resolved.name.clone(),
-                resolved.upstreams.clone(),
-            ))
-        });
-        let own_certificate = target.tls_secret.as_ref().and_then(|secret_key| {
-            super::tls::certified_key(&secret_key.to_string(), world.index.secrets.get(secret_key))
+    let targets = targets
+        .into_iter()
+        .map(|target| {
+            let own_certificate = target.tls_secret.as_ref().and_then(|secret_key| {
+                super::tls::certified_key(
+                    &secret_key.to_string(),
+                    world.index.secrets.get(secret_key),
+                )
                 .map_err(|error| {
                     problems.push(Problem::new(
                         "TlsSecretInvalid",
@@ -289,13 +394,52 @@ fn translate_policy(
                     ))
                 })
                 .ok()
-        });
+            });
+            CompiledTarget {
+                backend: match &target.backend {
+                    Ok(resolved) => Ok(Arc::new(Backend::new(
+                        resolved.name.clone(),
+                        resolved.upstreams.clone(),
+                    ))),
+                    Err(error) => Err(format!("{} ({})", error, target.origin)),
+                },
+                prefixes: target.prefixes.unwrap_or_else(|| prefixes.clone()),
+                certificate: own_certificate.or_else(|| certificate.clone()),
+                hosts: target.hosts,
+            }
+        })
+        .collect();
+    CompiledPolicy {
+        client_key,
+        generation: policy.metadata.generation,
+        fatal,
+        problems,
+        access,
+        sign_in,
+        backend_identity,
+        rate_limit,
+        tunnel,
+        targets,
+    }
+}
+
+/// Adds the routes of a compiled policy that no older policy holds, and says how it went.
+fn emit_routes(
+    key: &ObjectKey,
+    compiled: &CompiledPolicy,
+    claims: &mut Claims,
+    builder: &mut RoutingTableBuilder,
+) -> ComputedStatus {
+    let mut problems = compiled.problems.clone();
+    let mut served = 0;
+    for target in &compiled.targets {
         for host in &target.hosts {
-            let host_problem = claim_host_client(claims, host, key, &client_key, &mut problems);
-            if let Some(certificate) = own_certificate.as_ref().or(certificate.as_ref()) {
+            let host_problem =
+                claim_host_client(claims, host, key, &compiled.client_key, &mut problems);
+            if let Some(certificate) = &target.certificate {
                 builder.add_certificate(host, certificate.clone());
             }
-            for prefix in target.prefixes.as_ref().unwrap_or(&prefixes) {
+            for prefix in &target.prefixes {
                 let slot = (host.clone(), prefix.clone());
                 if let Some(owner) = claims.routes.get(&slot) {
                     if owner != key {
@@ -310,33 +454,28 @@ fn translate_policy(
                     continue;
                 }
                 claims.routes.insert(slot, key.clone());
-                let action = match (&fatal, &host_problem, &forward, &target.backend) {
-                    (Some(problem), _, _, _) | (None, Some(problem), _, _) => {
-                        RouteAction::FailClosed {
-                            code: problem.code,
-                            reason: problem.detail.clone(),
-                        }
-                    }
-                    (None, None, Some(backend), _) => RouteAction::Forward(backend.clone()),
-                    (None, None, None, Err(error)) => RouteAction::FailClosed {
-                        code: None,
-                        reason: format!("{} ({})", error, target.origin),
+                let action = match (&compiled.fatal, &host_problem, &target.backend) {
+                    (Some(problem), _, _) | (None, Some(problem), _) => RouteAction::FailClosed {
+                        code: problem.code,
+                        reason: problem.detail.clone(),
                     },
-                    (None, None, None, Ok(_)) => {
-                        unreachable!("a resolved backend always has a forward action")
-                    }
+                    (None, None, Ok(backend)) => RouteAction::Forward(backend.clone()),
+                    (None, None, Err(reason)) => RouteAction::FailClosed {
+                        code: None,
+                        reason: reason.clone(),
+                    },
                 };
                 served += 1;
                 builder.add_route(Route {
                     policy: key.to_string(),
                     host: host.clone(),
                     prefix: prefix.clone(),
-                    access: access.clone(),
+                    access: compiled.access.clone(),
                     action,
-                    sign_in: sign_in.clone(),
-                    backend_identity: backend_identity.clone(),
-                    rate_limit: rate_limit.clone(),
-                    tunnel: tunnel.clone(),
+                    sign_in: compiled.sign_in.clone(),
+                    backend_identity: compiled.backend_identity.clone(),
+                    rate_limit: compiled.rate_limit.clone(),
+                    tunnel: compiled.tunnel.clone(),
                 });
             }
         }
@@ -346,7 +485,7 @@ fn translate_policy(
     ComputedStatus::from_problems(
         Kind::IapPolicy,
         key.clone(),
-        policy.metadata.generation,
+        compiled.generation,
         &problems,
         healthy,
     )

@@ -9,6 +9,7 @@ mod build;
 mod clients;
 mod ingress;
 mod resources;
+mod revisions;
 mod session_keys;
 mod signing_keys;
 mod status;
@@ -48,6 +49,10 @@ pub struct Index {
     ingress_class: Option<String>,
     /// Where the session keys live; `default/kube-iap-session-keys` unless set.
     session_keys_secret: Option<ObjectKey>,
+    /// What changed when, so a build recompiles only the policies a change touches.
+    revisions: revisions::Revisions,
+    /// The compiled policies of the last build, reused while their inputs are unchanged.
+    compiled: build::CompiledPolicies,
 }
 
 /// What one build produces: the table for the data plane and the statuses for the status writer.
@@ -60,6 +65,12 @@ impl Index {
     /// Adds or replaces one object.
     pub fn apply(&mut self, resource: Resource) {
         let key = resource.key();
+        if !self.only_status_differs(&resource) {
+            self.note_change(resource.kind(), &key);
+            if let Resource::EndpointSlice(slice) = &resource {
+                self.note_slice_change(&key, Some(&slice.metadata));
+            }
+        }
         match resource {
             Resource::IapPolicy(o) => drop(self.policies.insert(key, *o)),
             Resource::OAuthClient(o) => drop(self.clients.insert(key, *o)),
@@ -72,6 +83,10 @@ impl Index {
 
     /// Removes one object; removing an unknown object is not an error.
     pub fn delete(&mut self, kind: Kind, key: &ObjectKey) {
+        self.note_change(kind, key);
+        if kind == Kind::EndpointSlice {
+            self.note_slice_change(key, None);
+        }
         match kind {
             Kind::IapPolicy => drop(self.policies.remove(key)),
             Kind::OAuthClient => drop(self.clients.remove(key)),
@@ -85,6 +100,7 @@ impl Index {
     /// Replaces every object of `kind` with `objects` (a relist). Objects of other kinds in the
     /// list are applied too, so a caller may reset all kinds with one list per kind.
     pub fn reset(&mut self, kind: Kind, objects: impl IntoIterator<Item = Resource>) {
+        self.revisions.relisted();
         match kind {
             Kind::IapPolicy => self.policies.clear(),
             Kind::OAuthClient => self.clients.clear(),
@@ -95,6 +111,27 @@ impl Index {
         }
         for object in objects {
             self.apply(object);
+        }
+    }
+
+    fn note_change(&mut self, kind: Kind, key: &ObjectKey) {
+        self.revisions.object_changed(kind, key);
+    }
+
+    /// Stamps the Services an EndpointSlice belonged to and now belongs to (by its label).
+    fn note_slice_change(&mut self, key: &ObjectKey, new: Option<&ObjectMeta>) {
+        let service_of = |meta: &ObjectMeta| {
+            meta.labels
+                .as_ref()
+                .and_then(|labels| labels.get(backends::SERVICE_NAME_LABEL))
+                .map(|service| ObjectKey::new(&key.namespace, service))
+        };
+        let old = self
+            .slices
+            .get(key)
+            .and_then(|slice| service_of(&slice.metadata));
+        for service in old.into_iter().chain(new.and_then(service_of)) {
+            self.revisions.slices_changed(service);
         }
     }
 

@@ -750,3 +750,240 @@ fn time_windows_are_read_as_rfc3339_with_offsets_and_bad_times_fail_the_policy_c
         assert_eq!(fail_closed_code(&snapshot, host, "/"), None);
     }
 }
+
+/// What a table serves, route by route, in an order that does not depend on hashing.
+fn describe(snapshot: &Snapshot) -> Vec<String> {
+    let mut routes: Vec<String> = snapshot
+        .table
+        .routes()
+        .map(|route| {
+            format!(
+                "{}{} {} {:?} access={:?} sign_in={:?} identity={:?} limit={} tunnel={:?}",
+                route.host,
+                route.prefix,
+                route.policy,
+                route.action,
+                route.access,
+                route.sign_in.as_ref().map(|s| (
+                    &s.client,
+                    s.client.client_secret.expose(),
+                    s.session_max_age
+                )),
+                route.backend_identity,
+                route.rate_limit.requests_per_minute,
+                route.tunnel,
+            )
+        })
+        .collect();
+    routes.sort();
+    routes
+}
+
+/// One change to the index, named in the assertion that follows it.
+type Change = Box<dyn Fn(&mut Index)>;
+
+/// A build that reuses the previous build's compiled policies must serve and report exactly
+/// what a build from scratch does, after every kind of change.
+#[test]
+fn a_build_reusing_compiled_policies_equals_a_build_from_scratch_after_every_change() {
+    let mut index = healthy_world();
+    index.apply(mk_secret("idp2-secret", &[("secret", b"other")]));
+    index.apply(mk_client(
+        "idp2",
+        "client-2",
+        Some(("idp2-secret", "secret")),
+    ));
+    index.apply(mk_service("api", &[(Some("http"), 80)], &[]));
+    index.apply(mk_slice(
+        "api",
+        (Some("http"), 9090),
+        &[("10.0.1.1", Some(true))],
+    ));
+    index.apply(mk_secret(
+        "tls",
+        &[("tls.crt", b"not pem"), ("tls.key", b"nope")],
+    ));
+    let policy = |name: &str, created: i64, client: &str, hosts: &[&str], backend| {
+        mk_policy(name, created, mk_policy_spec(client, hosts, backend))
+    };
+    index.apply(policy(
+        "first",
+        0,
+        "idp",
+        &["shared.test"],
+        Some(("web", 80)),
+    ));
+    let mut deeper = mk_policy_spec("idp", &["shared.test"], Some(("api", 80)));
+    deeper.paths = vec!["/api".into()];
+    index.apply(mk_policy("deeper", 1, deeper));
+    index.apply(policy(
+        "late",
+        2,
+        "idp",
+        &["shared.test"],
+        Some(("api", 80)),
+    ));
+    index.apply(policy(
+        "other-client",
+        3,
+        "idp2",
+        &["shared.test", "own.test"],
+        Some(("web", 80)),
+    ));
+    index.apply(policy("annotated", 4, "idp", &["annotated.test"], None));
+    let mut tls = mk_policy_spec("idp", &["tls.test"], Some(("web", 80)));
+    tls.tls = Some(TlsConfig {
+        secret_name: "tls".into(),
+    });
+    tls.tcp_forwarding = Some(TcpForwarding {
+        members: vec!["allAuthenticatedUsers".into()],
+        ports: vec![80],
+    });
+    index.apply(mk_policy("tls", 5, tls));
+    index.apply(policy("guard", 6, "idp", &[], None));
+    let rules = r#"
+ingressClassName: kube-iap
+tls: [{hosts: [shop.test], secretName: shop-tls}]
+rules:
+  - host: shop.test
+    http:
+      paths:
+        - {path: /cart, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}
+"#;
+    index.apply(mk_ingress("shop", rules, &[(POLICY_ANNOTATION, "guard")]));
+
+    let mut denied = mk_policy_spec("idp", &["shared.test"], Some(("web", 80)));
+    denied.access = vec![AccessRule {
+        members: vec!["domain:example.com".into()],
+        when: None,
+    }];
+    let changes: Vec<(&str, Change)> = vec![
+        ("nothing", Box::new(|_| {})),
+        (
+            "a slice's readiness",
+            Box::new(|index| {
+                index.apply(mk_slice(
+                    "web",
+                    (Some("http"), 8080),
+                    &[
+                        ("10.0.0.1", Some(false)),
+                        ("10.0.0.2", None),
+                        ("10.0.0.3", Some(true)),
+                    ],
+                ))
+            }),
+        ),
+        (
+            "a new slice",
+            Box::new(|index| {
+                index.apply(mk_slice(
+                    "web",
+                    (Some("http"), 8080),
+                    &[("10.0.0.9", Some(true))],
+                ))
+            }),
+        ),
+        (
+            "a policy's access",
+            Box::new(move |index| index.apply(mk_policy("first", 0, denied.clone()))),
+        ),
+        (
+            "the oldest policy on a host deleted",
+            Box::new(|index| index.delete(Kind::IapPolicy, &ObjectKey::new(NS, "first"))),
+        ),
+        (
+            "it comes back",
+            Box::new(|index| {
+                index.apply(mk_policy(
+                    "first",
+                    0,
+                    mk_policy_spec("idp", &["shared.test"], Some(("web", 80))),
+                ))
+            }),
+        ),
+        (
+            "a client secret's value",
+            Box::new(|index| index.apply(mk_secret("idp-secret", &[("secret", b"rotated")]))),
+        ),
+        (
+            "a client's ID",
+            Box::new(|index| {
+                index.apply(mk_client(
+                    "idp",
+                    "client-1b",
+                    Some(("idp-secret", "secret")),
+                ))
+            }),
+        ),
+        (
+            "a client deleted",
+            Box::new(|index| index.delete(Kind::OAuthClient, &ObjectKey::new(NS, "idp2"))),
+        ),
+        (
+            "a Service annotated",
+            Box::new(|index| {
+                index.apply(mk_service(
+                    "api",
+                    &[(Some("http"), 80)],
+                    &[(POLICY_ANNOTATION, "annotated")],
+                ))
+            }),
+        ),
+        (
+            "the annotated Service's slice",
+            Box::new(|index| {
+                index.apply(mk_slice(
+                    "api",
+                    (Some("http"), 9090),
+                    &[("10.0.1.2", Some(true))],
+                ))
+            }),
+        ),
+        (
+            "the annotation removed",
+            Box::new(|index| index.apply(mk_service("api", &[(Some("http"), 80)], &[]))),
+        ),
+        (
+            "a TLS Secret fixed or broken",
+            Box::new(|index| index.apply(mk_secret("tls", &[("tls.crt", b"still not pem")]))),
+        ),
+        (
+            "an Ingress path",
+            Box::new(move |index| {
+                index.apply(mk_ingress(
+                    "shop",
+                    &rules.replace("/cart", "/basket"),
+                    &[(POLICY_ANNOTATION, "guard")],
+                ))
+            }),
+        ),
+        (
+            "the Ingress's TLS Secret",
+            Box::new(|index| index.apply(mk_secret("shop-tls", &[("tls.crt", b"x")]))),
+        ),
+        (
+            "slices relisted",
+            Box::new(|index| {
+                index.reset(
+                    Kind::EndpointSlice,
+                    [mk_slice(
+                        "api",
+                        (Some("http"), 9090),
+                        &[("10.0.1.3", Some(true))],
+                    )],
+                )
+            }),
+        ),
+        (
+            "a backend Service deleted",
+            Box::new(|index| index.delete(Kind::Service, &ObjectKey::new(NS, "web"))),
+        ),
+    ];
+    for (what, change) in changes {
+        change(&mut index);
+        let reused = index.build();
+        let fresh = index.clone().build();
+        assert_eq!(describe(&reused), describe(&fresh), "after {what}");
+        assert_eq!(reused.statuses, fresh.statuses, "after {what}");
+    }
+}
