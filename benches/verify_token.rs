@@ -22,6 +22,7 @@ fn uncached_verification(c: &mut Criterion) {
         audiences: vec!["bench"],
         groups_claim: Some("groups"),
         workload: false,
+        assume_email_verified: false,
     };
     verify_with_keys(&expected, &token, &keys).expect("the token verifies");
     c.bench_function("uncached ES256 ID token verification", |b| {

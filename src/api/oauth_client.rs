@@ -58,6 +58,13 @@ pub struct OAuthClientSpec {
     /// OpenID issuer such as a CI system's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_issuers: Vec<TrustedIssuer>,
+    /// Treat the `email` claim as verified when a token carries no `email_verified` claim, so
+    /// `user:` and `domain:` members can match. Microsoft Entra ID never sends `email_verified`.
+    /// Turn it on only for a provider that itself controls every address it issues (your own
+    /// tenant), never one where users choose their address. `email_verified: false` still
+    /// never matches.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub assume_email_verified: bool,
 }
 
 /// An issuer of workload tokens.

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, PROXY_AUTHORIZATION};
 
-use crate::model::Identity;
+use crate::model::{Identity, OidcClient};
 
 /// Which header carried the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +37,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<(BearerHeader, &str)> {
     find(AUTHORIZATION).map(|token| (BearerHeader::Authorization, token))
 }
 
-/// Verified tokens by a hash of (OAuth client, token), until they expire.
+/// Verified tokens by a hash of (the OAuth client's verification settings, token), until they
+/// expire. A change to what a token is checked against (audiences, issuers, how email is read)
+/// makes a new key, so an edited OAuthClient never keeps serving verdicts it would not reach.
 pub struct BearerCache {
     entries: Mutex<HashMap<[u8; 32], (Identity, u64)>>,
     capacity: usize,
@@ -51,11 +53,29 @@ impl BearerCache {
         }
     }
 
-    pub fn key(client: &str, token: &str) -> [u8; 32] {
+    pub fn key(client: &OidcClient, token: &str) -> [u8; 32] {
         let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-        context.update(client.as_bytes());
-        context.update(&[0]);
-        context.update(token.as_bytes());
+        // Length-prefixed, so no two settings hash alike by running into each other.
+        let mut field = |bytes: &[u8]| {
+            context.update(&(bytes.len() as u64).to_le_bytes());
+            context.update(bytes);
+        };
+        field(client.name.as_bytes());
+        field(client.issuer.as_bytes());
+        field(client.client_id.as_bytes());
+        field(client.groups_claim.as_bytes());
+        field(&[u8::from(client.assume_email_verified)]);
+        for audience in &client.audiences {
+            field(audience.as_bytes());
+        }
+        for trusted in &client.trusted_issuers {
+            field(trusted.issuer.as_bytes());
+            field(trusted.jwks_uri.as_deref().unwrap_or("").as_bytes());
+            for audience in &trusted.audiences {
+                field(audience.as_bytes());
+            }
+        }
+        field(token.as_bytes());
         context
             .finish()
             .as_ref()
@@ -130,14 +150,40 @@ mod tests {
             groups: vec![],
             service_account: None,
         };
-        let key = BearerCache::key("ns/idp", "token-1");
-        assert_ne!(key, BearerCache::key("ns/other", "token-1"), "per client");
+        let client = |name: &str, audiences: &[&str]| OidcClient {
+            name: name.into(),
+            issuer: "https://idp.test".into(),
+            client_id: "app".into(),
+            client_secret: crate::model::ClientSecret::new("s"),
+            scopes: vec![],
+            groups_claim: "groups".into(),
+            audiences: audiences.iter().map(|a| a.to_string()).collect(),
+            trusted_issuers: vec![],
+            assume_email_verified: false,
+        };
+        let idp = client("ns/idp", &["extra"]);
+        let key = BearerCache::key(&idp, "token-1");
+        assert_ne!(
+            key,
+            BearerCache::key(&client("ns/other", &["extra"]), "token-1"),
+            "per client"
+        );
+        assert_ne!(
+            key,
+            BearerCache::key(&client("ns/idp", &[]), "token-1"),
+            "an audience removed is a new key"
+        );
+        let trusting = OidcClient {
+            assume_email_verified: true,
+            ..idp.clone()
+        };
+        assert_ne!(key, BearerCache::key(&trusting, "token-1"));
         cache.insert(key, identity.clone(), 100, 50);
         assert_eq!(cache.get(&key, 99), Some((identity.clone(), 100)));
         assert_eq!(cache.get(&key, 100), None, "expired");
         for i in 0..10 {
             cache.insert(
-                BearerCache::key("c", &i.to_string()),
+                BearerCache::key(&idp, &i.to_string()),
                 identity.clone(),
                 1000,
                 50,

@@ -65,6 +65,9 @@ pub struct Expected<'a> {
     pub groups_claim: Option<&'a str>,
     /// Whether Kubernetes service-account subjects become service-account identities.
     pub workload: bool,
+    /// Whether a token without `email_verified` has a verified email (the OAuthClient's
+    /// `assumeEmailVerified`; never for workload issuers).
+    pub assume_email_verified: bool,
 }
 
 impl<'a> Expected<'a> {
@@ -78,6 +81,7 @@ impl<'a> Expected<'a> {
                 .collect(),
             groups_claim: Some(&client.groups_claim),
             workload: false,
+            assume_email_verified: client.assume_email_verified,
         }
     }
 
@@ -98,6 +102,7 @@ impl<'a> Expected<'a> {
             audiences: trusted.audiences.iter().map(String::as_str).collect(),
             groups_claim: None,
             workload: true,
+            assume_email_verified: false,
         })
     }
 }
@@ -216,7 +221,9 @@ fn check(
         identity: Identity {
             subject,
             email: claims.email().map(|email| email.to_string()),
-            email_verified: claims.email_verified().unwrap_or(false),
+            email_verified: claims
+                .email_verified()
+                .unwrap_or(expected.assume_email_verified),
             issuer: claims.issuer().to_string(),
             groups,
             service_account,

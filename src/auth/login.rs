@@ -430,6 +430,7 @@ mod tests {
                 groups_claim: "groups".into(),
                 audiences: vec![],
                 trusted_issuers: vec![],
+                assume_email_verified: false,
             }),
             session_max_age: Duration::from_secs(3600),
         }

@@ -107,6 +107,7 @@ pub fn evaluate(
                     audiences: trusted.audiences.clone(),
                 })
                 .collect(),
+            assume_email_verified: client.spec.assume_email_verified,
         })),
         (None, None) => unreachable!("a client without a secret always has a coded problem"),
     };

@@ -45,6 +45,7 @@ fn mk_client(name: &str, client_id: &str, secret: Option<(&str, &str)>) -> Resou
             groups_claim: "groups".into(),
             audiences: vec![],
             trusted_issuers: vec![],
+            assume_email_verified: false,
         },
         status: None,
     }))

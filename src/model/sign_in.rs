@@ -41,6 +41,8 @@ pub struct OidcClient {
     pub audiences: Vec<String>,
     /// Other issuers whose bearer tokens are accepted (workload identity).
     pub trusted_issuers: Vec<TrustedIssuer>,
+    /// A token of this client's issuer without `email_verified` counts as verified.
+    pub assume_email_verified: bool,
 }
 
 /// An issuer of workload tokens and the audiences accepted from it.
@@ -86,6 +88,7 @@ mod tests {
             groups_claim: "groups".into(),
             audiences: vec![],
             trusted_issuers: vec![],
+            assume_email_verified: false,
         };
         let printed = format!("{client:?}");
         assert!(!printed.contains("s3cr3t-value"), "{printed}");

@@ -54,7 +54,7 @@ impl Proxy {
         token: &str,
     ) -> Result<(Identity, u64), Answer> {
         let now = unix_now();
-        let key = BearerCache::key(&client.name, token);
+        let key = BearerCache::key(client, token);
         if let Some(cached) = self.bearer_cache.get(&key, now) {
             return Ok(cached);
         }

@@ -875,3 +875,56 @@ async fn a_trusted_issuer_without_a_jwks_uri_is_found_through_its_discovery_docu
     );
     world.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn assume_email_verified_admits_tokens_without_the_claim_but_never_an_explicit_false() {
+    let forger = forging_idp::start().await;
+    let world = world(&forger.issuer, None).await;
+    let with_verified = |value: Option<bool>| {
+        let mut claims = forger.claims(idp::CLIENT_ID, "erin");
+        match value {
+            Some(verified) => claims["email_verified"] = verified.into(),
+            None => drop(claims.as_object_mut().unwrap().remove("email_verified")),
+        }
+        forger.mint(&claims, Signing::Published)
+    };
+    let status = |token: String| {
+        let world = &world;
+        async move {
+            world
+                .send(
+                    "GET",
+                    "app.test",
+                    "/",
+                    &[("authorization", &bearer(&token))],
+                )
+                .await
+                .status
+        }
+    };
+    // As Microsoft Entra ID issues them: an email, no email_verified.
+    assert_eq!(
+        status(with_verified(None)).await,
+        403,
+        "unverified by default"
+    );
+
+    let client = idp::oauth_client(&forger.issuer, idp::CLIENT_SECRET, &["openid", "email"])
+        .replacen("  scopes:", "  assumeEmailVerified: true\n  scopes:", 1);
+    write(world._dir.path(), "client.yaml", &client);
+    let started = std::time::Instant::now();
+    while status(with_verified(None)).await != 200 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "assumeEmailVerified never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status(with_verified(Some(false))).await,
+        403,
+        "an explicit false stays false"
+    );
+    assert_eq!(status(with_verified(Some(true))).await, 200);
+    world.server.shutdown().await;
+}
