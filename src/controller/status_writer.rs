@@ -228,12 +228,16 @@ fn same(a: &ComputedStatus, b: &ComputedStatus) -> bool {
 }
 
 /// Ready flipped or the error code changed (or the object had no status yet).
+/// Whether the status is worth an Event: it changed readiness or code, or it is an object's
+/// first status and reports a problem. A new object that is simply ready gets none: at 10,000
+/// new policies that was 10,000 Events for the API server, and as many held in the recorder's
+/// cache for its series TTL.
 fn is_transition(status: &ComputedStatus) -> bool {
     match &status.current {
         Some(current) => {
             current.ready != Some(status.ready) || current.error_code != status.error_code
         }
-        None => true,
+        None => !status.ready,
     }
 }
 

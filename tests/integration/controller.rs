@@ -219,6 +219,12 @@ spec: {issuer: "http://127.0.0.1:1", clientId: other, clientSecretRef: {name: id
                     .starts_with("Error code 13:")),
         "{events:?}"
     );
+    assert!(
+        !events
+            .iter()
+            .any(|event| event["regarding"]["name"] == "open"),
+        "a new policy that is simply ready records no Event: {events:?}"
+    );
 
     // Written once: the object now says it, so nothing is written again.
     let patches_before = api.status_patches("iappolicies", "default", "orphan").len();
