@@ -20,6 +20,12 @@ struct World {
 }
 
 impl World {
+    /// `GET host/` with `token` as the bearer credential.
+    async fn with_bearer(&self, host: &str, token: &str) -> Reply {
+        self.send("GET", host, "/", &[("authorization", &bearer(token))])
+            .await
+    }
+
     async fn send(&self, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
         send(
             self.server.http_addr.unwrap(),
@@ -314,17 +320,7 @@ async fn forged_expired_misaddressed_and_garbage_tokens_are_refused() {
     let world = world(&forger.issuer, None).await;
     let status = |token: String| {
         let world = &world;
-        async move {
-            world
-                .send(
-                    "GET",
-                    "app.test",
-                    "/",
-                    &[("authorization", &bearer(&token))],
-                )
-                .await
-                .status
-        }
+        async move { world.with_bearer("app.test", &token).await.status }
     };
     let valid = forger.claims(idp::CLIENT_ID, "carol");
     assert_eq!(
@@ -470,16 +466,7 @@ async fn a_workload_token_from_a_trusted_issuer_is_its_service_account() {
     };
     let call = |token: String| {
         let world = &world;
-        async move {
-            world
-                .send(
-                    "GET",
-                    "app.test",
-                    "/",
-                    &[("authorization", &bearer(&token))],
-                )
-                .await
-        }
+        async move { world.with_bearer("app.test", &token).await }
     };
     let admitted = call(projected("team", "builder", "kube-iap")).await;
     assert_eq!(admitted.status, 200, "{}", admitted.text());
@@ -637,17 +624,7 @@ async fn a_rotated_provider_key_is_fetched_once_per_interval_and_verified_tokens
     let valid = forger.claims(idp::CLIENT_ID, "carol");
     let status = |token: String| {
         let world = &world;
-        async move {
-            world
-                .send(
-                    "GET",
-                    "app.test",
-                    "/",
-                    &[("authorization", &bearer(&token))],
-                )
-                .await
-                .status
-        }
+        async move { world.with_bearer("app.test", &token).await.status }
     };
     assert_eq!(status(forger.mint(&valid, Signing::Published)).await, 200);
     let fetched = forger.jwks_fetches();
@@ -890,17 +867,7 @@ async fn assume_email_verified_admits_tokens_without_the_claim_but_never_an_expl
     };
     let status = |token: String| {
         let world = &world;
-        async move {
-            world
-                .send(
-                    "GET",
-                    "app.test",
-                    "/",
-                    &[("authorization", &bearer(&token))],
-                )
-                .await
-                .status
-        }
+        async move { world.with_bearer("app.test", &token).await.status }
     };
     // As Microsoft Entra ID issues them: an email, no email_verified.
     assert_eq!(
