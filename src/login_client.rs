@@ -39,6 +39,9 @@ pub struct LoginOptions {
     pub cache: PathBuf,
     /// Try to open the sign-in page in the desktop's browser (`xdg-open` / `open`).
     pub open_browser: bool,
+    /// The loopback port the provider redirects to; 0 picks a free one. A fixed port is for
+    /// providers that match loopback redirect URIs port and all.
+    pub port: u16,
 }
 
 /// `$XDG_CONFIG_HOME/kube-iap/token.json`, else `~/.config/kube-iap/token.json`.
@@ -136,7 +139,9 @@ pub async fn login(options: LoginOptions) -> anyhow::Result<CachedToken> {
             .iter()
             .any(|scope| scope.as_str() == "offline_access")
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot listen on 127.0.0.1:{}: {error}", options.port))?;
     let redirect = format!(
         "http://127.0.0.1:{}/_iap/callback",
         listener.local_addr()?.port()

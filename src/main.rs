@@ -38,6 +38,13 @@ enum Command {
     /// Sign in for the command-line tools (authorization code flow with PKCE and a loopback
     /// redirect); the ID token is cached for `kube-iap tunnel`.
     Login(LoginArgs),
+    /// Print a current ID token from `kube-iap login`'s cache, renewed with the refresh token
+    /// when it nears expiry, for scripts: curl -H "Authorization: Bearer $(kube-iap token)" URL.
+    Token {
+        /// The token cache `kube-iap login` wrote (default: ~/.config/kube-iap/token.json).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
     /// Print shell completions: `kube-iap completions bash > /etc/bash_completion.d/kube-iap`.
     Completions {
         #[arg(value_enum)]
@@ -100,6 +107,10 @@ struct LoginArgs {
     /// Print the sign-in URL only; do not try to open a browser.
     #[arg(long)]
     no_browser: bool,
+    /// Loopback port for the provider's redirect (default: any free port), for providers that
+    /// match http://127.0.0.1:PORT/_iap/callback exactly.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
 }
 
 #[derive(clap::Args)]
@@ -376,6 +387,7 @@ fn main() -> anyhow::Result<()> {
                     scopes: args.scopes,
                     cache: cache.clone(),
                     open_browser: !args.no_browser,
+                    port: args.port,
                 },
             ))?;
             eprintln!(
@@ -384,6 +396,20 @@ fn main() -> anyhow::Result<()> {
                 cached.expires_at
             );
             Ok(())
+        }
+        Command::Token { cache } => {
+            let cache = cache.unwrap_or_else(kube_iap::login_client::default_cache);
+            let runtime = tokio::runtime::Runtime::new()?;
+            match runtime.block_on(kube_iap::login_client::cached_token(&cache)) {
+                Ok(token) => {
+                    println!("{token}");
+                    Ok(())
+                }
+                Err(reason) => {
+                    eprintln!("kube-iap token: {reason}");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -203,6 +203,7 @@ fn version_help_and_completions_answer_for_every_subcommand() {
         "explain",
         "tunnel",
         "login",
+        "token",
         "verify-assertion",
         "codes",
         "completions",

@@ -371,6 +371,11 @@ async fn kube_iap_login_caches_a_real_token_privately_and_the_tunnel_uses_it() {
     write(dir.path(), "db.yaml", &policy("db", "localhost", "db"));
     let server = start_server(dir.path()).await;
     let cache = dir.path().join("cli").join("token.json");
+    // A fixed loopback port, as providers that match redirect URIs port and all need.
+    let callback_port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
 
     let mut login = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-iap"))
         .args([
@@ -386,6 +391,8 @@ async fn kube_iap_login_caches_a_real_token_privately_and_the_tunnel_uses_it() {
             "--no-browser",
             "--scopes",
             "openid,email",
+            "--port",
+            &callback_port.to_string(),
         ])
         .arg("--cache")
         .arg(&cache)
@@ -407,7 +414,10 @@ async fn kube_iap_login_caches_a_real_token_privately_and_the_tunnel_uses_it() {
     // The person signs in at the provider; it sends the browser to the CLI's loopback listener.
     let mut browser = support::browser::Browser::new();
     let callback = browser.sign_in_at_provider(&url, "carol@example.com").await;
-    assert!(callback.starts_with("http://127.0.0.1:"), "{callback}");
+    assert!(
+        callback.starts_with(&format!("http://127.0.0.1:{callback_port}/_iap/callback")),
+        "{callback}"
+    );
     let landed = browser.get(&callback).await;
     assert_eq!(landed.status, 200, "{}", landed.text());
     let status = tokio::time::timeout(std::time::Duration::from_secs(10), login.wait())
@@ -475,6 +485,38 @@ async fn kube_iap_login_caches_a_real_token_privately_and_the_tunnel_uses_it() {
         serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
     assert_ne!(cached["id_token"], old_token, "a new ID token was cached");
     assert!(cached["expires_at"].as_u64().unwrap() > forging_idp::now());
+
+    // Scripts get the current token from `kube-iap token`, renewed the same way.
+    let token = |cache: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kube-iap"))
+            .args(["token", "--cache"])
+            .arg(cache)
+            .output()
+            .unwrap()
+    };
+    let printed = token(&cache);
+    assert!(printed.status.success(), "{printed:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout).trim(),
+        cached["id_token"].as_str().unwrap()
+    );
+    let mut expired = cached.clone();
+    expired["expires_at"] = 1.into();
+    std::fs::write(&cache, expired.to_string()).unwrap();
+    let renewed = token(&cache);
+    assert!(renewed.status.success(), "{renewed:?}");
+    let renewed = String::from_utf8_lossy(&renewed.stdout).trim().to_string();
+    assert_ne!(
+        renewed,
+        cached["id_token"].as_str().unwrap(),
+        "renewed, not the expired one"
+    );
+    let missing = token(&dir.path().join("nobody.json"));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("run `kube-iap login`"),
+        "{missing:?}"
+    );
     server.shutdown().await;
 }
 
