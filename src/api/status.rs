@@ -42,7 +42,7 @@ pub struct OAuthClientStatus {
 }
 
 /// Endpoints found through `<issuer>/.well-known/openid-configuration`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DiscoveredEndpoints {
     /// Where browsers are sent to sign in.

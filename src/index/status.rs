@@ -67,7 +67,7 @@ pub struct ComputedStatus {
 
 /// What a status subresource shows, transition time aside: the terms in which a computed
 /// status and an object's present status are compared.
-#[derive(PartialEq)]
+#[derive(PartialEq, Hash)]
 struct Shown<'a> {
     ready: Option<bool>,
     reason: &'a str,
@@ -241,6 +241,17 @@ impl ComputedStatus {
     /// Whether both would write the same status subresource (transition time aside).
     pub fn shows_same_as(&self, other: &ComputedStatus) -> bool {
         self.shown() == other.shown()
+    }
+
+    /// A digest of what the status shows (transition time aside) and of the object it is for:
+    /// equal for statuses that would write the same thing, so a writer can remember what it
+    /// sent without keeping a copy of every status.
+    pub fn shown_digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.uid.hash(&mut hasher);
+        self.shown().hash(&mut hasher);
+        hasher.finish()
     }
 
     /// The condition's transition time: kept from the object while Ready has not flipped.
