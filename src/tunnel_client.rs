@@ -164,6 +164,9 @@ async fn open(
     }
 }
 
+/// The most one tunnel message carries: larger messages mean fewer frames and syscalls per byte.
+const MESSAGE_SIZE: usize = 256 * 1024;
+
 /// Relays `reader`/`writer` over one tunnel until either side ends.
 async fn pipe(
     socket: Socket,
@@ -171,7 +174,7 @@ async fn pipe(
     mut writer: impl AsyncWrite + Unpin,
 ) -> Result<(), TunnelError> {
     let (mut sink, mut stream) = socket.split();
-    let mut buffer = vec![0u8; 64 * 1024];
+    let mut buffer = bytes::BytesMut::with_capacity(MESSAGE_SIZE);
     let (mut local_done, mut remote_done) = (false, false);
     loop {
         if local_done && remote_done {
@@ -179,7 +182,7 @@ async fn pipe(
             return Ok(());
         }
         tokio::select! {
-            read = reader.read(&mut buffer), if !local_done => match read {
+            read = reader.read_buf(&mut buffer), if !local_done => match read {
                 Ok(0) | Err(_) => {
                     // Half-close: an empty message says this side has finished sending.
                     local_done = true;
@@ -187,8 +190,11 @@ async fn pipe(
                         return Ok(());
                     }
                 }
-                Ok(read) => {
-                    if sink.send(Message::binary(buffer[..read].to_vec())).await.is_err() {
+                Ok(_) => {
+                    // The bytes read become the message as they are, without a copy.
+                    let message = Message::binary(buffer.split().freeze());
+                    buffer.reserve(MESSAGE_SIZE);
+                    if sink.send(message).await.is_err() {
                         return Ok(());
                     }
                 }
