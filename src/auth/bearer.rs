@@ -37,7 +37,39 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<(BearerHeader, &str)> {
     find(AUTHORIZATION).map(|token| (BearerHeader::Authorization, token))
 }
 
-/// Verified tokens by a hash of (the OAuth client's verification settings, token), until they
+/// `client` with its `verification_scope` set: a digest of everything a bearer token is checked
+/// against (issuer, client ID, groups claim, how email is read, audiences, trusted issuers).
+pub fn with_verification_scope(mut client: OidcClient) -> OidcClient {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    // Length-prefixed, so no two settings hash alike by running into each other.
+    let mut field = |bytes: &[u8]| {
+        context.update(&(bytes.len() as u64).to_le_bytes());
+        context.update(bytes);
+    };
+    field(client.name.as_bytes());
+    field(client.issuer.as_bytes());
+    field(client.client_id.as_bytes());
+    field(client.groups_claim.as_bytes());
+    field(&[u8::from(client.assume_email_verified)]);
+    for audience in &client.audiences {
+        field(audience.as_bytes());
+    }
+    for trusted in &client.trusted_issuers {
+        field(trusted.issuer.as_bytes());
+        field(trusted.jwks_uri.as_deref().unwrap_or("").as_bytes());
+        for audience in &trusted.audiences {
+            field(audience.as_bytes());
+        }
+    }
+    client.verification_scope = context
+        .finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes");
+    client
+}
+
+/// Verified tokens by a hash of (the OAuth client's `verification_scope`, token), until they
 /// expire. A change to what a token is checked against (audiences, issuers, how email is read)
 /// makes a new key, so an edited OAuthClient never keeps serving verdicts it would not reach.
 pub struct BearerCache {
@@ -53,29 +85,11 @@ impl BearerCache {
         }
     }
 
+    /// The cache key of `token` checked as `client` says (its `verification_scope`).
     pub fn key(client: &OidcClient, token: &str) -> [u8; 32] {
         let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-        // Length-prefixed, so no two settings hash alike by running into each other.
-        let mut field = |bytes: &[u8]| {
-            context.update(&(bytes.len() as u64).to_le_bytes());
-            context.update(bytes);
-        };
-        field(client.name.as_bytes());
-        field(client.issuer.as_bytes());
-        field(client.client_id.as_bytes());
-        field(client.groups_claim.as_bytes());
-        field(&[u8::from(client.assume_email_verified)]);
-        for audience in &client.audiences {
-            field(audience.as_bytes());
-        }
-        for trusted in &client.trusted_issuers {
-            field(trusted.issuer.as_bytes());
-            field(trusted.jwks_uri.as_deref().unwrap_or("").as_bytes());
-            for audience in &trusted.audiences {
-                field(audience.as_bytes());
-            }
-        }
-        field(token.as_bytes());
+        context.update(&client.verification_scope);
+        context.update(token.as_bytes());
         context
             .finish()
             .as_ref()
@@ -150,16 +164,19 @@ mod tests {
             groups: vec![],
             service_account: None,
         };
-        let client = |name: &str, audiences: &[&str]| OidcClient {
-            name: name.into(),
-            issuer: "https://idp.test".into(),
-            client_id: "app".into(),
-            client_secret: crate::model::ClientSecret::new("s"),
-            scopes: vec![],
-            groups_claim: "groups".into(),
-            audiences: audiences.iter().map(|a| a.to_string()).collect(),
-            trusted_issuers: vec![],
-            assume_email_verified: false,
+        let client = |name: &str, audiences: &[&str]| {
+            with_verification_scope(OidcClient {
+                name: name.into(),
+                issuer: "https://idp.test".into(),
+                client_id: "app".into(),
+                client_secret: crate::model::ClientSecret::new("s"),
+                scopes: vec![],
+                groups_claim: "groups".into(),
+                audiences: audiences.iter().map(|a| a.to_string()).collect(),
+                trusted_issuers: vec![],
+                assume_email_verified: false,
+                verification_scope: [0; 32],
+            })
         };
         let idp = client("ns/idp", &["extra"]);
         let key = BearerCache::key(&idp, "token-1");
@@ -173,10 +190,10 @@ mod tests {
             BearerCache::key(&client("ns/idp", &[]), "token-1"),
             "an audience removed is a new key"
         );
-        let trusting = OidcClient {
+        let trusting = with_verification_scope(OidcClient {
             assume_email_verified: true,
             ..idp.clone()
-        };
+        });
         assert_ne!(key, BearerCache::key(&trusting, "token-1"));
         cache.insert(key, identity.clone(), 100, 50);
         assert_eq!(cache.get(&key, 99), Some((identity.clone(), 100)));

@@ -431,6 +431,7 @@ mod tests {
                 audiences: vec![],
                 trusted_issuers: vec![],
                 assume_email_verified: false,
+                verification_scope: [0; 32],
             }),
             session_max_age: Duration::from_secs(3600),
         }

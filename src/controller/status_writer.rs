@@ -222,14 +222,13 @@ pub fn status_body(status: &ComputedStatus, now: Time) -> serde_json::Value {
     value.expect("statuses serialize to JSON")
 }
 
-/// Equal in everything the status subresource shows, on the same object (a deleted and
-/// recreated object has a new uid and no status yet).
-/// Whether `status` shows what was sent as `sent` (a [`ComputedStatus::shown_digest`]).
+/// Whether `status` shows what was sent as `sent` (a [`ComputedStatus::shown_digest`]): equal
+/// in everything the subresource shows, on the same object (a deleted and recreated object has
+/// a new uid and no status yet).
 fn same(sent: &u64, status: &ComputedStatus) -> bool {
     *sent == status.shown_digest()
 }
 
-/// Ready flipped or the error code changed (or the object had no status yet).
 /// Whether the status is worth an Event: it changed readiness or code, or it is an object's
 /// first status and reports a problem. A new object that is simply ready gets none: at 10,000
 /// new policies that was 10,000 Events for the API server, and as many held in the recorder's

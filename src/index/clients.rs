@@ -89,26 +89,29 @@ pub fn evaluate(
         secret_value,
     ) {
         (Some(problem), _) => Err(problem),
-        (None, Some(client_secret)) => Ok(Arc::new(OidcClient {
-            name: key.to_string(),
-            issuer: client.spec.issuer.trim().to_string(),
-            client_id: client.spec.client_id.trim().to_string(),
-            client_secret,
-            scopes: client.spec.scopes.clone(),
-            groups_claim: client.spec.groups_claim.clone(),
-            audiences: client.spec.audiences.clone(),
-            trusted_issuers: client
-                .spec
-                .trusted_issuers
-                .iter()
-                .map(|trusted| TrustedIssuer {
-                    issuer: trusted.issuer.trim().to_string(),
-                    jwks_uri: trusted.jwks_uri.clone(),
-                    audiences: trusted.audiences.clone(),
-                })
-                .collect(),
-            assume_email_verified: client.spec.assume_email_verified,
-        })),
+        (None, Some(client_secret)) => Ok(Arc::new(crate::auth::bearer::with_verification_scope(
+            OidcClient {
+                name: key.to_string(),
+                issuer: client.spec.issuer.trim().to_string(),
+                client_id: client.spec.client_id.trim().to_string(),
+                client_secret,
+                scopes: client.spec.scopes.clone(),
+                groups_claim: client.spec.groups_claim.clone(),
+                audiences: client.spec.audiences.clone(),
+                trusted_issuers: client
+                    .spec
+                    .trusted_issuers
+                    .iter()
+                    .map(|trusted| TrustedIssuer {
+                        issuer: trusted.issuer.trim().to_string(),
+                        jwks_uri: trusted.jwks_uri.clone(),
+                        audiences: trusted.audiences.clone(),
+                    })
+                    .collect(),
+                assume_email_verified: client.spec.assume_email_verified,
+                verification_scope: [0; 32],
+            },
+        ))),
         (None, None) => unreachable!("a client without a secret always has a coded problem"),
     };
     (health, status)

@@ -66,7 +66,7 @@ impl Index {
     pub fn apply(&mut self, resource: Resource) {
         let key = resource.key();
         if !self.only_status_differs(&resource) {
-            self.note_change(resource.kind(), &key);
+            self.revisions.object_changed(resource.kind(), &key);
             if let Resource::EndpointSlice(slice) = &resource {
                 self.note_slice_change(&key, Some(&slice.metadata));
             }
@@ -83,7 +83,7 @@ impl Index {
 
     /// Removes one object; removing an unknown object is not an error.
     pub fn delete(&mut self, kind: Kind, key: &ObjectKey) {
-        self.note_change(kind, key);
+        self.revisions.object_changed(kind, key);
         if kind == Kind::EndpointSlice {
             self.note_slice_change(key, None);
         }
@@ -112,10 +112,6 @@ impl Index {
         for object in objects {
             self.apply(object);
         }
-    }
-
-    fn note_change(&mut self, kind: Kind, key: &ObjectKey) {
-        self.revisions.object_changed(kind, key);
     }
 
     /// Stamps the Services an EndpointSlice belonged to and now belongs to (by its label).

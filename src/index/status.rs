@@ -238,11 +238,6 @@ impl ComputedStatus {
             .is_some_and(|current| current.shown() == self.shown())
     }
 
-    /// Whether both would write the same status subresource (transition time aside).
-    pub fn shows_same_as(&self, other: &ComputedStatus) -> bool {
-        self.shown() == other.shown()
-    }
-
     /// A digest of what the status shows (transition time aside) and of the object it is for:
     /// equal for statuses that would write the same thing, so a writer can remember what it
     /// sent without keeping a copy of every status.

@@ -43,6 +43,10 @@ pub struct OidcClient {
     pub trusted_issuers: Vec<TrustedIssuer>,
     /// A token of this client's issuer without `email_verified` counts as verified.
     pub assume_email_verified: bool,
+    /// A digest of the settings above that a bearer token is checked against, computed once
+    /// when the table is built: verified tokens are cached under it, so an edited client never
+    /// reuses a verdict it would not reach (see `auth::bearer::verification_scope`).
+    pub verification_scope: [u8; 32],
 }
 
 /// An issuer of workload tokens and the audiences accepted from it.
@@ -89,6 +93,7 @@ mod tests {
             audiences: vec![],
             trusted_issuers: vec![],
             assume_email_verified: false,
+            verification_scope: [0; 32],
         };
         let printed = format!("{client:?}");
         assert!(!printed.contains("s3cr3t-value"), "{printed}");

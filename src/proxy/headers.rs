@@ -89,7 +89,7 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// first untrusted address is the client. By default nothing is trusted, so a client cannot
 /// choose its own address.
 pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
-    let is_trusted = |address: &IpAddr| trusted.iter().any(|net| net.contains(address));
+    let is_trusted = |address: &IpAddr| is_trusted_proxy(address, trusted);
     if !is_trusted(&peer) {
         return peer;
     }
@@ -129,7 +129,7 @@ pub fn client_used_tls(
     if connection_tls {
         return true;
     }
-    if !trusted.iter().any(|net| net.contains(&peer)) {
+    if !is_trusted_proxy(&peer, trusted) {
         return false;
     }
     // The nearest proxy's word is the last value.
@@ -140,6 +140,10 @@ pub fn client_used_tls(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.rsplit(',').next())
         .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
+fn is_trusted_proxy(address: &IpAddr, trusted: &[ipnet::IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(address))
 }
 
 pub fn set_forwarding_headers(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: &str) {
