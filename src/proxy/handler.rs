@@ -78,10 +78,8 @@ impl Proxy {
             Err(answer) => pages::respond(&answer, html, &request_id),
         };
         let status = response.status().as_u16();
-        self.metrics
-            .requests
-            .with_label_values(&[outcome.route_name(), response.status().as_str()])
-            .inc();
+        self.route_metrics
+            .count_request(&self.metrics, outcome.route_name(), response.status());
         if self.config.access_log {
             tracing::info!(
                 target: "kube_iap::access",
@@ -159,7 +157,8 @@ impl Proxy {
             let sign_in = route.sign_in.as_ref().ok_or(Answer::Misconfigured(None))?;
             // Tunnels are for programs: a bearer token, never cookies.
             let (_, token) = bearer_token(request.headers()).ok_or(Answer::Unauthenticated)?;
-            let (identity, expires_at) = self.bearer_identity(&sign_in.client, token).await?;
+            let (identity, expires_at) =
+                Box::pin(self.bearer_identity(&sign_in.client, token)).await?;
             let port = requested_port(request.uri().query().unwrap_or(""))?;
             let tunnel = TunnelRequest {
                 host: host.clone(),
@@ -176,18 +175,17 @@ impl Proxy {
                 return Err(Answer::NoRoute);
             }
             outcome.route = Some(routes[0].clone());
-            return self
-                .reserved(Reserved {
-                    path: &normalized,
-                    query: request.uri().query().unwrap_or(""),
-                    headers: request.headers(),
-                    login,
-                    routes,
-                    client,
-                    signing_keys: &signing_keys,
-                    request_id,
-                })
-                .await;
+            return Box::pin(self.reserved(Reserved {
+                path: &normalized,
+                query: request.uri().query().unwrap_or(""),
+                headers: request.headers(),
+                login,
+                routes,
+                client,
+                signing_keys: &signing_keys,
+                request_id,
+            }))
+            .await;
         }
         let route = table
             .route(&host, &normalized)
@@ -216,7 +214,8 @@ impl Proxy {
             None
         } else if let Some((header, token)) = bearer_token(request.headers()) {
             let sign_in = route.sign_in.as_ref().ok_or(Answer::Misconfigured(None))?;
-            let (identity, expires_at) = self.bearer_identity(&sign_in.client, token).await?;
+            let (identity, expires_at) =
+                Box::pin(self.bearer_identity(&sign_in.client, token)).await?;
             authenticated_with_authorization = header == BearerHeader::Authorization;
             Some((identity, expires_at))
         } else {
@@ -263,7 +262,7 @@ impl Proxy {
                         signing_keys: &signing_keys,
                         request_id,
                     };
-                    return self.start_login(&reserved, return_to).await;
+                    return Box::pin(self.start_login(&reserved, return_to)).await;
                 }
             },
         }
@@ -286,7 +285,7 @@ impl Proxy {
         let upstream = backend.pick().ok_or(Answer::NoHealthyUpstream)?;
         request
             .headers_mut()
-            .insert("x-request-id", request_id.clone());
+            .insert(super::request_id::X_REQUEST_ID, request_id.clone());
         let revoked = match (&identity, is_upgrade_request(request.headers())) {
             (Some(identity), true) => Some(self.watch_access(
                 &host,
@@ -309,10 +308,11 @@ impl Proxy {
             .upstream
             .forward(request, upstream, &normalized, origin)
             .await;
-        self.metrics
-            .upstream_latency
-            .with_label_values(&[route.policy.as_str()])
-            .observe(started.elapsed().as_secs_f64());
+        self.route_metrics.observe_upstream(
+            &self.metrics,
+            &route.policy,
+            started.elapsed().as_secs_f64(),
+        );
         response
     }
 }

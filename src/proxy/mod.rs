@@ -8,6 +8,7 @@ mod identity;
 pub mod pages;
 mod request_id;
 mod reserved;
+mod route_metrics;
 mod server;
 mod tls;
 mod tunnel;
@@ -126,6 +127,7 @@ pub struct Proxy {
     assertions: identity::AssertionCache,
     upstream: forward::UpstreamClient,
     metrics: Arc<Metrics>,
+    route_metrics: route_metrics::RouteMetrics,
     config: ProxyConfig,
     request_ids: request_id::RequestIds,
 }
@@ -150,6 +152,7 @@ impl Proxy {
             assertions: identity::AssertionCache::default(),
             upstream: forward::UpstreamClient::new(&config),
             metrics,
+            route_metrics: route_metrics::RouteMetrics::default(),
             config,
             request_ids: request_id::RequestIds::new(),
         })

@@ -214,7 +214,7 @@ pub fn generated(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(PAGE_CSP),
     );
-    headers.insert("x-request-id", request_id.clone());
+    headers.insert(super::request_id::X_REQUEST_ID, request_id.clone());
     response
 }
 

@@ -2,7 +2,7 @@
 //! most-recent-first. A connection goes back to the pool when its response body has been read to
 //! the end (by [`PooledBody`]), so reuse needs no extra task per request.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -98,7 +98,8 @@ impl UpstreamPool {
                 },
             }
         }
-        let mut sender = self.connect(authority).await?;
+        // Boxed: connecting is rare, and its future would otherwise make every request's larger.
+        let mut sender = Box::pin(self.connect(authority)).await?;
         let response = sender
             .send_request(request)
             .await
