@@ -98,11 +98,63 @@ impl Proxy {
 
     async fn route_and_forward(
         &self,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
         connection: Connection,
         request_id: &HeaderValue,
         outcome: &mut Outcome,
     ) -> Result<Response<ProxyBody>, Answer> {
+        // Two steps, so that everything deciding about the request is gone by the time it is
+        // forwarded: a future keeps every variable in scope at an await, and the request's
+        // future is copied on its way up, so its size is paid on every request.
+        let forwarding = match self.admit(request, connection, request_id, outcome).await? {
+            Admitted::Answered(response) => return Ok(response),
+            Admitted::Forward(forwarding) => forwarding,
+        };
+        let Forwarding {
+            request,
+            route,
+            path,
+            host,
+            client,
+            tls,
+            revoked,
+        } = forwarding;
+        let upstream = match &route.action {
+            RouteAction::Forward(backend) => backend.pick(),
+            RouteAction::FailClosed { .. } => None,
+        }
+        .ok_or(Answer::NoHealthyUpstream)?;
+        let started = Instant::now();
+        let response = self
+            .upstream
+            .forward(
+                request,
+                upstream,
+                &path,
+                Origin {
+                    client,
+                    tls,
+                    host: &host,
+                    revoked,
+                },
+            )
+            .await;
+        self.route_metrics.observe_upstream(
+            &self.metrics,
+            &route.policy,
+            started.elapsed().as_secs_f64(),
+        );
+        response
+    }
+
+    /// Routes, authenticates and authorizes: either the answer, or the request ready to forward.
+    async fn admit(
+        &self,
+        mut request: Request<Incoming>,
+        connection: Connection,
+        request_id: &HeaderValue,
+        outcome: &mut Outcome,
+    ) -> Result<Admitted, Answer> {
         let authority = request_authority(&request)
             .ok_or(Answer::MissingHost)?
             .to_string();
@@ -167,7 +219,9 @@ impl Proxy {
                 expires_at,
                 client,
             };
-            return self.open_tunnel(request, tunnel, request_id);
+            return self
+                .open_tunnel(request, tunnel, request_id)
+                .map(Admitted::Answered);
         }
         if normalized.starts_with(RESERVED_PREFIX) && breakage.is_none() {
             let routes = table.host_routes(&host);
@@ -185,7 +239,8 @@ impl Proxy {
                 signing_keys: &signing_keys,
                 request_id,
             }))
-            .await;
+            .await
+            .map(Admitted::Answered);
         }
         let route = table
             .route(&host, &normalized)
@@ -262,7 +317,9 @@ impl Proxy {
                         signing_keys: &signing_keys,
                         request_id,
                     };
-                    return Box::pin(self.start_login(&reserved, return_to)).await;
+                    return Box::pin(self.start_login(&reserved, return_to))
+                        .await
+                        .map(Admitted::Answered);
                 }
             },
         }
@@ -282,7 +339,9 @@ impl Proxy {
             );
         }
 
-        let upstream = backend.pick().ok_or(Answer::NoHealthyUpstream)?;
+        if backend.upstreams.is_empty() {
+            return Err(Answer::NoHealthyUpstream);
+        }
         request
             .headers_mut()
             .insert(super::request_id::X_REQUEST_ID, request_id.clone());
@@ -297,23 +356,15 @@ impl Proxy {
             )),
             _ => None,
         };
-        let origin = Origin {
+        Ok(Admitted::Forward(Forwarding {
+            request,
+            route,
+            path: normalized,
+            host,
             client,
-            tls: login.tls,
-            host: &host,
+            tls,
             revoked,
-        };
-        let started = Instant::now();
-        let response = self
-            .upstream
-            .forward(request, upstream, &normalized, origin)
-            .await;
-        self.route_metrics.observe_upstream(
-            &self.metrics,
-            &route.policy,
-            started.elapsed().as_secs_f64(),
-        );
-        response
+        }))
     }
 }
 
@@ -331,6 +382,26 @@ impl Proxy {
             }
         })
     }
+}
+
+/// The outcome of [`Proxy::admit`].
+// The large variant is the common one; boxing it would allocate on every request.
+#[allow(clippy::large_enum_variant)]
+enum Admitted {
+    Answered(Response<ProxyBody>),
+    Forward(Forwarding),
+}
+
+/// A request that may go to its route's backend, with what forwarding it needs.
+struct Forwarding {
+    request: Request<Incoming>,
+    route: Arc<Route>,
+    /// The normalised path: exactly what the policy matched.
+    path: String,
+    host: String,
+    client: std::net::IpAddr,
+    tls: bool,
+    revoked: Option<super::forward::Revocation>,
 }
 
 /// What a request without identity, which the policy does not admit anonymously, gets.
