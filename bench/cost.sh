@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# What one proxied request costs, in figures a busy shared machine does not move much:
+#   1. CPU time per request (user and system, from /proc) of nginx as a plain reverse proxy and
+#      of kube-iap on an allUsers route, each under the same wrk load, interleaved;
+#   2. with valgrind installed, instructions per request of kube-iap (callgrind, counted only
+#      while the load runs, so start-up is left out). The same binary and load give the same count.
+# Throughput ratios (bench/run.sh) follow these, but swing with whatever else the machine runs.
+#
+#   bench/cost.sh [seconds-per-run] [rounds]      (defaults: 5 s, 2 rounds)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-5}
+ROUNDS=${2:-2}
+for tool in wrk nginx; do
+  command -v "$tool" >/dev/null || { echo "bench needs $tool: apt-get install -y wrk nginx-light" >&2; exit 2; }
+done
+cargo build --release --quiet --bin kube-iap --example sample_app
+WORK=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT INT TERM
+
+target/release/examples/sample_app 127.0.0.1:18081 2>/dev/null & pids+=($!)
+mkdir -p "$WORK/nginx"
+cat > "$WORK/nginx/nginx.conf" <<CONF
+worker_processes 2;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  upstream app { server 127.0.0.1:18081; keepalive 128; }
+  server {
+    listen 127.0.0.1:18082;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+    }
+  }
+}
+CONF
+nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" & pids+=($!)
+target/release/kube-iap serve --manifests bench/manifests --no-https --no-access-log \
+  --http-addr 127.0.0.1:18083 --admin-addr 127.0.0.1:18093 >"$WORK/kube-iap.log" 2>&1 & pids+=($!)
+KUBE_IAP=$!
+
+wait_up() {
+  for _ in $(seq 1 100); do curl -fsS -o /dev/null -H "Host: bench.local" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "not answering: $1" >&2; exit 1
+}
+wait_up http://127.0.0.1:18082/plain
+wait_up http://127.0.0.1:18083/plain
+NGINX_WORKERS=$(pgrep -f 'nginx: worker' -P "$(cat "$WORK/nginx/nginx.pid")" | tr '\n' ' ')
+
+# Clock ticks (user, system) used so far by the given processes, all their threads included.
+ticks() {
+  local user=0 system=0 u s pid
+  for pid in "$@"; do
+    read -r u s < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    user=$((user + u)); system=$((system + s))
+  done
+  echo "$user $system"
+}
+HZ=$(getconf CLK_TCK)
+# Prints requests/s and CPU microseconds per request of the processes $3... under load on URL $2.
+cost() {
+  local name=$1 url=$2; shift 2
+  local u0 s0 u1 s1 out requests
+  wrk -t2 -c64 -d1s -H "Host: bench.local" "$url" >/dev/null
+  read -r u0 s0 < <(ticks "$@")
+  out=$(wrk -t2 -c64 -d"${DURATION}s" -H "Host: bench.local" "$url")
+  read -r u1 s1 < <(ticks "$@")
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  awk -v name="$name" -v n="$requests" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$HZ" \
+      -v rps="$(awk '/^Requests\/sec/ {print $2}' <<<"$out")" \
+      'BEGIN { printf "%-10s %10.0f requests/s   user %5.1f us/request   system %5.1f us/request\n", name, rps, u*1e6/hz/n, s*1e6/hz/n }'
+}
+echo "CPU per request (wrk -t2 -c64, ${DURATION}s; the backend's and wrk's CPU are not counted)"
+for _ in $(seq 1 "$ROUNDS"); do
+  # shellcheck disable=SC2086 # one argument per worker pid
+  cost nginx http://127.0.0.1:18082/plain $NGINX_WORKERS
+  cost kube-iap http://127.0.0.1:18083/plain "$KUBE_IAP"
+done
+
+if ! command -v valgrind >/dev/null || ! command -v callgrind_control >/dev/null; then
+  echo "instructions per request: skipped (valgrind not installed)"
+  exit 0
+fi
+kill "$KUBE_IAP"; wait "$KUBE_IAP" 2>/dev/null || true
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out" \
+  target/release/kube-iap serve --manifests bench/manifests --no-https --no-access-log \
+  --http-addr 127.0.0.1:18083 --admin-addr 127.0.0.1:18093 >"$WORK/callgrind.log" 2>&1 &
+VALGRIND=$!
+pids+=("$VALGRIND")
+for _ in $(seq 1 300); do curl -fsS -o /dev/null -H "Host: bench.local" http://127.0.0.1:18083/plain 2>/dev/null && break; sleep 0.1; done
+wrk -t1 -c4 -d3s -H "Host: bench.local" http://127.0.0.1:18083/plain >/dev/null
+callgrind_control -i on "$VALGRIND" >/dev/null 2>&1
+requests=$(wrk -t1 -c4 -d"${DURATION}s" -H "Host: bench.local" http://127.0.0.1:18083/plain | awk '/requests in/ {print $1}')
+callgrind_control -i off "$VALGRIND" >/dev/null 2>&1
+kill -INT "$VALGRIND"
+for _ in $(seq 1 150); do kill -0 "$VALGRIND" 2>/dev/null || break; sleep 0.1; done
+kill "$VALGRIND" 2>/dev/null || true
+wait "$VALGRIND" 2>/dev/null || true
+total=$(callgrind_annotate "$WORK/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "instructions per request (callgrind, whole kube-iap process, wrk -t1 -c4): $((total / requests)) over $requests requests"
