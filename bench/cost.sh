@@ -9,6 +9,8 @@
 #   bench/cost.sh [seconds-per-run] [rounds]      (defaults: 5 s, 2 rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/support/nginx.sh
+source bench/support/nginx.sh
 DURATION=${1:-5}
 ROUNDS=${2:-2}
 for tool in wrk nginx; do
@@ -21,34 +23,7 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm 
 trap cleanup EXIT INT TERM
 
 target/release/examples/sample_app 127.0.0.1:18081 2>/dev/null & pids+=($!)
-mkdir -p "$WORK/nginx"
-cat > "$WORK/nginx/nginx.conf" <<CONF
-worker_processes 2;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  fastcgi_temp_path $WORK/nginx/fastcgi;
-  uwsgi_temp_path $WORK/nginx/uwsgi;
-  scgi_temp_path $WORK/nginx/scgi;
-  upstream app { server 127.0.0.1:18081; keepalive 128; }
-  server {
-    listen 127.0.0.1:18082;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-    }
-  }
-}
-CONF
-nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" & pids+=($!)
+start_nginx "$WORK" 18082 18081
 target/release/kube-iap serve --manifests bench/manifests --no-https --no-access-log \
   --http-addr 127.0.0.1:18083 --admin-addr 127.0.0.1:18093 >"$WORK/kube-iap.log" 2>&1 & pids+=($!)
 KUBE_IAP=$!

@@ -12,6 +12,8 @@
 # generator included) shares this machine's cores, so compare ratios, not absolute numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/support/nginx.sh
+source bench/support/nginx.sh
 DURATION=${1:-10}
 ROUNDS=${2:-3}
 for tool in wrk hey nginx; do
@@ -32,34 +34,7 @@ coproc ISSUER { exec target/release/examples/token_issuer 127.0.0.1:18084 bench;
 pids+=("$ISSUER_PID")
 read -r TOKEN <&"${ISSUER[0]}"
 
-mkdir -p "$WORK/nginx"
-cat > "$WORK/nginx/nginx.conf" <<CONF
-worker_processes 2;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  fastcgi_temp_path $WORK/nginx/fastcgi;
-  uwsgi_temp_path $WORK/nginx/uwsgi;
-  scgi_temp_path $WORK/nginx/scgi;
-  upstream app { server 127.0.0.1:18081; keepalive 128; }
-  server {
-    listen 127.0.0.1:18082;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-    }
-  }
-}
-CONF
-nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" & pids+=($!)
+start_nginx "$WORK" 18082 18081
 
 target/release/kube-iap serve --manifests bench/manifests --no-https --no-access-log \
   --http-addr 127.0.0.1:18083 --admin-addr 127.0.0.1:18093 >"$WORK/kube-iap.log" 2>&1 & pids+=($!)

@@ -63,7 +63,15 @@ pub async fn cached_token(cache: &Path) -> Result<String, String> {
         )
     })?;
     let cached: CachedToken = serde_json::from_str(&text)
-        .map_err(|error| format!("{} is not a kube-iap token cache: {error}", cache.display()))?;
+        // Only where it broke: serde's message may quote a value, and the values are tokens.
+        .map_err(|error| {
+            format!(
+                "{} is not a kube-iap token cache (line {}, column {})",
+                cache.display(),
+                error.line(),
+                error.column()
+            )
+        })?;
     if cached.expires_at > crate::auth::session::unix_now() + 60 {
         return Ok(cached.id_token);
     }

@@ -113,17 +113,14 @@ impl Proxy {
         let Forwarding {
             request,
             route,
+            backend,
             path,
             host,
             client,
             tls,
             revoked,
         } = forwarding;
-        let upstream = match &route.action {
-            RouteAction::Forward(backend) => backend.pick(),
-            RouteAction::FailClosed { .. } => None,
-        }
-        .ok_or(Answer::NoHealthyUpstream)?;
+        let upstream = backend.pick().ok_or(Answer::NoHealthyUpstream)?;
         let started = Instant::now();
         let response = self
             .upstream
@@ -253,7 +250,7 @@ impl Proxy {
                 tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), route = %route.policy, reason = %reason, "route fails closed");
                 return Err(Answer::Misconfigured(*code));
             }
-            RouteAction::Forward(backend) => backend,
+            RouteAction::Forward(backend) => backend.clone(),
         };
 
         let facts = RequestFacts {
@@ -339,9 +336,6 @@ impl Proxy {
             );
         }
 
-        if backend.upstreams.is_empty() {
-            return Err(Answer::NoHealthyUpstream);
-        }
         request
             .headers_mut()
             .insert(super::request_id::X_REQUEST_ID, request_id.clone());
@@ -359,6 +353,7 @@ impl Proxy {
         Ok(Admitted::Forward(Forwarding {
             request,
             route,
+            backend,
             path: normalized,
             host,
             client,
@@ -396,6 +391,7 @@ enum Admitted {
 struct Forwarding {
     request: Request<Incoming>,
     route: Arc<Route>,
+    backend: Arc<crate::model::Backend>,
     /// The normalised path: exactly what the policy matched.
     path: String,
     host: String,

@@ -82,8 +82,6 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(str::trim)
 }
 
-/// Sets `X-Forwarded-For/-Proto/-Host`. Client-sent values are replaced, not extended: no proxy in
-/// front of kube-iap is trusted unless configured, so a client cannot plant an address.
 /// The client's address for policy decisions: the connection's peer, unless the peer is a trusted
 /// proxy, in which case `X-Forwarded-For` is read right to left, skipping trusted proxies, and the
 /// first untrusted address is the client. By default nothing is trusted, so a client cannot
@@ -151,6 +149,8 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Sets `X-Forwarded-For/-Proto/-Host`. Client-sent values are replaced, not extended: no proxy in
+/// front of kube-iap is trusted unless configured, so a client cannot plant an address.
 pub fn set_forwarding_headers(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: &str) {
     headers.remove(FORWARDED);
     headers.insert(X_FORWARDED_FOR, address_value(client));

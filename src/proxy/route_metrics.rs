@@ -18,7 +18,6 @@ pub struct RouteMetrics {
     routes: Mutex<HashMap<String, Series>>,
 }
 
-#[derive(Clone)]
 struct Series {
     upstream_latency: Histogram,
     /// By status code; a route sees a handful of them.

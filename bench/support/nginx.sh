@@ -1,0 +1,36 @@
+# Sourced by the bench scripts: nginx as a plain reverse proxy (2 workers, upstream keep-alive),
+# the peer kube-iap is measured against.
+#
+#   start_nginx WORKDIR LISTEN_PORT BACKEND_PORT    (appends nginx's pid to the caller's pids)
+start_nginx() {
+  local work=$1/nginx listen=$2 backend=$3
+  mkdir -p "$work"
+  cat > "$work/nginx.conf" <<CONF
+worker_processes 2;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/body;
+  proxy_temp_path $work/proxy;
+  fastcgi_temp_path $work/fastcgi;
+  uwsgi_temp_path $work/uwsgi;
+  scgi_temp_path $work/scgi;
+  upstream app { server 127.0.0.1:$backend; keepalive 128; }
+  server {
+    listen 127.0.0.1:$listen;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+    }
+  }
+}
+CONF
+  nginx -e "$work/error.log" -p "$work" -c "$work/nginx.conf" &
+  pids+=($!)
+}
