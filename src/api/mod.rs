@@ -15,6 +15,8 @@ use kube::CustomResourceExt;
 
 /// API group of every kube-iap resource.
 pub const GROUP: &str = "kube-iap.io";
+/// What every kube-iap annotation starts with.
+pub const ANNOTATION_PREFIX: &str = "kube-iap.io/";
 /// Annotation on a Service or Ingress naming the IapPolicy (same namespace) that protects it.
 pub const POLICY_ANNOTATION: &str = "kube-iap.io/policy";
 /// Annotation on a Service naming the host it is served on (defaults to the policy's hosts).

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Service;
 
 use super::backends::{self, BackendError, PortSelector, ResolvedBackend, SlicesByService};
 use super::clients::{self, ClientHealth};
+use super::reuse::{CompiledMap, Inputs};
 use super::status::{ComputedStatus, CurrentStatus, Problem};
 use super::{Index, Kind, ObjectKey, Snapshot};
 use crate::api::{
@@ -37,28 +38,38 @@ pub fn build(index: &Index) -> Snapshot {
     let world = World {
         index,
         client_health,
-        slices: SlicesByService::new(index.slices.iter()),
+        slices: SlicesByService::new(index.slices.iter().map(|(key, slice)| (key, &**slice))),
         annotated: annotated_services(index),
         ingress_paths,
     };
-    let mut claims = Claims::default();
-    let mut builder = RoutingTableBuilder::default();
+    let mut builder = RoutingTableBuilder::with_capacity(index.policies.len());
     let mut cache = index.compiled.take();
-    let mut compiled_now =
-        HashMap::with_capacity_and_hasher(index.policies.len(), Default::default());
-    for (key, policy) in policies_oldest_first(index) {
-        let inputs = inputs_of(&world, key, policy);
-        let compiled = match cache.remove(key) {
-            Some((seen, compiled)) if seen == inputs => compiled,
-            _ => Arc::new(compile_policy(&world, key, policy)),
+    let ordered = policies_oldest_first(index);
+    let mut compiled_now: CompiledMap =
+        HashMap::with_capacity_and_hasher(ordered.len(), Default::default());
+    let mut in_order = Vec::with_capacity(ordered.len());
+    for (key, policy) in ordered {
+        let (owned_key, entry) = match cache.remove_entry(key) {
+            Some((owned_key, entry)) if entry.0.still_current(&world, key) => (owned_key, entry),
+            _ => {
+                let inputs = Inputs::of(&world, key, policy);
+                let compiled = Arc::new(compile_policy(&world, key, policy));
+                (key.clone(), (inputs, compiled))
+            }
         };
-        statuses.push(emit_routes(key, &compiled, &mut claims, &mut builder));
-        compiled_now.insert(key.clone(), (inputs, compiled));
+        in_order.push((key, entry.1.clone()));
+        compiled_now.insert(owned_key, entry);
+    }
+    let mut claims = Claims::with_capacity(in_order.len());
+    for (key, compiled) in &in_order {
+        statuses.push(emit_routes(key, compiled, &mut claims, &mut builder));
     }
     index.compiled.put(compiled_now);
     let keys_secret = index.session_keys_secret();
-    let keys =
-        super::session_keys::key_ring(&keys_secret.to_string(), index.secrets.get(&keys_secret));
+    let keys = super::session_keys::key_ring(
+        &keys_secret.to_string(),
+        index.secrets.get(&keys_secret).map(|s| &**s),
+    );
     builder.set_session_keys(keys);
     // The signing keys live next to the session keys.
     let signing_secret = ObjectKey::new(
@@ -67,7 +78,7 @@ pub fn build(index: &Index) -> Snapshot {
     );
     builder.set_signing_keys(super::signing_keys::signing_keys(
         &signing_secret.to_string(),
-        index.secrets.get(&signing_secret),
+        index.secrets.get(&signing_secret).map(|s| &**s),
     ));
     statuses.extend(ingress_statuses);
     for status in &mut statuses {
@@ -110,8 +121,8 @@ pub(super) fn record_current_status(index: &Index, status: &mut ComputedStatus) 
 }
 
 /// Everything a policy's translation looks up.
-struct World<'a> {
-    index: &'a Index,
+pub(super) struct World<'a> {
+    pub(super) index: &'a Index,
     client_health: HashMap<&'a ObjectKey, ClientHealth>,
     slices: SlicesByService<'a>,
     annotated: HashMap<ObjectKey, Vec<(&'a ObjectKey, &'a Service)>>,
@@ -119,11 +130,37 @@ struct World<'a> {
     ingress_paths: HashMap<ObjectKey, Vec<super::ingress::IngressPath>>,
 }
 
+impl Claims<'_> {
+    fn with_capacity(policies: usize) -> Self {
+        Claims {
+            routes: HashMap::with_capacity_and_hasher(policies, Default::default()),
+            host_clients: HashMap::with_capacity_and_hasher(policies, Default::default()),
+        }
+    }
+}
+
+impl World<'_> {
+    /// The Services annotated with `policy`.
+    pub(super) fn annotated_keys(&self, policy: &ObjectKey) -> impl Iterator<Item = &ObjectKey> {
+        self.annotated
+            .get(policy)
+            .into_iter()
+            .flatten()
+            .map(|(key, _)| *key)
+    }
+
+    /// The paths of served Ingresses that name `policy`.
+    pub(super) fn ingress_paths_of(&self, policy: &ObjectKey) -> &[super::ingress::IngressPath] {
+        self.ingress_paths.get(policy).map_or(&[], Vec::as_slice)
+    }
+}
+
 /// What older policies already hold: host + prefix → policy, host → (policy, OAuth client).
+/// Borrowed from the compiled policies, so claiming allocates nothing.
 #[derive(Default)]
-struct Claims {
-    routes: HashMap<(String, String), ObjectKey>,
-    host_clients: HashMap<String, (ObjectKey, ObjectKey)>,
+struct Claims<'a> {
+    routes: HashMap<(&'a str, &'a str), &'a ObjectKey>,
+    host_clients: HashMap<&'a str, (&'a ObjectKey, &'a ObjectKey)>,
 }
 
 /// One backend of a policy and the hosts it is served on.
@@ -140,7 +177,11 @@ struct Target {
 /// Oldest first, so an older policy keeps what it serves when a newer one claims the same
 /// host and path. Objects without a creation time (hand-written manifests) sort last, by name.
 fn policies_oldest_first(index: &Index) -> Vec<(&ObjectKey, &IapPolicy)> {
-    let mut ordered: Vec<_> = index.policies.iter().collect();
+    let mut ordered: Vec<_> = index
+        .policies
+        .iter()
+        .map(|(key, policy)| (key, &**policy))
+        .collect();
     ordered.sort_by(|(a_key, a), (b_key, b)| {
         let age = |policy: &IapPolicy| {
             let created = policy
@@ -159,6 +200,7 @@ fn policies_oldest_first(index: &Index) -> Vec<(&ObjectKey, &IapPolicy)> {
 fn annotated_services(index: &Index) -> HashMap<ObjectKey, Vec<(&ObjectKey, &Service)>> {
     let mut by_policy: HashMap<ObjectKey, Vec<(&ObjectKey, &Service)>> = HashMap::default();
     for (key, service) in &index.services {
+        let service: &Service = service;
         let policy = service
             .metadata
             .annotations
@@ -172,91 +214,6 @@ fn annotated_services(index: &Index) -> HashMap<ObjectKey, Vec<(&ObjectKey, &Ser
         }
     }
     by_policy
-}
-
-/// The compiled policies of the last build, by policy, with the inputs they were compiled from.
-/// Cloning an index starts it without any (the next build compiles everything).
-#[derive(Default)]
-pub(super) struct CompiledPolicies(std::sync::Mutex<CompiledMap>);
-
-type CompiledMap = HashMap<ObjectKey, (Inputs, Arc<CompiledPolicy>)>;
-
-impl Clone for CompiledPolicies {
-    fn clone(&self) -> Self {
-        CompiledPolicies::default()
-    }
-}
-
-impl CompiledPolicies {
-    fn take(&self) -> CompiledMap {
-        std::mem::take(
-            &mut *self
-                .0
-                .lock()
-                .expect("the compile cache lock is never poisoned"),
-        )
-    }
-
-    fn put(&self, compiled: CompiledMap) {
-        *self
-            .0
-            .lock()
-            .expect("the compile cache lock is never poisoned") = compiled;
-    }
-}
-
-/// Everything a policy's compilation reads, as revisions of the objects (and groupings) it
-/// looks up, plus the Ingress paths that name it. Equal inputs compile to the same policy.
-#[derive(PartialEq)]
-pub(super) struct Inputs {
-    revisions: Vec<u64>,
-    ingress_paths: Vec<super::ingress::IngressPath>,
-}
-
-fn inputs_of(world: &World<'_>, key: &ObjectKey, policy: &IapPolicy) -> Inputs {
-    let index = world.index;
-    let revisions_of = &index.revisions;
-    let spec = &policy.spec;
-    let service = |name: &ObjectKey| {
-        [
-            revisions_of.object(Kind::Service, name),
-            revisions_of.slices_of(name),
-        ]
-    };
-    let secret = |name: &ObjectKey| revisions_of.object(Kind::Secret, name);
-    let client_key = ObjectKey::new(&key.namespace, &spec.oauth_client_ref.name);
-    let client_secret = index
-        .clients
-        .get(&client_key)
-        .and_then(|client| client.spec.client_secret_ref.as_ref())
-        .map_or(0, |secret_ref| {
-            secret(&ObjectKey::new(&key.namespace, &secret_ref.name))
-        });
-    let mut revisions = vec![
-        revisions_of.epoch(),
-        revisions_of.object(Kind::IapPolicy, key),
-        revisions_of.object(Kind::OAuthClient, &client_key),
-        client_secret,
-        spec.tls.as_ref().map_or(0, |tls| {
-            secret(&ObjectKey::new(&key.namespace, &tls.secret_name))
-        }),
-    ];
-    if let Some(backend) = &spec.backend {
-        revisions.extend(service(&ObjectKey::new(&key.namespace, &backend.service)));
-    }
-    // The annotated Services themselves: one annotated, changed or unannotated changes these.
-    for (service_key, _) in world.annotated.get(key).into_iter().flatten() {
-        revisions.extend(service(service_key));
-    }
-    let ingress_paths = world.ingress_paths.get(key).cloned().unwrap_or_default();
-    for path in &ingress_paths {
-        revisions.extend(service(&path.service));
-        revisions.push(path.tls_secret.as_ref().map_or(0, secret));
-    }
-    Inputs {
-        revisions,
-        ingress_paths,
-    }
 }
 
 /// A policy compiled from its spec and the objects it names, before the oldest-first claims
@@ -274,6 +231,8 @@ pub(super) struct CompiledPolicy {
     rate_limit: Arc<RateLimit>,
     tunnel: Option<Arc<TunnelGrant>>,
     targets: Vec<CompiledTarget>,
+    /// Its routes when no older policy contests any of them, made on first use.
+    unopposed_routes: std::sync::OnceLock<Vec<Arc<Route>>>,
 }
 
 struct CompiledTarget {
@@ -372,7 +331,7 @@ fn compile_policy(world: &World<'_>, key: &ObjectKey, policy: &IapPolicy) -> Com
         let secret_key = ObjectKey::new(&key.namespace, &tls.secret_name);
         super::tls::certified_key(
             &secret_key.to_string(),
-            world.index.secrets.get(&secret_key),
+            world.index.secrets.get(&secret_key).map(|s| &**s),
         )
         .map_err(|error| problems.push(Problem::new("TlsSecretInvalid", None, format!("{error}."))))
         .ok()
@@ -384,7 +343,7 @@ fn compile_policy(world: &World<'_>, key: &ObjectKey, policy: &IapPolicy) -> Com
             let own_certificate = target.tls_secret.as_ref().and_then(|secret_key| {
                 super::tls::certified_key(
                     &secret_key.to_string(),
-                    world.index.secrets.get(secret_key),
+                    world.index.secrets.get(secret_key).map(|s| &**s),
                 )
                 .map_err(|error| {
                     problems.push(Problem::new(
@@ -420,29 +379,114 @@ fn compile_policy(world: &World<'_>, key: &ObjectKey, policy: &IapPolicy) -> Com
         rate_limit,
         tunnel,
         targets,
+        unopposed_routes: std::sync::OnceLock::new(),
     }
 }
 
 /// Adds the routes of a compiled policy that no older policy holds, and says how it went.
-fn emit_routes(
-    key: &ObjectKey,
-    compiled: &CompiledPolicy,
-    claims: &mut Claims,
+fn emit_routes<'a>(
+    key: &'a ObjectKey,
+    compiled: &'a CompiledPolicy,
+    claims: &mut Claims<'a>,
     builder: &mut RoutingTableBuilder,
 ) -> ComputedStatus {
+    for target in &compiled.targets {
+        if let Some(certificate) = &target.certificate {
+            for host in &target.hosts {
+                builder.add_certificate(host, certificate.clone());
+            }
+        }
+    }
+    if !contested(key, compiled, claims) {
+        // The common case: nothing older claims any of it, so the routes are those the policy
+        // has on its own, made once and shared by every table until the policy changes.
+        let routes = compiled.unopposed_routes.get_or_init(|| {
+            let mut alone = Claims::default();
+            let mut routes = Vec::new();
+            emit(key, compiled, &mut alone, &mut routes);
+            routes
+        });
+        claim_all(key, compiled, claims);
+        for route in routes {
+            builder.add_shared_route(route.clone());
+        }
+        return policy_status(key, compiled, &compiled.problems, routes.len());
+    }
+    let mut routes = Vec::new();
+    let problems = emit(key, compiled, claims, &mut routes);
+    let served = routes.len();
+    for route in routes {
+        builder.add_shared_route(route);
+    }
+    policy_status(key, compiled, &problems, served)
+}
+
+fn policy_status(
+    key: &ObjectKey,
+    compiled: &CompiledPolicy,
+    problems: &[Problem],
+    served: usize,
+) -> ComputedStatus {
+    ComputedStatus::from_problems(
+        Kind::IapPolicy,
+        key.clone(),
+        compiled.generation,
+        problems,
+        format!("Serving {served} route(s)."),
+    )
+}
+
+/// Whether an older policy holds a host and prefix of this one, or one of its hosts with
+/// another OAuth client.
+fn contested(key: &ObjectKey, compiled: &CompiledPolicy, claims: &Claims<'_>) -> bool {
+    compiled.targets.iter().any(|target| {
+        target.hosts.iter().any(|host| {
+            let other_client = claims
+                .host_clients
+                .get(host.as_str())
+                .is_some_and(|(_, client)| *client != &compiled.client_key);
+            other_client
+                || target.prefixes.iter().any(|prefix| {
+                    claims
+                        .routes
+                        .get(&(host.as_str(), prefix.as_str()))
+                        .is_some_and(|owner| *owner != key)
+                })
+        })
+    })
+}
+
+/// Records every host and prefix of an uncontested policy as its own.
+fn claim_all<'a>(key: &'a ObjectKey, compiled: &'a CompiledPolicy, claims: &mut Claims<'a>) {
+    for target in &compiled.targets {
+        for host in &target.hosts {
+            claims
+                .host_clients
+                .entry(host)
+                .or_insert((key, &compiled.client_key));
+            for prefix in &target.prefixes {
+                claims.routes.entry((host, prefix)).or_insert(key);
+            }
+        }
+    }
+}
+
+/// The routes of `compiled` that `claims` leave it, and its problems including the conflicts.
+fn emit<'a>(
+    key: &'a ObjectKey,
+    compiled: &'a CompiledPolicy,
+    claims: &mut Claims<'a>,
+    routes: &mut Vec<Arc<Route>>,
+) -> Vec<Problem> {
     let mut problems = compiled.problems.clone();
-    let mut served = 0;
     for target in &compiled.targets {
         for host in &target.hosts {
             let host_problem =
                 claim_host_client(claims, host, key, &compiled.client_key, &mut problems);
-            if let Some(certificate) = &target.certificate {
-                builder.add_certificate(host, certificate.clone());
-            }
             for prefix in &target.prefixes {
-                let slot = (host.clone(), prefix.clone());
+                let slot = (host.as_str(), prefix.as_str());
                 if let Some(owner) = claims.routes.get(&slot) {
-                    if owner != key {
+                    if *owner != key {
                         problems.push(Problem::new(
                             "RouteConflict",
                             None,
@@ -453,7 +497,7 @@ fn emit_routes(
                     }
                     continue;
                 }
-                claims.routes.insert(slot, key.clone());
+                claims.routes.insert(slot, key);
                 let action = match (&compiled.fatal, &host_problem, &target.backend) {
                     (Some(problem), _, _) | (None, Some(problem), _) => RouteAction::FailClosed {
                         code: problem.code,
@@ -465,8 +509,7 @@ fn emit_routes(
                         reason: reason.clone(),
                     },
                 };
-                served += 1;
-                builder.add_route(Route {
+                routes.push(Arc::new(Route {
                     policy: key.to_string(),
                     host: host.clone(),
                     prefix: prefix.clone(),
@@ -476,34 +519,23 @@ fn emit_routes(
                     backend_identity: compiled.backend_identity.clone(),
                     rate_limit: compiled.rate_limit.clone(),
                     tunnel: compiled.tunnel.clone(),
-                });
+                }));
             }
         }
     }
-
-    let healthy = format!("Serving {served} route(s).");
-    ComputedStatus::from_problems(
-        Kind::IapPolicy,
-        key.clone(),
-        compiled.generation,
-        &problems,
-        healthy,
-    )
+    problems
 }
 
 /// Records the OAuth client of the first (oldest) policy on `host`; a newer policy with another
 /// client gets code 9 for that host, because one browser session cannot serve two clients.
-fn claim_host_client(
-    claims: &mut Claims,
-    host: &str,
-    policy: &ObjectKey,
-    client: &ObjectKey,
+fn claim_host_client<'a>(
+    claims: &mut Claims<'a>,
+    host: &'a str,
+    policy: &'a ObjectKey,
+    client: &'a ObjectKey,
     problems: &mut Vec<Problem>,
 ) -> Option<Problem> {
-    let (owner, owner_client) = claims
-        .host_clients
-        .entry(host.to_string())
-        .or_insert_with(|| (policy.clone(), client.clone()));
+    let (owner, owner_client) = *claims.host_clients.entry(host).or_insert((policy, client));
     if owner_client == client {
         return None;
     }
@@ -554,7 +586,7 @@ fn tunnel_grant(
                 None => Err("spec.backend names no Service to tunnel to".to_string()),
                 Some(service_key) => backends::resolve(
                     service_key,
-                    world.index.services.get(service_key),
+                    world.index.services.get(service_key).map(|s| &**s),
                     &PortSelector::Number(*port),
                     &world.slices,
                 )
@@ -602,7 +634,7 @@ fn targets(
             tls_secret: None,
             backend: backends::resolve(
                 &service_key,
-                world.index.services.get(&service_key),
+                world.index.services.get(&service_key).map(|s| &**s),
                 &PortSelector::Number(backend.port),
                 &world.slices,
             ),
@@ -650,7 +682,7 @@ fn targets(
         targets.push(Target {
             backend: backends::resolve(
                 &path.service,
-                world.index.services.get(&path.service),
+                world.index.services.get(&path.service).map(|s| &**s),
                 &path.port,
                 &world.slices,
             ),

@@ -17,7 +17,7 @@ pub type ClientHealth = Result<Arc<OidcClient>, Problem>;
 pub fn evaluate(
     key: &ObjectKey,
     client: &OAuthClient,
-    secrets: &BTreeMap<ObjectKey, Secret>,
+    secrets: &BTreeMap<ObjectKey, Box<Secret>>,
 ) -> (ClientHealth, ComputedStatus) {
     let missing = |detail: String| {
         Problem::new(

@@ -121,3 +121,120 @@ impl Resource {
         ObjectKey::of(self.meta())
     }
 }
+
+impl Resource {
+    /// The object with only what the index reads. At 10,000 Services and EndpointSlices the
+    /// rest (cluster IPs, selectors, topology, target references, status) is most of their
+    /// size, and the index keeps every one it watches.
+    pub fn trimmed(self) -> Self {
+        match self {
+            Resource::Service(mut service) => {
+                trim_meta(&mut service.metadata, |_| false);
+                service.status = None;
+                if let Some(spec) = service.spec.take() {
+                    service.spec = Some(k8s_openapi::api::core::v1::ServiceSpec {
+                        ports: spec.ports,
+                        type_: spec.type_,
+                        external_name: spec.external_name,
+                        ..Default::default()
+                    });
+                }
+                Resource::Service(service)
+            }
+            Resource::EndpointSlice(mut slice) => {
+                trim_meta(&mut slice.metadata, |label| {
+                    label == super::backends::SERVICE_NAME_LABEL
+                });
+                for endpoint in slice.endpoints.iter_mut().flatten() {
+                    *endpoint = k8s_openapi::api::discovery::v1::Endpoint {
+                        addresses: std::mem::take(&mut endpoint.addresses),
+                        conditions: endpoint.conditions.take(),
+                        ..Default::default()
+                    };
+                }
+                Resource::EndpointSlice(slice)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Keeps a Service's or EndpointSlice's identity, the `kube-iap.io/` annotations and the
+/// labels `keep_label` names.
+fn trim_meta(meta: &mut ObjectMeta, keep_label: impl Fn(&str) -> bool) {
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|name, _| name.starts_with(crate::api::ANNOTATION_PREFIX));
+    }
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|name, _| keep_label(name));
+    }
+    meta.managed_fields = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_trimmed_service_keeps_what_routing_reads_and_nothing_else() {
+        let service: Service = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "apps", "uid": "u1",
+                         "labels": {"app": "web"},
+                         "annotations": {"kube-iap.io/policy": "p", "kube-iap.io/port": "http",
+                                         "example.com/owner": "team"}},
+            "spec": {"type": "ExternalName", "externalName": "web.example.com",
+                     "clusterIP": "10.0.0.1", "selector": {"app": "web"},
+                     "ports": [{"name": "http", "port": 80}]},
+            "status": {"loadBalancer": {}}
+        }))
+        .unwrap();
+        let Resource::Service(trimmed) = Resource::Service(Box::new(service)).trimmed() else {
+            unreachable!()
+        };
+        let annotations = trimmed.metadata.annotations.as_ref().unwrap();
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            ["kube-iap.io/policy", "kube-iap.io/port"]
+        );
+        assert_eq!(trimmed.metadata.uid.as_deref(), Some("u1"));
+        assert!(trimmed.metadata.labels.as_ref().unwrap().is_empty());
+        assert!(trimmed.status.is_none());
+        let spec = trimmed.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("ExternalName"));
+        assert_eq!(spec.external_name.as_deref(), Some("web.example.com"));
+        assert_eq!(spec.ports.unwrap()[0].name.as_deref(), Some("http"));
+        assert!(spec.cluster_ip.is_none() && spec.selector.is_none());
+    }
+
+    #[test]
+    fn a_trimmed_endpoint_slice_keeps_its_service_ports_addresses_and_readiness() {
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "namespace": "apps",
+                         "labels": {"kubernetes.io/service-name": "web",
+                                    "endpointslice.kubernetes.io/managed-by": "x"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": ["10.1.0.5"], "conditions": {"ready": false},
+                           "nodeName": "node-1", "zone": "a",
+                           "targetRef": {"kind": "Pod", "name": "web-abc"}}]
+        }))
+        .unwrap();
+        let Resource::EndpointSlice(trimmed) = Resource::EndpointSlice(Box::new(slice)).trimmed()
+        else {
+            unreachable!()
+        };
+        let labels = trimmed.metadata.labels.as_ref().unwrap();
+        assert_eq!(
+            labels.keys().collect::<Vec<_>>(),
+            ["kubernetes.io/service-name"]
+        );
+        assert_eq!(trimmed.ports.as_ref().unwrap()[0].port, Some(8080));
+        let endpoint = &trimmed.endpoints.as_ref().unwrap()[0];
+        assert_eq!(endpoint.addresses, ["10.1.0.5"]);
+        assert_eq!(endpoint.conditions.as_ref().unwrap().ready, Some(false));
+        assert!(endpoint.node_name.is_none() && endpoint.target_ref.is_none());
+    }
+}

@@ -120,14 +120,22 @@ pub struct RoutingTableBuilder {
 }
 
 impl RoutingTableBuilder {
+    /// A builder with room for about `hosts` hosts.
+    pub fn with_capacity(hosts: usize) -> Self {
+        let mut builder = RoutingTableBuilder::default();
+        builder.table.hosts.reserve(hosts);
+        builder
+    }
+
     /// Adds a route. The caller has already resolved conflicts: one route per host and prefix.
     pub fn add_route(&mut self, route: Route) {
+        self.add_shared_route(Arc::new(route));
+    }
+
+    /// Adds a route that other tables may hold too (routes are immutable).
+    pub fn add_shared_route(&mut self, route: Arc<Route>) {
         let host = canonical_host(&route.host).into_owned();
-        self.table
-            .hosts
-            .entry(host)
-            .or_default()
-            .push(Arc::new(route));
+        self.table.hosts.entry(host).or_default().push(route);
     }
 
     pub fn set_session_keys(&mut self, keys: Option<Arc<KeyRing>>) {
