@@ -10,6 +10,7 @@
 //! - [`admin`]: health, readiness, metrics and status on their own port.
 
 pub mod admin;
+pub mod allocator;
 pub mod api;
 pub mod auth;
 pub mod controller;

@@ -252,10 +252,16 @@ impl Published {
         }));
         self.ready.store(true, Ordering::Release);
         self.published.send_replace(generation);
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // The previous table and report were dropped above (unless a request still holds the
+        // table), and the build's temporaries with them.
+        let releasing = Instant::now();
+        crate::allocator::release_freed_memory();
         tracing::info!(
             generation,
             routes,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            elapsed_ms,
+            release_ms = releasing.elapsed().as_secs_f64() * 1000.0,
             "routing table published"
         );
     }
