@@ -10,6 +10,7 @@ use foldhash::HashMap;
 
 use super::build::{CompiledPolicy, World};
 use super::ingress::IngressPath;
+use super::revisions::Revisions;
 use super::{Kind, ObjectKey};
 use crate::api::IapPolicy;
 
@@ -48,19 +49,36 @@ impl CompiledPolicies {
 #[derive(PartialEq)]
 enum Read {
     Object(Kind, ObjectKey),
-    /// The EndpointSlices labelled with this Service.
-    SlicesOf(ObjectKey),
+    /// A Service and the EndpointSlices labelled with it.
+    Service(ObjectKey),
 }
+
+/// The revisions a read saw: the object's, and for a Service its EndpointSlices'.
+type Seen = (u64, u64);
 
 /// Everything a policy's compilation read, with the revision each had then.
 pub(super) struct Inputs {
     epoch: u64,
-    reads: Vec<(Read, u64)>,
+    /// The policy's own revision.
+    policy: u64,
+    reads: Vec<(Read, Seen)>,
     /// The Services annotated with the policy: one annotated or no longer annotated changes
     /// this list without changing any revision the policy read.
     annotated: Vec<ObjectKey>,
     /// The paths of served Ingresses that name the policy.
     ingress_paths: Vec<IngressPath>,
+}
+
+impl Read {
+    fn seen(&self, revisions: &Revisions) -> Seen {
+        match self {
+            Read::Object(kind, key) => (revisions.object(*kind, key), 0),
+            Read::Service(service) => (
+                revisions.object(Kind::Service, service),
+                revisions.slices_of(service),
+            ),
+        }
+    }
 }
 
 impl Inputs {
@@ -69,7 +87,7 @@ impl Inputs {
         let index = world.index;
         let spec = &policy.spec;
         let in_namespace = |name: &str| ObjectKey::new(&key.namespace, name);
-        let mut reads = vec![Read::Object(Kind::IapPolicy, key.clone())];
+        let mut reads = Vec::with_capacity(4);
         let client_key = in_namespace(&spec.oauth_client_ref.name);
         let client_secret = index
             .clients
@@ -81,10 +99,7 @@ impl Inputs {
         if let Some(tls) = &spec.tls {
             reads.push(Read::Object(Kind::Secret, in_namespace(&tls.secret_name)));
         }
-        let mut service = |service: &ObjectKey| {
-            reads.push(Read::Object(Kind::Service, service.clone()));
-            reads.push(Read::SlicesOf(service.clone()));
-        };
+        let mut service = |service: &ObjectKey| reads.push(Read::Service(service.clone()));
         if let Some(backend) = &spec.backend {
             service(&in_namespace(&backend.service));
         }
@@ -103,15 +118,13 @@ impl Inputs {
         let reads = reads
             .into_iter()
             .map(|read| {
-                let revision = match &read {
-                    Read::Object(kind, key) => revisions.object(*kind, key),
-                    Read::SlicesOf(service) => revisions.slices_of(service),
-                };
-                (read, revision)
+                let seen = read.seen(revisions);
+                (read, seen)
             })
             .collect();
         Inputs {
             epoch: revisions.epoch(),
+            policy: revisions.object(Kind::IapPolicy, key),
             reads,
             annotated,
             ingress_paths,
@@ -122,13 +135,11 @@ impl Inputs {
     pub(super) fn still_current(&self, world: &World<'_>, key: &ObjectKey) -> bool {
         let revisions = &world.index.revisions;
         self.epoch == revisions.epoch()
-            && self.reads.iter().all(|(read, revision)| {
-                *revision
-                    == match read {
-                        Read::Object(kind, key) => revisions.object(*kind, key),
-                        Read::SlicesOf(service) => revisions.slices_of(service),
-                    }
-            })
+            && self.policy == revisions.object(Kind::IapPolicy, key)
+            && self
+                .reads
+                .iter()
+                .all(|(read, seen)| *seen == read.seen(revisions))
             && self.annotated.iter().eq(world.annotated_keys(key))
             && self.ingress_paths == world.ingress_paths_of(key)
     }
