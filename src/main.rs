@@ -308,6 +308,7 @@ fn parse_object_key(text: &str) -> Result<ObjectKey, String> {
 }
 
 fn main() -> anyhow::Result<()> {
+    kube_iap::allocator::disable_transparent_huge_pages();
     let cli = Cli::parse();
     match cli.command {
         Command::Crds => {
