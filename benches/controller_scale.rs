@@ -323,6 +323,8 @@ impl Drop for KillOnDrop {
 }
 
 fn main() {
+    // As the binary does, so the index figures are measured on the same kind of pages.
+    kube_iap::allocator::disable_transparent_huge_pages();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))
