@@ -130,15 +130,6 @@ pub(super) struct World<'a> {
     ingress_paths: HashMap<ObjectKey, Vec<super::ingress::IngressPath>>,
 }
 
-impl Claims<'_> {
-    fn with_capacity(policies: usize) -> Self {
-        Claims {
-            routes: HashMap::with_capacity_and_hasher(policies, Default::default()),
-            host_clients: HashMap::with_capacity_and_hasher(policies, Default::default()),
-        }
-    }
-}
-
 impl World<'_> {
     /// The Services annotated with `policy`.
     pub(super) fn annotated_keys(&self, policy: &ObjectKey) -> impl Iterator<Item = &ObjectKey> {
@@ -161,6 +152,15 @@ impl World<'_> {
 struct Claims<'a> {
     routes: HashMap<(&'a str, &'a str), &'a ObjectKey>,
     host_clients: HashMap<&'a str, (&'a ObjectKey, &'a ObjectKey)>,
+}
+
+impl Claims<'_> {
+    fn with_capacity(policies: usize) -> Self {
+        Claims {
+            routes: HashMap::with_capacity_and_hasher(policies, Default::default()),
+            host_clients: HashMap::with_capacity_and_hasher(policies, Default::default()),
+        }
+    }
 }
 
 /// One backend of a policy and the hosts it is served on.
