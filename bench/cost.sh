@@ -28,10 +28,6 @@ target/release/kube-iap serve --manifests bench/manifests --no-https --no-access
   --http-addr 127.0.0.1:18083 --admin-addr 127.0.0.1:18093 >"$WORK/kube-iap.log" 2>&1 & pids+=($!)
 KUBE_IAP=$!
 
-wait_up() {
-  for _ in $(seq 1 100); do curl -fsS -o /dev/null -H "Host: bench.local" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "not answering: $1" >&2; exit 1
-}
 wait_up http://127.0.0.1:18082/plain
 wait_up http://127.0.0.1:18083/plain
 NGINX_WORKERS=$(pgrep -f 'nginx: worker' -P "$(cat "$WORK/nginx/nginx.pid")" | tr '\n' ' ')
@@ -76,7 +72,8 @@ valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgri
   --http-addr 127.0.0.1:18083 --admin-addr 127.0.0.1:18093 >"$WORK/callgrind.log" 2>&1 &
 VALGRIND=$!
 pids+=("$VALGRIND")
-for _ in $(seq 1 300); do curl -fsS -o /dev/null -H "Host: bench.local" http://127.0.0.1:18083/plain 2>/dev/null && break; sleep 0.1; done
+# Under valgrind start-up takes seconds.
+wait_up http://127.0.0.1:18083/plain 300
 wrk -t1 -c4 -d3s -H "Host: bench.local" http://127.0.0.1:18083/plain >/dev/null
 callgrind_control -i on "$VALGRIND" >/dev/null 2>&1
 requests=$(wrk -t1 -c4 -d"${DURATION}s" -H "Host: bench.local" http://127.0.0.1:18083/plain | awk '/requests in/ {print $1}')

@@ -39,10 +39,6 @@ start_nginx "$WORK" 18082 18081
 target/release/kube-iap serve --manifests bench/manifests --no-https --no-access-log \
   --http-addr 127.0.0.1:18083 --admin-addr 127.0.0.1:18093 >"$WORK/kube-iap.log" 2>&1 & pids+=($!)
 
-wait_up() {
-  for _ in $(seq 1 100); do curl -fsS -o /dev/null -H "Host: bench.local" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "not answering: $1" >&2; exit 1
-}
 wait_up http://127.0.0.1:18081/plain
 wait_up http://127.0.0.1:18082/plain
 wait_up http://127.0.0.1:18083/plain

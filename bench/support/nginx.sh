@@ -1,5 +1,12 @@
 # Sourced by the bench scripts: nginx as a plain reverse proxy (2 workers, upstream keep-alive),
-# the peer kube-iap is measured against.
+# the peer kube-iap is measured against, and the wait for a server to answer.
+#
+#   wait_up URL [TRIES]    (every 0.1 s, 100 tries unless given; exits the script if it never answers)
+wait_up() {
+  for _ in $(seq 1 "${2:-100}"); do curl -fsS -o /dev/null -H "Host: bench.local" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "not answering: $1" >&2; exit 1
+}
+
 #
 #   start_nginx WORKDIR LISTEN_PORT BACKEND_PORT    (appends nginx's pid to the caller's pids)
 start_nginx() {

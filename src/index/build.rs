@@ -66,10 +66,7 @@ pub fn build(index: &Index) -> Snapshot {
     }
     index.compiled.put(compiled_now);
     let keys_secret = index.session_keys_secret();
-    let keys = super::session_keys::key_ring(
-        &keys_secret.to_string(),
-        index.secrets.get(&keys_secret).map(|s| &**s),
-    );
+    let keys = super::session_keys::key_ring(&keys_secret.to_string(), index.secret(&keys_secret));
     builder.set_session_keys(keys);
     // The signing keys live next to the session keys.
     let signing_secret = ObjectKey::new(
@@ -78,7 +75,7 @@ pub fn build(index: &Index) -> Snapshot {
     );
     builder.set_signing_keys(super::signing_keys::signing_keys(
         &signing_secret.to_string(),
-        index.secrets.get(&signing_secret).map(|s| &**s),
+        index.secret(&signing_secret),
     ));
     statuses.extend(ingress_statuses);
     for status in &mut statuses {
@@ -329,30 +326,26 @@ fn compile_policy(world: &World<'_>, key: &ObjectKey, policy: &IapPolicy) -> Com
 
     let certificate = spec.tls.as_ref().and_then(|tls| {
         let secret_key = ObjectKey::new(&key.namespace, &tls.secret_name);
-        super::tls::certified_key(
-            &secret_key.to_string(),
-            world.index.secrets.get(&secret_key).map(|s| &**s),
-        )
-        .map_err(|error| problems.push(Problem::new("TlsSecretInvalid", None, format!("{error}."))))
-        .ok()
+        super::tls::certified_key(&secret_key.to_string(), world.index.secret(&secret_key))
+            .map_err(|error| {
+                problems.push(Problem::new("TlsSecretInvalid", None, format!("{error}.")))
+            })
+            .ok()
     });
 
     let targets = targets
         .into_iter()
         .map(|target| {
             let own_certificate = target.tls_secret.as_ref().and_then(|secret_key| {
-                super::tls::certified_key(
-                    &secret_key.to_string(),
-                    world.index.secrets.get(secret_key).map(|s| &**s),
-                )
-                .map_err(|error| {
-                    problems.push(Problem::new(
-                        "TlsSecretInvalid",
-                        None,
-                        format!("{error} ({}).", target.origin),
-                    ))
-                })
-                .ok()
+                super::tls::certified_key(&secret_key.to_string(), world.index.secret(secret_key))
+                    .map_err(|error| {
+                        problems.push(Problem::new(
+                            "TlsSecretInvalid",
+                            None,
+                            format!("{error} ({}).", target.origin),
+                        ))
+                    })
+                    .ok()
             });
             CompiledTarget {
                 backend: match &target.backend {
@@ -408,7 +401,7 @@ fn emit_routes<'a>(
         });
         claim_all(key, compiled, claims);
         for route in routes {
-            builder.add_shared_route(route.clone());
+            builder.add_route(route.clone());
         }
         return policy_status(key, compiled, &compiled.problems, routes.len());
     }
@@ -416,7 +409,7 @@ fn emit_routes<'a>(
     let problems = emit(key, compiled, claims, &mut routes);
     let served = routes.len();
     for route in routes {
-        builder.add_shared_route(route);
+        builder.add_route(route);
     }
     policy_status(key, compiled, &problems, served)
 }
@@ -586,7 +579,7 @@ fn tunnel_grant(
                 None => Err("spec.backend names no Service to tunnel to".to_string()),
                 Some(service_key) => backends::resolve(
                     service_key,
-                    world.index.services.get(service_key).map(|s| &**s),
+                    world.index.service(service_key),
                     &PortSelector::Number(*port),
                     &world.slices,
                 )
@@ -634,7 +627,7 @@ fn targets(
             tls_secret: None,
             backend: backends::resolve(
                 &service_key,
-                world.index.services.get(&service_key).map(|s| &**s),
+                world.index.service(&service_key),
                 &PortSelector::Number(backend.port),
                 &world.slices,
             ),
@@ -682,7 +675,7 @@ fn targets(
         targets.push(Target {
             backend: backends::resolve(
                 &path.service,
-                world.index.services.get(&path.service).map(|s| &**s),
+                world.index.service(&path.service),
                 &path.port,
                 &world.slices,
             ),

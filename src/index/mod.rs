@@ -189,6 +189,14 @@ impl Index {
         referenced
     }
 
+    pub(crate) fn service(&self, key: &ObjectKey) -> Option<&Service> {
+        self.services.get(key).map(|service| &**service)
+    }
+
+    pub(crate) fn secret(&self, key: &ObjectKey) -> Option<&Secret> {
+        self.secrets.get(key).map(|secret| &**secret)
+    }
+
     /// Whether the index holds this object.
     pub fn contains(&self, kind: Kind, key: &ObjectKey) -> bool {
         match kind {

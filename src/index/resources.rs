@@ -160,7 +160,8 @@ impl Resource {
 }
 
 /// Keeps a Service's or EndpointSlice's identity, the `kube-iap.io/` annotations and the
-/// labels `keep_label` names.
+/// labels `keep_label` names. (Managed fields are already gone: the cluster source drops them
+/// before the object is even typed.)
 fn trim_meta(meta: &mut ObjectMeta, keep_label: impl Fn(&str) -> bool) {
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.retain(|name, _| name.starts_with(crate::api::ANNOTATION_PREFIX));
@@ -168,7 +169,6 @@ fn trim_meta(meta: &mut ObjectMeta, keep_label: impl Fn(&str) -> bool) {
     if let Some(labels) = meta.labels.as_mut() {
         labels.retain(|name, _| keep_label(name));
     }
-    meta.managed_fields = None;
     meta.owner_references = None;
     meta.finalizers = None;
 }

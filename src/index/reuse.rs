@@ -99,17 +99,14 @@ impl Inputs {
         if let Some(tls) = &spec.tls {
             reads.push(Read::Object(Kind::Secret, in_namespace(&tls.secret_name)));
         }
-        let mut service = |service: &ObjectKey| reads.push(Read::Service(service.clone()));
         if let Some(backend) = &spec.backend {
-            service(&in_namespace(&backend.service));
+            reads.push(Read::Service(in_namespace(&backend.service)));
         }
         let annotated: Vec<ObjectKey> = world.annotated_keys(key).cloned().collect();
-        annotated.iter().for_each(&mut service);
+        reads.extend(annotated.iter().cloned().map(Read::Service));
         let ingress_paths = world.ingress_paths_of(key).to_vec();
         for path in &ingress_paths {
-            service(&path.service);
-        }
-        for path in &ingress_paths {
+            reads.push(Read::Service(path.service.clone()));
             if let Some(secret) = &path.tls_secret {
                 reads.push(Read::Object(Kind::Secret, secret.clone()));
             }

@@ -127,13 +127,9 @@ impl RoutingTableBuilder {
         builder
     }
 
-    /// Adds a route. The caller has already resolved conflicts: one route per host and prefix.
-    pub fn add_route(&mut self, route: Route) {
-        self.add_shared_route(Arc::new(route));
-    }
-
-    /// Adds a route that other tables may hold too (routes are immutable).
-    pub fn add_shared_route(&mut self, route: Arc<Route>) {
+    /// Adds a route, which other tables may hold too (routes are immutable). The caller has
+    /// already resolved conflicts: one route per host and prefix.
+    pub fn add_route(&mut self, route: Arc<Route>) {
         let host = canonical_host(&route.host).into_owned();
         self.table.hosts.entry(host).or_default().push(route);
     }
@@ -190,10 +186,10 @@ mod tests {
 
     fn table() -> RoutingTable {
         let mut builder = RoutingTableBuilder::default();
-        builder.add_route(route("app.example.com", "/", "ns/root"));
-        builder.add_route(route("app.example.com", "/api", "ns/api"));
-        builder.add_route(route("app.example.com", "/api/admin", "ns/admin"));
-        builder.add_route(route("Other.Example.com", "/docs", "ns/docs"));
+        builder.add_route(Arc::new(route("app.example.com", "/", "ns/root")));
+        builder.add_route(Arc::new(route("app.example.com", "/api", "ns/api")));
+        builder.add_route(Arc::new(route("app.example.com", "/api/admin", "ns/admin")));
+        builder.add_route(Arc::new(route("Other.Example.com", "/docs", "ns/docs")));
         builder.build()
     }
 
