@@ -11,7 +11,7 @@
 
 // The same allocator as the kube-iap binary, so the index figures are the controller's.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: kube_iap::allocator::Allocator = kube_iap::allocator::Allocator;
 
 #[path = "../tests/integration/support/apiserver.rs"]
 #[allow(dead_code)]

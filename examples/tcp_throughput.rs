@@ -3,10 +3,15 @@
 //! `tcp_throughput sink ADDR`: accepts connections, reads each to its end, then answers `ok`.
 //! `tcp_throughput push ADDR MEGABYTES`: sends that much, half-closes, waits for `ok`, and prints
 //! megabytes per second (delivery included).
+//! `tcp_throughput relay LISTEN TARGET`: copies each accepted connection to TARGET and back, with
+//! nothing else: the tunnel's two relay hops (client and proxy) at no cost of their own, so the
+//! benchmark can show what a relayed path can reach on this machine at all.
 
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const RELAY_BUFFER: usize = 256 * 1024;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -43,6 +48,29 @@ async fn main() -> anyhow::Result<()> {
             println!("{:.0}", megabytes as f64 / started.elapsed().as_secs_f64());
             Ok(())
         }
-        _ => anyhow::bail!("usage: tcp_throughput sink ADDR | push ADDR MEGABYTES"),
+        [mode, listen, target] if mode == "relay" => {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            loop {
+                let (mut inbound, _) = listener.accept().await?;
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let _ = outbound.set_nodelay(true);
+                    // The same buffer size the tunnel relays with.
+                    let _ = tokio::io::copy_bidirectional_with_sizes(
+                        &mut inbound,
+                        &mut outbound,
+                        RELAY_BUFFER,
+                        RELAY_BUFFER,
+                    )
+                    .await;
+                });
+            }
+        }
+        _ => anyhow::bail!(
+            "usage: tcp_throughput sink ADDR | push ADDR MEGABYTES | relay LISTEN TARGET"
+        ),
     }
 }

@@ -12,7 +12,7 @@ use kube_iap::telemetry::{self, LogFormat};
 // The proxy allocates small, short-lived buffers per request; mimalloc serves them with far less
 // contention between worker threads than the system allocator.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: kube_iap::allocator::Allocator = kube_iap::allocator::Allocator;
 
 /// kube-iap: an Identity-Aware Proxy for Kubernetes.
 #[derive(Parser)]
