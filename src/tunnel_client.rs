@@ -164,12 +164,8 @@ async fn open(
     }
 }
 
-/// The most one tunnel message carries. Larger messages mean fewer frames and system calls per
-/// byte, but tungstenite copies each frame into its write buffer and, whenever the socket takes
-/// only part of it, moves the unsent rest to the front. Under `bench/tunnel.sh`, perf put those
-/// copies in the tunnel client at 17% of the machine's CPU time with 256 KiB messages and 12.5%
-/// with 64 KiB, at the same throughput.
-const MESSAGE_SIZE: usize = 64 * 1024;
+/// The most one tunnel message carries: larger messages mean fewer frames and syscalls per byte.
+const MESSAGE_SIZE: usize = 256 * 1024;
 
 /// Relays `reader`/`writer` over one tunnel until either side ends.
 async fn pipe(
