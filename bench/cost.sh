@@ -2,8 +2,9 @@
 # What one proxied request costs, in figures a busy shared machine does not move much:
 #   1. CPU time per request (user and system, from /proc) of nginx as a plain reverse proxy and
 #      of kube-iap on an allUsers route, each under the same wrk load, interleaved;
-#   2. with valgrind installed, instructions per request of kube-iap (callgrind, counted only
-#      while the load runs, so start-up is left out). The same binary and load give the same count.
+#   2. with valgrind installed, instructions per request of kube-iap on the allUsers route and
+#      signed in with a session cookie (callgrind, counted only while the load runs, so start-up
+#      is left out). The same binary and load give the same count.
 # Throughput ratios (bench/run.sh) follow these, but swing with whatever else the machine runs.
 #
 #   bench/cost.sh [seconds-per-run] [rounds]      (defaults: 5 s, 2 rounds)
@@ -16,7 +17,9 @@ ROUNDS=${2:-2}
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || { echo "bench needs $tool: apt-get install -y wrk nginx-light" >&2; exit 2; }
 done
-cargo build --release --quiet --bin kube-iap --example sample_app
+cargo build --release --quiet --bin kube-iap --example sample_app --example mint_session
+# A session for the signed-in route; the key is the one in bench/manifests/bench.yaml.
+COOKIE=$(target/release/examples/mint_session "YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMzI=" signed-in.bench.local bench@example.com 86400)
 WORK=$(mktemp -d)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -74,13 +77,25 @@ VALGRIND=$!
 pids+=("$VALGRIND")
 # Under valgrind start-up takes seconds.
 wait_up http://127.0.0.1:18083/plain 300
-wrk -t1 -c4 -d3s -H "Host: bench.local" http://127.0.0.1:18083/plain >/dev/null
-callgrind_control -i on "$VALGRIND" >/dev/null 2>&1
-requests=$(wrk -t1 -c4 -d"${DURATION}s" -H "Host: bench.local" http://127.0.0.1:18083/plain | awk '/requests in/ {print $1}')
-callgrind_control -i off "$VALGRIND" >/dev/null 2>&1
+# Instructions per request on one route: counted from zero while wrk runs, dumped to a file of
+# its own.
+instructions() {
+  local name=$1 total requests dump
+  shift
+  wrk -t1 -c4 -d2s "$@" http://127.0.0.1:18083/plain >/dev/null
+  callgrind_control -z "$VALGRIND" >/dev/null 2>&1
+  callgrind_control -i on "$VALGRIND" >/dev/null 2>&1
+  requests=$(wrk -t1 -c4 -d"${DURATION}s" "$@" http://127.0.0.1:18083/plain | awk '/requests in/ {print $1}')
+  callgrind_control -i off "$VALGRIND" >/dev/null 2>&1
+  callgrind_control -d "$VALGRIND" >/dev/null 2>&1
+  dump=$(ls -t "$WORK"/callgrind.out.* | head -1)
+  total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  printf 'instructions per request, %-22s %6d over %d requests\n' "$name:" "$((total / requests))" "$requests"
+}
+echo "callgrind, whole kube-iap process, wrk -t1 -c4:"
+instructions "allUsers" -H "Host: bench.local"
+instructions "signed in (cookie)" -H "Host: signed-in.bench.local" -H "Cookie: $COOKIE"
 kill -INT "$VALGRIND"
 for _ in $(seq 1 150); do kill -0 "$VALGRIND" 2>/dev/null || break; sleep 0.1; done
 kill "$VALGRIND" 2>/dev/null || true
 wait "$VALGRIND" 2>/dev/null || true
-total=$(callgrind_annotate "$WORK/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-echo "instructions per request (callgrind, whole kube-iap process, wrk -t1 -c4): $((total / requests)) over $requests requests"

@@ -19,7 +19,6 @@ fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
         .filter_map(|pair| pair.trim().split_once('='))
 }
 
-/// Values of the session cookies, in the order sent.
 /// The cookie carrying the user's opaque id.
 pub const UID_COOKIE: &str = "KUBE_IAP_UID";
 
@@ -50,6 +49,7 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
+/// Values of the session cookies, in the order sent.
 pub fn session_cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     pairs(headers)
         .filter(|(name, _)| name.starts_with(SESSION_COOKIE_PREFIX))
@@ -63,23 +63,38 @@ pub fn proxy_cookie_names(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|name| name.starts_with(PROXY_COOKIE_PREFIX))
 }
 
-/// Removes the proxy's cookies; a Cookie header left empty is dropped.
+/// Removes the proxy's cookies; a Cookie header left empty is dropped. It runs on every
+/// authenticated request, so it works on the header's bytes with memchr's searches rather than
+/// pair by pair, and the app's cookies pass as they came, text or not.
 pub fn strip_proxy_cookies(headers: &mut HeaderMap) {
-    if proxy_cookie_names(headers).next().is_none() {
-        return;
-    }
-    let kept: Vec<String> = headers
+    let prefix = PROXY_COOKIE_PREFIX.as_bytes();
+    // One search per header: a request without the prefix anywhere carries none of our cookies.
+    if !headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !pair.starts_with(PROXY_COOKIE_PREFIX))
-        .map(str::to_string)
-        .collect();
+        .any(|value| memchr::memmem::find(value.as_bytes(), prefix).is_some())
+    {
+        return;
+    }
+    let mut kept = Vec::new();
+    for value in headers.get_all(COOKIE) {
+        let bytes = value.as_bytes();
+        let mut start = 0;
+        for end in memchr::memchr_iter(b';', bytes).chain([bytes.len()]) {
+            let pair = bytes[start..end].trim_ascii();
+            start = end + 1;
+            if pair.is_empty() || pair.starts_with(prefix) {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair);
+        }
+    }
     headers.remove(COOKIE);
     if !kept.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+        if let Ok(value) = HeaderValue::from_bytes(&kept) {
             headers.insert(COOKIE, value);
         }
     }
@@ -110,6 +125,17 @@ mod tests {
     }
 
     #[test]
+    fn an_app_cookie_that_is_not_text_passes_byte_for_byte() {
+        let mut map = HeaderMap::new();
+        map.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"caf\xe9=cr\xe8me; KUBE_IAP_UID=u").unwrap(),
+        );
+        strip_proxy_cookies(&mut map);
+        assert_eq!(map.get(COOKIE).unwrap().as_bytes(), b"caf\xe9=cr\xe8me");
+    }
+
+    #[test]
     fn proxy_cookies_are_removed_and_the_apps_kept_exactly() {
         let mut map = headers(&[
             "app=a=b; KUBE_IAP_AUTH_TOKEN_x=secret; theme=\"dark\"",
@@ -119,6 +145,13 @@ mod tests {
         assert_eq!(
             map.get_all(COOKIE).iter().collect::<Vec<_>>(),
             ["app=a=b; theme=\"dark\""]
+        );
+
+        let mut lookalike = headers(&["note=KUBE_IAP_is_not_a_name; KUBE_IAP_UID=u"]);
+        strip_proxy_cookies(&mut lookalike);
+        assert_eq!(
+            lookalike.get(COOKIE).unwrap(),
+            "note=KUBE_IAP_is_not_a_name"
         );
 
         let mut only_proxy = headers(&["KUBE_IAP_AUTH_TOKEN_x=secret"]);

@@ -12,3 +12,4 @@ pub mod login;
 pub mod providers;
 pub mod redirect;
 pub mod session;
+pub mod session_cache;

@@ -21,7 +21,6 @@ use crate::auth::bearer::{BearerHeader, bearer_token};
 use crate::auth::cookies::strip_proxy_cookies;
 use crate::auth::decision::{Unauthenticated, decide};
 use crate::auth::login::LoginRequest;
-use crate::auth::session::session_from;
 use crate::auth::session::unix_now;
 use crate::model::path;
 use crate::model::{Decision, RequestFacts};
@@ -271,10 +270,12 @@ impl Proxy {
             authenticated_with_authorization = header == BearerHeader::Authorization;
             Some((identity, expires_at))
         } else {
-            session_from(request.headers(), &host, &keys).map(|session| {
-                let expires_at = session.expires_at;
-                (Identity::from(session), expires_at)
-            })
+            self.sessions
+                .session_from(request.headers(), &host, &keys)
+                .map(|session| {
+                    let expires_at = session.expires_at;
+                    (Identity::from(session), expires_at)
+                })
         };
         let (identity, credential_expires_at) = match identity {
             Some((identity, expires_at)) => (Some(identity), expires_at),

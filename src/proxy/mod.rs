@@ -26,6 +26,7 @@ use crate::auth::assertion::{Jwks, SigningKeys};
 use crate::auth::bearer::BearerCache;
 use crate::auth::login::Logins;
 use crate::auth::session::KeyRing;
+use crate::auth::session_cache::SessionCache;
 use crate::metrics::Metrics;
 use crate::model::{AddressLimit, RoutingTable};
 
@@ -39,6 +40,8 @@ pub const DEFAULT_ASSERTION_ISSUER: &str = "urn:kube-iap";
 
 /// Verified bearer tokens kept per worker.
 const BEARER_CACHE_CAPACITY: usize = 10_000;
+/// Opened session cookies kept per worker: some 600 bytes each, so at most about 6 MiB.
+const SESSION_CACHE_CAPACITY: usize = 10_000;
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -125,6 +128,8 @@ pub struct Proxy {
     /// Verified bearer tokens (per worker, so lookups never contend across threads).
     bearer_cache: BearerCache,
     assertions: identity::AssertionCache,
+    /// Session cookies already opened (per worker, like the bearer cache).
+    sessions: SessionCache,
     upstream: forward::UpstreamClient,
     metrics: Arc<Metrics>,
     route_metrics: route_metrics::RouteMetrics,
@@ -150,6 +155,7 @@ impl Proxy {
             sign_in_limit: auth.sign_in_limit,
             bearer_cache: BearerCache::new(BEARER_CACHE_CAPACITY),
             assertions: identity::AssertionCache::default(),
+            sessions: SessionCache::new(SESSION_CACHE_CAPACITY),
             upstream: forward::UpstreamClient::new(&config),
             metrics,
             route_metrics: route_metrics::RouteMetrics::default(),

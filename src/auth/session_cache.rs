@@ -1,0 +1,191 @@
+//! Sessions already opened, per worker. A signed-in browser sends the same cookie on every
+//! request, and opening it (base64, AES-GCM, JSON) was the largest single cost of the signed-in
+//! path: about 7,600 of its 57,000 instructions per request (`bench/cost.sh`'s callgrind run on
+//! the cookie route). A cookie seen before is found here instead, and still checked for its
+//! host and expiry on every request.
+
+use std::sync::{Arc, Mutex};
+
+use foldhash::HashMap;
+
+use super::cookies::session_cookies;
+use super::session::{KeyRing, Session, unix_now};
+
+pub struct SessionCache {
+    inner: Mutex<Inner>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The ring every entry was opened with. Entries are only trusted while it is the current
+    /// ring: a rotation that drops a key must also drop the sessions that key sealed. Holding the
+    /// `Arc` keeps its address from being reused by a later ring.
+    ring: Option<Arc<KeyRing>>,
+    /// By cookie value. Only cookies that opened are stored, so a client cannot fill the cache
+    /// with values of its choosing.
+    entries: HashMap<Box<str>, Opened>,
+}
+
+struct Opened {
+    /// The host the cookie opened for: it is sealed into the cookie, and matched as opening
+    /// matches it, in any case.
+    host: Box<str>,
+    session: Session,
+}
+
+impl SessionCache {
+    pub fn new(capacity: usize) -> Self {
+        SessionCache {
+            inner: Mutex::default(),
+            capacity,
+        }
+    }
+
+    /// The session of the first cookie in `headers` that opens for `host` with `keys`: the same
+    /// answer as [`super::session::session_from`], without opening a cookie twice.
+    pub fn session_from(
+        &self,
+        headers: &http::HeaderMap,
+        host: &str,
+        keys: &Arc<KeyRing>,
+    ) -> Option<Session> {
+        let now = unix_now();
+        let mut inner = self.inner.lock().expect("never poisoned");
+        if !inner
+            .ring
+            .as_ref()
+            .is_some_and(|ring| Arc::ptr_eq(ring, keys))
+        {
+            inner.entries.clear();
+            inner.ring = Some(keys.clone());
+        }
+        for value in session_cookies(headers) {
+            if let Some(opened) = inner.entries.get(value) {
+                if opened.host.eq_ignore_ascii_case(host) && opened.session.expires_at > now {
+                    return Some(opened.session.clone());
+                }
+                continue;
+            }
+            let Ok(session) = keys.open(value, host, now) else {
+                continue;
+            };
+            if inner.entries.len() >= self.capacity {
+                inner
+                    .entries
+                    .retain(|_, opened| opened.session.expires_at > now);
+                if inner.entries.len() >= self.capacity {
+                    // Still full of live sessions: start over rather than grow without bound.
+                    inner.entries.clear();
+                }
+            }
+            inner.entries.insert(
+                value.into(),
+                Opened {
+                    host: host.into(),
+                    session: session.clone(),
+                },
+            );
+            return Some(session);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+    use http::header::COOKIE;
+
+    const HOST: &str = "app.example.com";
+
+    fn ring(secret: [u8; 32]) -> Arc<KeyRing> {
+        Arc::new(KeyRing::new(&[secret]))
+    }
+
+    fn session(expires_at: u64) -> Session {
+        Session {
+            subject: "user-1".into(),
+            email: Some("alice@example.com".into()),
+            email_verified: true,
+            issuer: "https://idp.example.com".into(),
+            groups: vec![],
+            expires_at,
+        }
+    }
+
+    fn cookies(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let pairs: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(at, value)| format!("KUBE_IAP_AUTH_TOKEN_{at}={value}"))
+            .collect();
+        headers.insert(COOKIE, pairs.join("; ").parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_cached_session_is_what_opening_the_cookie_gives_and_only_for_its_host() {
+        let keys = ring([7; 32]);
+        let sealed = keys.seal(&session(unix_now() + 600), HOST).unwrap();
+        let cache = SessionCache::new(8);
+        let headers = cookies(&["garbage", &sealed]);
+        for _ in 0..2 {
+            assert_eq!(
+                cache.session_from(&headers, HOST, &keys),
+                crate::auth::session::session_from(&headers, HOST, &keys),
+            );
+            assert!(cache.session_from(&headers, HOST, &keys).is_some());
+        }
+        assert_eq!(
+            cache.session_from(&headers, "other.example.com", &keys),
+            None
+        );
+    }
+
+    #[test]
+    fn a_new_key_ring_drops_the_sessions_the_old_one_opened() {
+        let old = ring([7; 32]);
+        let sealed = old.seal(&session(unix_now() + 600), HOST).unwrap();
+        let cache = SessionCache::new(8);
+        let headers = cookies(&[&sealed]);
+        assert!(cache.session_from(&headers, HOST, &old).is_some());
+        // Other key material: the cookie no longer opens, cached or not.
+        let rotated = ring([9; 32]);
+        assert_eq!(cache.session_from(&headers, HOST, &rotated), None);
+    }
+
+    #[test]
+    fn an_expired_session_is_refused_even_when_cached() {
+        let keys = ring([7; 32]);
+        let cache = SessionCache::new(8);
+        let now = unix_now();
+        let sealed = keys.seal(&session(now + 600), HOST).unwrap();
+        let headers = cookies(&[&sealed]);
+        assert!(cache.session_from(&headers, HOST, &keys).is_some());
+        // Expire the cached copy in place, as time passing would.
+        let mut inner = cache.inner.lock().unwrap();
+        inner
+            .entries
+            .values_mut()
+            .for_each(|opened| opened.session.expires_at = now);
+        drop(inner);
+        assert_eq!(cache.session_from(&headers, HOST, &keys), None);
+    }
+
+    #[test]
+    fn a_full_cache_starts_over_instead_of_growing() {
+        let keys = ring([7; 32]);
+        let cache = SessionCache::new(2);
+        for at in 0..5 {
+            let mut user = session(unix_now() + 600);
+            user.subject = format!("user-{at}");
+            let sealed = keys.seal(&user, HOST).unwrap();
+            let opened = cache.session_from(&cookies(&[&sealed]), HOST, &keys);
+            assert_eq!(opened.map(|s| s.subject), Some(format!("user-{at}")));
+            assert!(cache.inner.lock().unwrap().entries.len() <= 2);
+        }
+    }
+}
