@@ -11,7 +11,6 @@ use http::header::{HeaderName, HeaderValue};
 use super::Proxy;
 use super::pages::Answer;
 use crate::auth::assertion::{self, AssertionContext, Breakage, SigningKeys};
-use crate::auth::bearer::BearerCache;
 use crate::auth::id_token::{self, Expected, TokenError};
 use crate::auth::session::unix_now;
 use crate::model::{BackendIdentity, Identity, OidcClient};
@@ -59,8 +58,7 @@ impl Proxy {
         token: &str,
     ) -> Result<(Identity, u64), Answer> {
         let now = unix_now();
-        let key = BearerCache::key(client, token);
-        if let Some(cached) = self.bearer_cache.get(&key, now) {
+        if let Some(cached) = self.bearer_cache.get(client, token, now) {
             return Ok(cached);
         }
         let verified = match Expected::for_bearer(client, token) {
@@ -80,8 +78,13 @@ impl Proxy {
                 _ => Answer::InvalidToken,
             }
         })?;
-        self.bearer_cache
-            .insert(key, verified.identity.clone(), verified.expires_at, now);
+        self.bearer_cache.insert(
+            client,
+            token,
+            verified.identity.clone(),
+            verified.expires_at,
+            now,
+        );
         Ok((verified.identity, verified.expires_at))
     }
 
