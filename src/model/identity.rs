@@ -17,20 +17,25 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The email if the provider verified it, lower-cased; `None` for anything with more or less
-    /// than one `@`.
-    fn verified_email(&self) -> Option<String> {
+    /// The email if the provider verified it; `None` for anything with more or less than one
+    /// `@`. Compared case-insensitively (members are stored lower-cased), so checking a member
+    /// allocates nothing: it runs for every rule on every request.
+    fn verified_email(&self) -> Option<&str> {
         let email = self.email.as_deref().filter(|_| self.email_verified)?;
-        (email.matches('@').count() == 1).then(|| email.to_ascii_lowercase())
+        (email.bytes().filter(|byte| *byte == b'@').count() == 1).then_some(email)
     }
 
     pub fn matches(&self, member: &Member) -> bool {
         match member {
             Member::AllUsers | Member::AllAuthenticatedUsers => true,
-            Member::User(wanted) => self.verified_email().is_some_and(|email| email == *wanted),
-            Member::Domain(domain) => self
+            Member::User(wanted) => self
                 .verified_email()
-                .is_some_and(|email| email.rsplit_once('@').is_some_and(|(_, d)| d == domain)),
+                .is_some_and(|email| email.eq_ignore_ascii_case(wanted)),
+            Member::Domain(domain) => self.verified_email().is_some_and(|email| {
+                email
+                    .rsplit_once('@')
+                    .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+            }),
             Member::Group(group) => self.groups.iter().any(|g| g == group),
             // Only workload tokens carry a service account; a browser session never does.
             Member::ServiceAccount { namespace, name } => {
