@@ -14,8 +14,8 @@ const NATURAL_ALIGNMENT: usize = 16;
 /// mimalloc as the global allocator, calling its plain entry points whenever the layout allows.
 /// The `mimalloc` crate's allocator sends every request through `mi_malloc_aligned`, whose fast
 /// path covers only blocks up to 1 KiB: the proxy's read buffers and header maps, allocated per
-/// request, took its generic path (`bench/cost.sh` counted about a thousand instructions per
-/// proxied request in it).
+/// request, took its generic path. Calling `mi_malloc` for them saved about 550 instructions per
+/// proxied request (`bench/cost.sh`: 36,812 before, 36,265 after).
 pub struct Allocator;
 
 fn natural(layout: &Layout) -> bool {
