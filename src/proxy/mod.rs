@@ -38,7 +38,8 @@ pub use workers::Workers;
 /// `iss` of the signed assertion unless configured: a URN, since JWT libraries expect a URI.
 pub const DEFAULT_ASSERTION_ISSUER: &str = "urn:kube-iap";
 
-/// Verified bearer tokens kept per worker.
+/// Verified bearer tokens kept per worker: each entry holds the token (about 1 KB) and its
+/// identity, so at most about 12 MiB.
 const BEARER_CACHE_CAPACITY: usize = 10_000;
 /// Opened session cookies kept per worker: some 600 bytes each, so at most about 6 MiB.
 const SESSION_CACHE_CAPACITY: usize = 10_000;
