@@ -1,12 +1,12 @@
 //! Bearer ID tokens: where they are found, and a cache of verified ones so a repeated token
 //! costs a hash lookup instead of a signature check.
 
-use foldhash::HashMap;
 use std::sync::Mutex;
 
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, PROXY_AUTHORIZATION};
 
+use super::expiring::Expiring;
 use crate::model::{Identity, OidcClient};
 
 /// Which header carried the token.
@@ -76,21 +76,18 @@ pub fn with_verification_scope(mut client: OidcClient) -> OidcClient {
 /// request's token with SHA-256 instead cost some 15,000 instructions, more than the rest of the
 /// bearer path. Only verified tokens are stored, so a client cannot fill the cache at will.
 pub struct BearerCache {
-    entries: Mutex<HashMap<Box<str>, Verified>>,
-    capacity: usize,
+    entries: Mutex<Expiring<Verified>>,
 }
 
 struct Verified {
     scope: [u8; 32],
     identity: Identity,
-    expires_at: u64,
 }
 
 impl BearerCache {
     pub fn new(capacity: usize) -> Self {
         BearerCache {
-            entries: Mutex::new(HashMap::default()),
-            capacity,
+            entries: Mutex::new(Expiring::new(capacity)),
         }
     }
 
@@ -98,9 +95,9 @@ impl BearerCache {
     /// expired at `now`.
     pub fn get(&self, client: &OidcClient, token: &str, now: u64) -> Option<(Identity, u64)> {
         let entries = self.entries.lock().expect("never poisoned");
-        let verified = entries.get(token)?;
-        (verified.scope == client.verification_scope && verified.expires_at > now)
-            .then(|| (verified.identity.clone(), verified.expires_at))
+        let (verified, expires_at) = entries.get(token, now)?;
+        (verified.scope == client.verification_scope)
+            .then(|| (verified.identity.clone(), expires_at))
     }
 
     pub fn insert(
@@ -111,20 +108,12 @@ impl BearerCache {
         expires_at: u64,
         now: u64,
     ) {
-        let mut entries = self.entries.lock().expect("never poisoned");
-        if entries.len() >= self.capacity {
-            entries.retain(|_, verified| verified.expires_at > now);
-            if entries.len() >= self.capacity {
-                // Still full of live tokens: start over rather than grow without bound.
-                entries.clear();
-            }
-        }
         let verified = Verified {
             scope: client.verification_scope,
             identity,
-            expires_at,
         };
-        entries.insert(token.into(), verified);
+        let mut entries = self.entries.lock().expect("never poisoned");
+        entries.insert(token, verified, expires_at, now);
     }
 }
 

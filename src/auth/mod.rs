@@ -6,6 +6,7 @@ pub mod assertion;
 pub mod bearer;
 pub mod cookies;
 pub mod decision;
+pub mod expiring;
 pub mod id_token;
 pub mod idp_http;
 pub mod login;

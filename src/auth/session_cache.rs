@@ -6,25 +6,22 @@
 
 use std::sync::{Arc, Mutex};
 
-use foldhash::HashMap;
-
 use super::cookies::session_cookies;
-use super::session::{KeyRing, Session, unix_now};
+use super::expiring::Expiring;
+use super::session::{KeyRing, Session};
 
 pub struct SessionCache {
     inner: Mutex<Inner>,
-    capacity: usize,
 }
 
-#[derive(Default)]
 struct Inner {
     /// The ring every entry was opened with. Entries are only trusted while it is the current
     /// ring: a rotation that drops a key must also drop the sessions that key sealed. Holding the
     /// `Arc` keeps its address from being reused by a later ring.
     ring: Option<Arc<KeyRing>>,
-    /// By cookie value. Only cookies that opened are stored, so a client cannot fill the cache
-    /// with values of its choosing.
-    entries: HashMap<Box<str>, Opened>,
+    /// By cookie value, until the session expires. Only cookies that opened are stored, so a
+    /// client cannot fill the cache with values of its choosing.
+    entries: Expiring<Opened>,
 }
 
 struct Opened {
@@ -37,20 +34,22 @@ struct Opened {
 impl SessionCache {
     pub fn new(capacity: usize) -> Self {
         SessionCache {
-            inner: Mutex::default(),
-            capacity,
+            inner: Mutex::new(Inner {
+                ring: None,
+                entries: Expiring::new(capacity),
+            }),
         }
     }
 
-    /// The session of the first cookie in `headers` that opens for `host` with `keys`: the same
-    /// answer as [`super::session::session_from`], without opening a cookie twice.
+    /// The session of the first cookie in `headers` that opens for `host` with `keys` at `now`:
+    /// the same answer as [`super::session::session_from`], without opening a cookie twice.
     pub fn session_from(
         &self,
         headers: &http::HeaderMap,
         host: &str,
         keys: &Arc<KeyRing>,
+        now: u64,
     ) -> Option<Session> {
-        let now = unix_now();
         let mut inner = self.inner.lock().expect("never poisoned");
         if !inner
             .ring
@@ -61,8 +60,8 @@ impl SessionCache {
             inner.ring = Some(keys.clone());
         }
         for value in session_cookies(headers) {
-            if let Some(opened) = inner.entries.get(value) {
-                if opened.host.eq_ignore_ascii_case(host) && opened.session.expires_at > now {
+            if let Some((opened, _)) = inner.entries.get(value, now) {
+                if opened.host.eq_ignore_ascii_case(host) {
                     return Some(opened.session.clone());
                 }
                 continue;
@@ -70,22 +69,11 @@ impl SessionCache {
             let Ok(session) = keys.open(value, host, now) else {
                 continue;
             };
-            if inner.entries.len() >= self.capacity {
-                inner
-                    .entries
-                    .retain(|_, opened| opened.session.expires_at > now);
-                if inner.entries.len() >= self.capacity {
-                    // Still full of live sessions: start over rather than grow without bound.
-                    inner.entries.clear();
-                }
-            }
-            inner.entries.insert(
-                value.into(),
-                Opened {
-                    host: host.into(),
-                    session: session.clone(),
-                },
-            );
+            let opened = Opened {
+                host: host.into(),
+                session: session.clone(),
+            };
+            inner.entries.insert(value, opened, session.expires_at, now);
             return Some(session);
         }
         None
@@ -95,6 +83,7 @@ impl SessionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::session::unix_now;
     use http::HeaderMap;
     use http::header::COOKIE;
 
@@ -134,13 +123,17 @@ mod tests {
         let headers = cookies(&["garbage", &sealed]);
         for _ in 0..2 {
             assert_eq!(
-                cache.session_from(&headers, HOST, &keys),
+                cache.session_from(&headers, HOST, &keys, unix_now()),
                 crate::auth::session::session_from(&headers, HOST, &keys),
             );
-            assert!(cache.session_from(&headers, HOST, &keys).is_some());
+            assert!(
+                cache
+                    .session_from(&headers, HOST, &keys, unix_now())
+                    .is_some()
+            );
         }
         assert_eq!(
-            cache.session_from(&headers, "other.example.com", &keys),
+            cache.session_from(&headers, "other.example.com", &keys, unix_now()),
             None
         );
     }
@@ -151,10 +144,17 @@ mod tests {
         let sealed = old.seal(&session(unix_now() + 600), HOST).unwrap();
         let cache = SessionCache::new(8);
         let headers = cookies(&[&sealed]);
-        assert!(cache.session_from(&headers, HOST, &old).is_some());
+        assert!(
+            cache
+                .session_from(&headers, HOST, &old, unix_now())
+                .is_some()
+        );
         // Other key material: the cookie no longer opens, cached or not.
         let rotated = ring([9; 32]);
-        assert_eq!(cache.session_from(&headers, HOST, &rotated), None);
+        assert_eq!(
+            cache.session_from(&headers, HOST, &rotated, unix_now()),
+            None
+        );
     }
 
     #[test]
@@ -164,15 +164,9 @@ mod tests {
         let now = unix_now();
         let sealed = keys.seal(&session(now + 600), HOST).unwrap();
         let headers = cookies(&[&sealed]);
-        assert!(cache.session_from(&headers, HOST, &keys).is_some());
-        // Expire the cached copy in place, as time passing would.
-        let mut inner = cache.inner.lock().unwrap();
-        inner
-            .entries
-            .values_mut()
-            .for_each(|opened| opened.session.expires_at = now);
-        drop(inner);
-        assert_eq!(cache.session_from(&headers, HOST, &keys), None);
+        assert!(cache.session_from(&headers, HOST, &keys, now).is_some());
+        // The cached copy, once its time has come.
+        assert_eq!(cache.session_from(&headers, HOST, &keys, now + 600), None);
     }
 
     #[test]
@@ -183,7 +177,7 @@ mod tests {
             let mut user = session(unix_now() + 600);
             user.subject = format!("user-{at}");
             let sealed = keys.seal(&user, HOST).unwrap();
-            let opened = cache.session_from(&cookies(&[&sealed]), HOST, &keys);
+            let opened = cache.session_from(&cookies(&[&sealed]), HOST, &keys, unix_now());
             assert_eq!(opened.map(|s| s.subject), Some(format!("user-{at}")));
             assert!(cache.inner.lock().unwrap().entries.len() <= 2);
         }

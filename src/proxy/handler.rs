@@ -252,11 +252,12 @@ impl Proxy {
             RouteAction::Forward(backend) => backend.clone(),
         };
 
+        let now = unix_now();
         let facts = RequestFacts {
             path: &normalized,
             method: request.method().as_str(),
             client,
-            now: i64::try_from(unix_now()).unwrap_or(i64::MAX),
+            now: i64::try_from(now).unwrap_or(i64::MAX),
         };
         // Public paths carry no identity at all, even for a signed-in user. A bearer token, when
         // present, decides alone: an invalid one is refused, never passed over for cookies.
@@ -271,7 +272,7 @@ impl Proxy {
             Some((identity, expires_at))
         } else {
             self.sessions
-                .session_from(request.headers(), &host, &keys)
+                .session_from(request.headers(), &host, &keys, now)
                 .map(|session| {
                     let expires_at = session.expires_at;
                     (Identity::from(session), expires_at)
