@@ -6,17 +6,21 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 
+use super::h1::H1Pool;
 use super::headers;
 use super::pages::Answer;
 use super::upstream::{UpstreamError, UpstreamPool};
-use super::{ProxyBody, ProxyConfig};
+use super::{BoxError, ProxyBody, ProxyConfig};
 use crate::model::Upstream;
 
 pub struct UpstreamClient {
+    /// Requests with a body, and upgrades.
     pool: std::sync::Arc<UpstreamPool>,
+    /// Requests without a body.
+    lean: std::sync::Arc<H1Pool>,
     response_timeout: std::time::Duration,
 }
 
@@ -33,6 +37,7 @@ impl UpstreamClient {
     pub fn new(config: &ProxyConfig) -> Self {
         UpstreamClient {
             pool: UpstreamPool::new(config.connect_timeout, config.pool_idle_timeout),
+            lean: H1Pool::new(config.connect_timeout, config.pool_idle_timeout),
             response_timeout: config.response_timeout,
         }
     }
@@ -66,34 +71,67 @@ impl UpstreamClient {
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::set_forwarding_headers(&mut parts.headers, origin.client, origin.tls, origin.host);
 
+        if !upgrade && body.is_end_stream() {
+            // Nothing to stream upstream: the lean client reads the response in this task.
+            drop(body);
+            let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let sent = self
+                .lean
+                .send(&upstream.authority, &parts.method, target, &parts.headers);
+            let response = answer_of(
+                tokio::time::timeout(self.response_timeout, sent).await,
+                upstream,
+            )?;
+            let (mut parts, body) = response.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers, false);
+            return Ok(Response::from_parts(
+                parts,
+                body.map_err(BoxError::from).boxed(),
+            ));
+        }
+
         let sent = tokio::time::timeout(
             self.response_timeout,
             self.pool
                 .send(&upstream.authority, Request::from_parts(parts, body)),
         );
-        let mut response = match sent.await {
-            Err(_) => return Err(Answer::UpstreamTimeout),
-            Ok(Err(error)) => {
-                tracing::debug!(upstream = %upstream.authority, %error, "upstream request failed");
-                return Err(match error {
-                    UpstreamError::ConnectTimeout(_) => Answer::UpstreamTimeout,
-                    _ => Answer::UpstreamUnavailable,
-                });
-            }
-            Ok(Ok(response)) => response,
-        };
+        let mut response = answer_of(sent.await, upstream)?;
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
                 tokio::spawn(relay_upgraded(client_upgrade, upstream_upgrade, revoked));
                 let (parts, body) = response.into_parts();
-                return Ok(Response::from_parts(parts, body.boxed()));
+                return Ok(Response::from_parts(
+                    parts,
+                    body.map_err(BoxError::from).boxed(),
+                ));
             }
         }
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
-        Ok(Response::from_parts(parts, body.boxed()))
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed(),
+        ))
+    }
+}
+
+/// The upstream's response, or the page that says why there is none.
+fn answer_of<B>(
+    sent: Result<Result<Response<B>, UpstreamError>, tokio::time::error::Elapsed>,
+    upstream: &Upstream,
+) -> Result<Response<B>, Answer> {
+    match sent {
+        Err(_) => Err(Answer::UpstreamTimeout),
+        Ok(Err(error)) => {
+            tracing::debug!(upstream = %upstream.authority, %error, "upstream request failed");
+            Err(match error {
+                UpstreamError::ConnectTimeout(_) => Answer::UpstreamTimeout,
+                _ => Answer::UpstreamUnavailable,
+            })
+        }
+        Ok(Ok(response)) => Ok(response),
     }
 }
 

@@ -2,6 +2,7 @@
 //! only the routing model ([`crate::model`]); it never sees Kubernetes types.
 
 mod forward;
+mod h1;
 mod handler;
 pub mod headers;
 mod identity;
@@ -44,7 +45,10 @@ const BEARER_CACHE_CAPACITY: usize = 10_000;
 /// Opened session cookies kept per worker: some 600 bytes each, so at most about 6 MiB.
 const SESSION_CACHE_CAPACITY: usize = 10_000;
 
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// The error of a response body, whichever client read it from the upstream.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The table the data plane reads: swapped whole on every change, read lock-free per request.
 pub type SharedTable = Arc<ArcSwap<RoutingTable>>;

@@ -24,6 +24,10 @@ pub enum UpstreamError {
     Connect(Authority, std::io::Error),
     #[error("HTTP exchange with the upstream failed: {0}")]
     Exchange(hyper::Error),
+    #[error("exchange with the upstream failed: {0}")]
+    Io(std::io::Error),
+    #[error("the upstream broke HTTP/1.1: {0}")]
+    Protocol(super::h1::ProtocolError),
 }
 
 /// The longest pause between two sweeps of idle connections.

@@ -1,0 +1,322 @@
+//! A lean HTTP/1.1 upstream client for requests without a body, the great majority of proxied
+//! requests (GET, HEAD, DELETE...). The request's task writes the head and reads the response on
+//! the pooled connection itself, and the response body reads straight from the socket while the
+//! client connection pulls it. hyper's client gives each connection a task of its own and
+//! passes every request and body chunk through channels to it: about a third of the proxy's
+//! instructions per request (`bench/cost.sh`). Requests with a body, which need writing and
+//! reading at once, and upgrades still go through hyper's client (`super::upstream`).
+
+mod codec;
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use foldhash::HashMap;
+use http::uri::Authority;
+use http::{Method, Response};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::upstream::UpstreamError;
+pub use codec::ProtocolError;
+use codec::{BodyDecoder, Decoded, Parsed};
+
+/// Bytes read from the upstream at a time (at least).
+const READ_SIZE: usize = 16 * 1024;
+/// Idle connections kept per upstream address; more are closed when returned.
+const MAX_IDLE_PER_UPSTREAM: usize = 256;
+/// The longest pause between two sweeps of idle connections.
+const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(10);
+
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed; empty whenever the connection is idle.
+    buf: BytesMut,
+}
+
+impl Conn {
+    /// Whether an idle connection can carry a request. An idle socket that turned readable was
+    /// closed by the upstream (or holds bytes nobody asked for): either way it is done.
+    fn is_usable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        if self.stream.poll_read_ready(&mut cx).is_pending() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(error) if error.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// One worker's idle lean connections, per upstream address, reused most-recent-first.
+pub struct H1Pool {
+    idle: Mutex<HashMap<Authority, Vec<Idle>>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// How an exchange on one connection failed, which decides whether a fresh connection may try.
+enum Failure {
+    /// The upstream answered nothing at all: on a pooled connection, it had closed it.
+    NoResponse(UpstreamError),
+    Other(UpstreamError),
+}
+
+impl H1Pool {
+    /// Must be called inside the worker's runtime: the pool's sweeper runs there.
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
+        let pool = Arc::new(H1Pool {
+            idle: Mutex::default(),
+            connect_timeout,
+            idle_timeout,
+        });
+        // Without traffic nothing checks connections out, so expired and closed ones would hold
+        // their sockets forever; the sweeper closes them.
+        let weak = Arc::downgrade(&pool);
+        let period = idle_timeout.min(MAX_SWEEP_PERIOD);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                match weak.upgrade() {
+                    Some(pool) => pool.sweep(),
+                    None => return,
+                }
+            }
+        });
+        pool
+    }
+
+    fn sweep(&self) {
+        let mut pool = self.idle.lock().expect("pool lock is never poisoned");
+        pool.retain(|_, idle| {
+            idle.retain_mut(|entry| {
+                entry.since.elapsed() <= self.idle_timeout && entry.conn.is_usable()
+            });
+            !idle.is_empty()
+        });
+    }
+
+    /// Sends a bodiless request (`method`, origin-form `target`, `headers`) to `authority`. A
+    /// pooled connection that turns out closed is retried once on a fresh one when the request
+    /// is idempotent, or when nothing of it could be written.
+    pub async fn send(
+        self: &Arc<Self>,
+        authority: &Authority,
+        method: &Method,
+        target: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        let mut head = Vec::new();
+        codec::encode_request_head(method, target, headers, &mut head);
+        if let Some(conn) = self.checkout(authority) {
+            match exchange(conn, &head, method).await {
+                Ok(done) => return Ok(self.respond(authority, done)),
+                Err(Failure::NoResponse(_)) if method.is_idempotent() => {}
+                Err(Failure::NoResponse(error) | Failure::Other(error)) => return Err(error),
+            }
+        }
+        // Boxed: connecting is rare, and its future would otherwise make every request's larger.
+        let conn = Box::pin(self.connect(authority)).await?;
+        match exchange(conn, &head, method).await {
+            Ok(done) => Ok(self.respond(authority, done)),
+            Err(Failure::NoResponse(error) | Failure::Other(error)) => Err(error),
+        }
+    }
+
+    fn checkout(&self, authority: &Authority) -> Option<Conn> {
+        let mut pool = self.idle.lock().expect("pool lock is never poisoned");
+        let idle = pool.get_mut(authority)?;
+        while let Some(mut entry) = idle.pop() {
+            if entry.since.elapsed() <= self.idle_timeout && entry.conn.is_usable() {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, authority: &Authority) -> Result<Conn, UpstreamError> {
+        let connecting = TcpStream::connect(authority.as_str());
+        let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Err(_) => return Err(UpstreamError::ConnectTimeout(authority.clone())),
+            Ok(Err(error)) => return Err(UpstreamError::Connect(authority.clone(), error)),
+            Ok(Ok(stream)) => stream,
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(Conn {
+            stream,
+            buf: BytesMut::new(),
+        })
+    }
+
+    fn respond(
+        self: &Arc<Self>,
+        authority: &Authority,
+        (conn, head): (Conn, codec::ResponseHead),
+    ) -> Response<ResponseBody> {
+        let mut body = ResponseBody {
+            decoder: BodyDecoder::new(head.framing),
+            conn: Some(conn),
+            release: head.reusable.then(|| (self.clone(), authority.clone())),
+        };
+        if body.decoder.is_done() {
+            body.finish();
+        }
+        let mut response = Response::new(body);
+        *response.status_mut() = head.status;
+        *response.version_mut() = head.version;
+        *response.headers_mut() = head.headers;
+        response
+    }
+
+    fn give_back(&self, authority: Authority, conn: Conn) {
+        let mut pool = self.idle.lock().expect("pool lock is never poisoned");
+        let idle = pool.entry(authority).or_default();
+        if idle.len() < MAX_IDLE_PER_UPSTREAM {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+/// Writes the request head and reads the final response head.
+async fn exchange(
+    mut conn: Conn,
+    head: &[u8],
+    method: &Method,
+) -> Result<(Conn, codec::ResponseHead), Failure> {
+    if let Err(error) = conn.stream.write_all(head).await {
+        return Err(Failure::NoResponse(UpstreamError::Io(error)));
+    }
+    let mut received = false;
+    loop {
+        if !conn.buf.is_empty() {
+            match codec::parse_response_head(&mut conn.buf, method) {
+                Ok(Parsed::Final(head)) => return Ok((conn, head)),
+                Ok(Parsed::Informational) => continue,
+                Ok(Parsed::Partial) => {}
+                Err(error) => return Err(Failure::Other(UpstreamError::Protocol(error))),
+            }
+        }
+        conn.buf.reserve(READ_SIZE);
+        let error = match conn.stream.read_buf(&mut conn.buf).await {
+            Ok(0) => UpstreamError::Protocol(ProtocolError::Truncated),
+            Ok(_) => {
+                received = true;
+                continue;
+            }
+            Err(error) => UpstreamError::Io(error),
+        };
+        return Err(if received {
+            Failure::Other(error)
+        } else {
+            Failure::NoResponse(error)
+        });
+    }
+}
+
+/// Why reading a response body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("reading the upstream response failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A response body read straight from its upstream connection, which goes back to the pool once
+/// the body has ended cleanly. Dropped early (the client went away), it closes the connection.
+pub struct ResponseBody {
+    decoder: BodyDecoder,
+    conn: Option<Conn>,
+    release: Option<(Arc<H1Pool>, Authority)>,
+}
+
+impl ResponseBody {
+    /// The body has ended: the connection is reused when the response allowed it and nothing
+    /// follows it in the buffer.
+    fn finish(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if let Some((pool, authority)) = self.release.take() {
+            if conn.buf.is_empty() {
+                pool.give_back(authority, conn);
+            }
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let decoded = match this.decoder.decode(&mut conn.buf) {
+                Ok(Decoded::NeedMore) => None,
+                other => Some(other),
+            };
+            if let Some(decoded) = decoded {
+                let frame = match decoded {
+                    Ok(Decoded::Data(data)) => Some(Ok(Frame::data(data))),
+                    Ok(Decoded::Trailers(trailers)) => Some(Ok(Frame::trailers(trailers))),
+                    Ok(Decoded::End | Decoded::NeedMore) => None,
+                    Err(error) => {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(error.into())));
+                    }
+                };
+                if this.decoder.is_done() {
+                    this.finish();
+                }
+                return Poll::Ready(frame);
+            }
+            conn.buf.reserve(READ_SIZE);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    // Closed: the end of a body framed by the close, or a truncated one. The
+                    // connection is gone either way.
+                    this.conn = None;
+                    return match this.decoder.at_eof() {
+                        Ok(_) => Poll::Ready(None),
+                        Err(error) => Poll::Ready(Some(Err(error.into()))),
+                    };
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(error)) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || self.decoder.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoder.remaining() {
+            Some(exact) => SizeHint::with_exact(exact),
+            None => SizeHint::default(),
+        }
+    }
+}
