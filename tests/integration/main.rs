@@ -11,6 +11,7 @@ mod chart;
 mod controller;
 mod crds;
 mod docs;
+mod framing;
 mod layers;
 mod policy;
 mod proxy;
