@@ -82,12 +82,7 @@ impl UpstreamClient {
                 tokio::time::timeout(self.response_timeout, sent).await,
                 upstream,
             )?;
-            let (mut parts, body) = response.into_parts();
-            headers::strip_hop_by_hop(&mut parts.headers, false);
-            return Ok(Response::from_parts(
-                parts,
-                body.map_err(BoxError::from).boxed(),
-            ));
+            return Ok(relayed(response));
         }
 
         let sent = tokio::time::timeout(
@@ -108,13 +103,19 @@ impl UpstreamClient {
                 ));
             }
         }
-        let (mut parts, body) = response.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, false);
-        Ok(Response::from_parts(
-            parts,
-            body.map_err(BoxError::from).boxed(),
-        ))
+        Ok(relayed(response))
     }
+}
+
+/// The upstream's response as the client gets it: without the upstream hop's own headers.
+fn relayed<B>(response: Response<B>) -> Response<ProxyBody>
+where
+    B: Body<Data = bytes::Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(parts, body.map_err(Into::into).boxed())
 }
 
 /// The upstream's response, or the page that says why there is none.

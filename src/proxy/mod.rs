@@ -6,6 +6,7 @@ mod h1;
 mod handler;
 pub mod headers;
 mod identity;
+mod idle_pool;
 pub mod pages;
 mod request_id;
 mod reserved;

@@ -2,18 +2,18 @@
 //! most-recent-first. A connection goes back to the pool when its response body has been read to
 //! the end (by [`PooledBody`]), so reuse needs no extra task per request.
 
-use foldhash::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+
+use super::idle_pool::{self, IdlePool, Reusable};
 
 /// Why a request did not get a response from the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -30,58 +30,24 @@ pub enum UpstreamError {
     Protocol(super::h1::ProtocolError),
 }
 
-/// The longest pause between two sweeps of idle connections.
-const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(10);
-
-/// Idle connections kept per upstream address; more are closed when returned.
-const MAX_IDLE_PER_UPSTREAM: usize = 256;
-
-struct Idle {
-    sender: SendRequest<Incoming>,
-    since: Instant,
+impl Reusable for SendRequest<Incoming> {
+    fn is_usable(&mut self) -> bool {
+        !self.is_closed()
+    }
 }
 
 pub struct UpstreamPool {
-    idle: Mutex<HashMap<Authority, Vec<Idle>>>,
+    idle: Arc<IdlePool<SendRequest<Incoming>>>,
     connect_timeout: Duration,
-    idle_timeout: Duration,
 }
 
 impl UpstreamPool {
     /// Must be called inside the worker's runtime: the pool's sweeper runs there.
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
-        let pool = Arc::new(UpstreamPool {
-            idle: Mutex::default(),
+        Arc::new(UpstreamPool {
+            idle: IdlePool::new(idle_timeout),
             connect_timeout,
-            idle_timeout,
-        });
-        // Without traffic nothing checks connections out, so expired and closed ones (a backend
-        // Pod that went away) would hold their sockets forever; the sweeper closes them.
-        let weak = Arc::downgrade(&pool);
-        let period = idle_timeout.min(MAX_SWEEP_PERIOD);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(period);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                match weak.upgrade() {
-                    Some(pool) => pool.sweep(),
-                    None => return,
-                }
-            }
-        });
-        pool
-    }
-
-    /// Drops idle connections that expired or that the upstream closed.
-    fn sweep(&self) {
-        let mut pool = self.idle.lock().expect("pool lock is never poisoned");
-        pool.retain(|_, idle| {
-            idle.retain(|entry| {
-                entry.since.elapsed() <= self.idle_timeout && !entry.sender.is_closed()
-            });
-            !idle.is_empty()
-        });
+        })
     }
 
     /// Sends `request` to `authority` on a pooled connection, or a new one. A pooled connection the
@@ -112,30 +78,17 @@ impl UpstreamPool {
     }
 
     async fn checkout(&self, authority: &Authority) -> Option<SendRequest<Incoming>> {
-        loop {
-            let idle = {
-                let mut pool = self.idle.lock().expect("pool lock is never poisoned");
-                pool.get_mut(authority)?.pop()?
-            };
-            if idle.since.elapsed() > self.idle_timeout || idle.sender.is_closed() {
-                continue; // dropping the sender closes the connection
-            }
-            let mut sender = idle.sender;
+        while let Some(mut sender) = self.idle.checkout(authority) {
             // Ready at once unless the connection is still finishing the last response.
             if sender.ready().await.is_ok() {
                 return Some(sender);
             }
         }
+        None
     }
 
     async fn connect(&self, authority: &Authority) -> Result<SendRequest<Incoming>, UpstreamError> {
-        let connecting = TcpStream::connect(authority.as_str());
-        let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Err(_) => return Err(UpstreamError::ConnectTimeout(authority.clone())),
-            Ok(Err(error)) => return Err(UpstreamError::Connect(authority.clone(), error)),
-            Ok(Ok(stream)) => stream,
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = idle_pool::connect(authority, self.connect_timeout).await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -150,14 +103,14 @@ impl UpstreamPool {
     }
 
     fn wrap(
-        self: &Arc<Self>,
+        &self,
         authority: &Authority,
         sender: SendRequest<Incoming>,
         response: Response<Incoming>,
     ) -> Response<PooledBody> {
         let reusable = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
         let release = reusable.then(|| Release {
-            pool: self.clone(),
+            pool: self.idle.clone(),
             authority: authority.clone(),
             sender,
         });
@@ -169,21 +122,10 @@ impl UpstreamPool {
         };
         response.map(|inner| PooledBody { inner, release })
     }
-
-    fn give_back(&self, authority: Authority, sender: SendRequest<Incoming>) {
-        let mut pool = self.idle.lock().expect("pool lock is never poisoned");
-        let idle = pool.entry(authority).or_default();
-        if idle.len() < MAX_IDLE_PER_UPSTREAM {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-        }
-    }
 }
 
 struct Release {
-    pool: Arc<UpstreamPool>,
+    pool: Arc<IdlePool<SendRequest<Incoming>>>,
     authority: Authority,
     sender: SendRequest<Incoming>,
 }

@@ -9,28 +9,24 @@
 mod codec;
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use foldhash::HashMap;
 use http::uri::Authority;
 use http::{Method, Response};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::idle_pool::{self, IdlePool, Reusable};
 use super::upstream::UpstreamError;
 pub use codec::ProtocolError;
 use codec::{BodyDecoder, Decoded, Parsed};
 
 /// Bytes read from the upstream at a time (at least).
 const READ_SIZE: usize = 16 * 1024;
-/// Idle connections kept per upstream address; more are closed when returned.
-const MAX_IDLE_PER_UPSTREAM: usize = 256;
-/// The longest pause between two sweeps of idle connections.
-const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(10);
 
 struct Conn {
     stream: TcpStream,
@@ -38,7 +34,7 @@ struct Conn {
     buf: BytesMut,
 }
 
-impl Conn {
+impl Reusable for Conn {
     /// Whether an idle connection can carry a request. An idle socket that turned readable was
     /// closed by the upstream (or holds bytes nobody asked for): either way it is done.
     fn is_usable(&mut self) -> bool {
@@ -51,16 +47,10 @@ impl Conn {
     }
 }
 
-struct Idle {
-    conn: Conn,
-    since: Instant,
-}
-
-/// One worker's idle lean connections, per upstream address, reused most-recent-first.
+/// One worker's idle lean connections.
 pub struct H1Pool {
-    idle: Mutex<HashMap<Authority, Vec<Idle>>>,
+    idle: Arc<IdlePool<Conn>>,
     connect_timeout: Duration,
-    idle_timeout: Duration,
 }
 
 /// How an exchange on one connection failed, which decides whether a fresh connection may try.
@@ -73,44 +63,17 @@ enum Failure {
 impl H1Pool {
     /// Must be called inside the worker's runtime: the pool's sweeper runs there.
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
-        let pool = Arc::new(H1Pool {
-            idle: Mutex::default(),
+        Arc::new(H1Pool {
+            idle: IdlePool::new(idle_timeout),
             connect_timeout,
-            idle_timeout,
-        });
-        // Without traffic nothing checks connections out, so expired and closed ones would hold
-        // their sockets forever; the sweeper closes them.
-        let weak = Arc::downgrade(&pool);
-        let period = idle_timeout.min(MAX_SWEEP_PERIOD);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(period);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                match weak.upgrade() {
-                    Some(pool) => pool.sweep(),
-                    None => return,
-                }
-            }
-        });
-        pool
+        })
     }
 
-    fn sweep(&self) {
-        let mut pool = self.idle.lock().expect("pool lock is never poisoned");
-        pool.retain(|_, idle| {
-            idle.retain_mut(|entry| {
-                entry.since.elapsed() <= self.idle_timeout && entry.conn.is_usable()
-            });
-            !idle.is_empty()
-        });
-    }
-
-    /// Sends a bodiless request (`method`, origin-form `target`, `headers`) to `authority`. A
-    /// pooled connection that turns out closed is retried once on a fresh one when the request
-    /// is idempotent, or when nothing of it could be written.
+    /// Sends a bodiless request (`method`, origin-form `target`, `headers`) to `authority`. When a
+    /// pooled connection turns out closed (nothing came back), an idempotent request is retried
+    /// once on a fresh one.
     pub async fn send(
-        self: &Arc<Self>,
+        &self,
         authority: &Authority,
         method: &Method,
         target: &str,
@@ -118,7 +81,7 @@ impl H1Pool {
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let mut head = Vec::new();
         codec::encode_request_head(method, target, headers, &mut head);
-        if let Some(conn) = self.checkout(authority) {
+        if let Some(conn) = self.idle.checkout(authority) {
             match exchange(conn, &head, method).await {
                 Ok(done) => return Ok(self.respond(authority, done)),
                 Err(Failure::NoResponse(_)) if method.is_idempotent() => {}
@@ -133,40 +96,24 @@ impl H1Pool {
         }
     }
 
-    fn checkout(&self, authority: &Authority) -> Option<Conn> {
-        let mut pool = self.idle.lock().expect("pool lock is never poisoned");
-        let idle = pool.get_mut(authority)?;
-        while let Some(mut entry) = idle.pop() {
-            if entry.since.elapsed() <= self.idle_timeout && entry.conn.is_usable() {
-                return Some(entry.conn);
-            }
-        }
-        None
-    }
-
     async fn connect(&self, authority: &Authority) -> Result<Conn, UpstreamError> {
-        let connecting = TcpStream::connect(authority.as_str());
-        let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Err(_) => return Err(UpstreamError::ConnectTimeout(authority.clone())),
-            Ok(Err(error)) => return Err(UpstreamError::Connect(authority.clone(), error)),
-            Ok(Ok(stream)) => stream,
-        };
-        let _ = stream.set_nodelay(true);
         Ok(Conn {
-            stream,
+            stream: idle_pool::connect(authority, self.connect_timeout).await?,
             buf: BytesMut::new(),
         })
     }
 
     fn respond(
-        self: &Arc<Self>,
+        &self,
         authority: &Authority,
         (conn, head): (Conn, codec::ResponseHead),
     ) -> Response<ResponseBody> {
         let mut body = ResponseBody {
             decoder: BodyDecoder::new(head.framing),
             conn: Some(conn),
-            release: head.reusable.then(|| (self.clone(), authority.clone())),
+            release: head
+                .reusable
+                .then(|| (self.idle.clone(), authority.clone())),
         };
         if body.decoder.is_done() {
             body.finish();
@@ -176,17 +123,6 @@ impl H1Pool {
         *response.version_mut() = head.version;
         *response.headers_mut() = head.headers;
         response
-    }
-
-    fn give_back(&self, authority: Authority, conn: Conn) {
-        let mut pool = self.idle.lock().expect("pool lock is never poisoned");
-        let idle = pool.entry(authority).or_default();
-        if idle.len() < MAX_IDLE_PER_UPSTREAM {
-            idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
-        }
     }
 }
 
@@ -240,7 +176,7 @@ pub enum BodyError {
 pub struct ResponseBody {
     decoder: BodyDecoder,
     conn: Option<Conn>,
-    release: Option<(Arc<H1Pool>, Authority)>,
+    release: Option<(Arc<IdlePool<Conn>>, Authority)>,
 }
 
 impl ResponseBody {
