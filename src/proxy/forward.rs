@@ -6,7 +6,9 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
+
+use super::request_body::RequestBody;
 use hyper_util::rt::TokioIo;
 
 use super::h1::H1Pool;
@@ -45,7 +47,7 @@ impl UpstreamClient {
     /// Sends `request` to `upstream` with `path` (already normalised) and the original query.
     pub async fn forward(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<RequestBody>,
         upstream: &Upstream,
         path: &str,
         mut origin: Origin<'_>,

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::request_body::RequestBody;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 use super::forward::Origin;
 use super::headers::strip_identity_headers;
@@ -60,7 +60,7 @@ impl Outcome {
 impl Proxy {
     pub async fn handle(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         connection: Connection,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
@@ -97,7 +97,7 @@ impl Proxy {
 
     async fn route_and_forward(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         connection: Connection,
         request_id: &HeaderValue,
         outcome: &mut Outcome,
@@ -146,7 +146,7 @@ impl Proxy {
     /// Routes, authenticates and authorizes: either the answer, or the request ready to forward.
     async fn admit(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<RequestBody>,
         connection: Connection,
         request_id: &HeaderValue,
         outcome: &mut Outcome,
@@ -391,7 +391,7 @@ enum Admitted {
 
 /// A request that may go to its route's backend, with what forwarding it needs.
 struct Forwarding {
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     route: Arc<Route>,
     backend: Arc<crate::model::Backend>,
     /// The normalised path: exactly what the policy matched.

@@ -8,6 +8,7 @@ pub mod headers;
 mod identity;
 mod idle_pool;
 pub mod pages;
+mod request_body;
 mod request_id;
 mod reserved;
 mod route_metrics;

@@ -1,7 +1,7 @@
 //! Accept loops for the plain and TLS listeners. Each connection speaks HTTP/1.1 or HTTP/2 (by
-//! ALPN on TLS, by preface on plain) and may upgrade (WebSocket).
+//! ALPN on TLS, by preface on plain) and may upgrade (WebSocket). HTTP/1.1 connections start on
+//! the lean server (`h1::server`), which hands them to hyper's at the first request it leaves.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,9 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::Proxy;
+use super::h1;
 use super::handler::Connection;
+use super::request_body::RequestBody;
 use super::workers::Workers;
 
 /// How long open connections get to finish after shutdown starts.
@@ -73,6 +75,7 @@ async fn accept_loop(
         let (worker, proxy) = workers.pick();
         let proxy = proxy.clone();
         let watcher = graceful.watcher();
+        let shutdown = shutdown.clone();
         let tls = tls.clone();
         worker.spawn(async move {
             let stream = match tokio::net::TcpStream::from_std(stream) {
@@ -82,12 +85,20 @@ async fn accept_loop(
                 }
             };
             let Some(acceptor) = tls else {
-                return serve_connection(stream, peer, false, proxy, watcher).await;
+                let connection = Connection { peer, tls: false };
+                return h1::server::serve(stream, connection, proxy, shutdown, watcher).await;
             };
             let handshake =
                 tokio::time::timeout(proxy.config.header_read_timeout, acceptor.accept(stream));
             match handshake.await {
-                Ok(Ok(stream)) => serve_connection(stream, peer, true, proxy, watcher).await,
+                Ok(Ok(stream)) => {
+                    let connection = Connection { peer, tls: true };
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        serve_with_hyper(stream, connection, proxy, watcher).await
+                    } else {
+                        h1::server::serve(stream, connection, proxy, shutdown, watcher).await
+                    }
+                }
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -102,20 +113,24 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection<S>(
+/// Serves the connection with hyper's server: HTTP/2, and HTTP/1.1 from the first request the
+/// lean server leaves to hyper on.
+pub(super) async fn serve_with_hyper<S>(
     stream: S,
-    peer: SocketAddr,
-    tls: bool,
+    connection: Connection,
     proxy: Arc<Proxy>,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let connection = Connection { peer, tls };
+    let peer = connection.peer;
     let header_read_timeout = proxy.config.header_read_timeout;
     let service = service_fn(move |request| {
         let proxy = proxy.clone();
-        async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, connection).await) }
+        async move {
+            let request = request.map(RequestBody::Hyper);
+            Ok::<_, std::convert::Infallible>(proxy.handle(request, connection).await)
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

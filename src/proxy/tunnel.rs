@@ -10,10 +10,10 @@ use std::net::IpAddr;
 
 use std::time::Duration;
 
+use super::request_body::RequestBody;
 use futures_util::{SinkExt, StreamExt};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -47,7 +47,7 @@ impl Proxy {
     /// Answers the upgrade (101) and relays on a task of its own.
     pub(super) fn open_tunnel(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<RequestBody>,
         tunnel: TunnelRequest,
         request_id: &HeaderValue,
     ) -> Result<Response<ProxyBody>, Answer> {

@@ -14,6 +14,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use super::idle_pool::{self, IdlePool, Reusable};
+use super::request_body::RequestBody;
 
 /// Why a request did not get a response from the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -30,14 +31,14 @@ pub enum UpstreamError {
     Protocol(super::h1::ProtocolError),
 }
 
-impl Reusable for SendRequest<Incoming> {
+impl Reusable for SendRequest<RequestBody> {
     fn is_usable(&mut self) -> bool {
         !self.is_closed()
     }
 }
 
 pub struct UpstreamPool {
-    idle: Arc<IdlePool<SendRequest<Incoming>>>,
+    idle: Arc<IdlePool<SendRequest<RequestBody>>>,
     connect_timeout: Duration,
 }
 
@@ -56,7 +57,7 @@ impl UpstreamPool {
     pub async fn send(
         self: &Arc<Self>,
         authority: &Authority,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let mut request = request;
         if let Some(mut sender) = self.checkout(authority).await {
@@ -77,7 +78,7 @@ impl UpstreamPool {
         Ok(self.wrap(authority, sender, response))
     }
 
-    async fn checkout(&self, authority: &Authority) -> Option<SendRequest<Incoming>> {
+    async fn checkout(&self, authority: &Authority) -> Option<SendRequest<RequestBody>> {
         while let Some(mut sender) = self.idle.checkout(authority) {
             // Ready at once unless the connection is still finishing the last response.
             if sender.ready().await.is_ok() {
@@ -87,7 +88,10 @@ impl UpstreamPool {
         None
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<SendRequest<Incoming>, UpstreamError> {
+    async fn connect(
+        &self,
+        authority: &Authority,
+    ) -> Result<SendRequest<RequestBody>, UpstreamError> {
         let stream = idle_pool::connect(authority, self.connect_timeout).await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -105,7 +109,7 @@ impl UpstreamPool {
     fn wrap(
         &self,
         authority: &Authority,
-        sender: SendRequest<Incoming>,
+        sender: SendRequest<RequestBody>,
         response: Response<Incoming>,
     ) -> Response<PooledBody> {
         let reusable = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
@@ -125,9 +129,9 @@ impl UpstreamPool {
 }
 
 struct Release {
-    pool: Arc<IdlePool<SendRequest<Incoming>>>,
+    pool: Arc<IdlePool<SendRequest<RequestBody>>>,
     authority: Authority,
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<RequestBody>,
 }
 
 impl Release {

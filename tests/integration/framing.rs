@@ -68,7 +68,7 @@ async fn raw_backend() -> u16 {
     port
 }
 
-async fn proxy_to_raw_backend() -> (tempfile::TempDir, kube_iap::serve::Running) {
+pub async fn proxy_to_raw_backend() -> (tempfile::TempDir, kube_iap::serve::Running) {
     let port = raw_backend().await;
     let dir = manifests::folder(&[("raw", port)]);
     write(

@@ -8,6 +8,7 @@ mod bearer;
 mod binary;
 mod browser;
 mod chart;
+mod client_connections;
 mod controller;
 mod crds;
 mod docs;

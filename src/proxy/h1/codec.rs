@@ -7,7 +7,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
 /// Most header fields accepted in a response head or trailer section (hyper's default too).
-const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS: usize = 100;
 /// Longest response head or trailer section accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Longest chunk-size line (size plus extensions) accepted.
@@ -49,6 +49,37 @@ pub fn encode_request_head(method: &Method, target: &str, headers: &HeaderMap, o
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Where a field's name and value sit in the head: (name at, name length, value at, value length).
+pub type FieldSpan = (usize, usize, usize, usize);
+
+pub fn span(base: usize, part: &[u8]) -> (usize, usize) {
+    (part.as_ptr() as usize - base, part.len())
+}
+
+/// The spans of `fields`, parsed from a buffer starting at address `base`, so that values can
+/// share the head's bytes once it is split off the buffer (the parser borrows it until then).
+pub fn field_spans(base: usize, fields: &[httparse::Header<'_>]) -> [FieldSpan; MAX_HEADERS] {
+    let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
+    for (slot, field) in spans.iter_mut().zip(fields) {
+        let (name_at, name_len) = span(base, field.name.as_bytes());
+        let (value_at, value_len) = span(base, field.value);
+        *slot = (name_at, name_len, value_at, value_len);
+    }
+    spans
+}
+
+/// The header map of a parsed head; values share `head`'s bytes.
+pub fn header_map(head: &Bytes, spans: &[FieldSpan]) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &(name_at, name_len, value_at, value_len) in spans {
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len]).ok()?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len)).ok()?;
+        headers.append(name, value);
+    }
+    Some(headers)
 }
 
 /// How the body of a response ends.
@@ -103,28 +134,11 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Where each field sits in the head, so values can share the head's bytes once it is split
-    // off the buffer (the parser borrows the buffer until then).
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let spans = field_spans(buf.as_ptr() as usize, response.headers);
     let count = response.headers.len();
-    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-        *span = (
-            field.name.as_ptr() as usize - base,
-            field.name.len(),
-            field.value.as_ptr() as usize - base,
-            field.value.len(),
-        );
-    }
     let head = buf.split_to(consumed).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name_at, name_len, value_at, value_len) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
-            .map_err(|_| ProtocolError::Head("invalid header name".into()))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
-            .map_err(|_| ProtocolError::Head(format!("invalid value of {name}")))?;
-        headers.append(name, value);
-    }
+    let mut headers = header_map(&head, &spans[..count])
+        .ok_or_else(|| ProtocolError::Head("invalid header field".into()))?;
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return Err(ProtocolError::UnexpectedSwitch);
     }

@@ -7,6 +7,9 @@
 //! reading at once, and upgrades still go through hyper's client (`super::upstream`).
 
 mod codec;
+mod rewind;
+pub mod server;
+mod server_codec;
 
 use std::pin::Pin;
 use std::sync::Arc;
