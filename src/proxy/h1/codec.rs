@@ -2,6 +2,8 @@
 //! request head written, the response head parsed (with the framing of its body, RFC 9112 §6.3),
 //! and the response body decoded. No I/O here, so every rule is tested without a network.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
@@ -60,19 +62,27 @@ pub fn span(base: usize, part: &[u8]) -> (usize, usize) {
 
 /// The spans of `fields`, parsed from a buffer starting at address `base`, so that values can
 /// share the head's bytes once it is split off the buffer (the parser borrows it until then).
-pub fn field_spans(base: usize, fields: &[httparse::Header<'_>]) -> [FieldSpan; MAX_HEADERS] {
-    let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
-    for (slot, field) in spans.iter_mut().zip(fields) {
-        let (name_at, name_len) = span(base, field.name.as_bytes());
-        let (value_at, value_len) = span(base, field.value);
-        *slot = (name_at, name_len, value_at, value_len);
-    }
-    spans
+pub fn field_spans(base: usize, fields: &[httparse::Header<'_>]) -> Vec<FieldSpan> {
+    fields
+        .iter()
+        .map(|field| {
+            let (name_at, name_len) = span(base, field.name.as_bytes());
+            let (value_at, value_len) = span(base, field.value);
+            (name_at, name_len, value_at, value_len)
+        })
+        .collect()
 }
 
-/// The header map of a parsed head; values share `head`'s bytes.
-pub fn header_map(head: &Bytes, spans: &[FieldSpan]) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+/// Room for the most fields a head may have, left uninitialised: zeroing it cost more than
+/// parsing a typical head.
+pub fn field_slots<'buf>() -> [MaybeUninit<httparse::Header<'buf>>; MAX_HEADERS] {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
+/// The header map of a parsed head, with room for `extra` fields more; values share `head`'s
+/// bytes.
+pub fn header_map(head: &Bytes, spans: &[FieldSpan], extra: usize) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + extra);
     for &(name_at, name_len, value_at, value_len) in spans {
         let name = HeaderName::from_bytes(&head[name_at..name_at + name_len]).ok()?;
         let value =
@@ -117,9 +127,14 @@ pub enum Parsed {
 
 /// Parses the response head at the front of `buf`, consuming it when complete.
 pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, ProtocolError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let consumed = match response.parse(buf) {
+    let mut fields = field_slots();
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut fields,
+    );
+    let consumed = match parsed {
         Ok(httparse::Status::Complete(consumed)) => consumed,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
             return Err(ProtocolError::HeadTooLarge);
@@ -135,9 +150,9 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed
         _ => Version::HTTP_11,
     };
     let spans = field_spans(buf.as_ptr() as usize, response.headers);
-    let count = response.headers.len();
     let head = buf.split_to(consumed).freeze();
-    let mut headers = header_map(&head, &spans[..count])
+    // The relayed response gains a Date.
+    let mut headers = header_map(&head, &spans, 1)
         .ok_or_else(|| ProtocolError::Head("invalid header field".into()))?;
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return Err(ProtocolError::UnexpectedSwitch);

@@ -11,7 +11,11 @@ use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 
-use super::codec::{MAX_HEAD_BYTES, MAX_HEADERS, field_spans, header_map, span};
+use super::codec::{MAX_HEAD_BYTES, field_slots, field_spans, header_map, span};
+
+/// Fields the proxy adds to a request on its way upstream (X-Forwarded-*, the request id,
+/// identity headers), so the map need not grow.
+const FORWARDING_FIELDS: usize = 8;
 
 /// A request the lean server serves.
 #[derive(Debug)]
@@ -37,9 +41,9 @@ pub enum ParsedRequest {
 
 /// Parses the request head at the front of `buf`; consumes it only when the lean server takes it.
 pub fn parse_request_head(buf: &mut BytesMut) -> ParsedRequest {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut fields);
-    let consumed = match parsed.parse(buf) {
+    let mut fields = field_slots();
+    let mut parsed = httparse::Request::new(&mut []);
+    let consumed = match parsed.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(consumed)) => consumed,
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD_BYTES => {
             return ParsedRequest::Partial;
@@ -101,10 +105,9 @@ pub fn parse_request_head(buf: &mut BytesMut) -> ParsedRequest {
     let base = buf.as_ptr() as usize;
     let target = span(base, parsed.path.unwrap_or_default().as_bytes());
     let spans = field_spans(base, parsed.headers);
-    let count = parsed.headers.len();
     let head = buf.split_to(consumed).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1));
-    let (Ok(uri), Some(headers)) = (uri, header_map(&head, &spans[..count])) else {
+    let (Ok(uri), Some(headers)) = (uri, header_map(&head, &spans, FORWARDING_FIELDS)) else {
         // A target or field the `http` types refuse: hyper answers it (400), from the same bytes.
         restore(buf, &head);
         return ParsedRequest::HandOver;
