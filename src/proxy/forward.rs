@@ -7,13 +7,12 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body;
-
-use super::request_body::RequestBody;
 use hyper_util::rt::TokioIo;
 
 use super::h1::H1Pool;
 use super::headers;
 use super::pages::Answer;
+use super::request_body::RequestBody;
 use super::upstream::{UpstreamError, UpstreamPool};
 use super::{BoxError, ProxyBody, ProxyConfig};
 use crate::model::Upstream;

@@ -114,6 +114,21 @@ async fn closed(stream: &mut TcpStream) -> bool {
     fill(stream, &mut rest).await.is_none() && rest.is_empty()
 }
 
+/// kube-iap with `config`, serving `echo.test` to all users from the echo backend.
+async fn proxy_to_echo(
+    config: kube_iap::proxy::ProxyConfig,
+) -> (tempfile::TempDir, kube_iap::serve::Running) {
+    let backend = backends::echo("echo").await;
+    let dir = manifests::folder(&[("echo", backend.port())]);
+    write(
+        dir.path(),
+        "p.yaml",
+        &manifests::policy("echo", "echo.test", "echo", &["allUsers"]),
+    );
+    let server = support::start_server_with(dir.path(), config).await;
+    (dir, server)
+}
+
 async fn connect(addr: SocketAddr) -> TcpStream {
     TcpStream::connect(addr)
         .await
@@ -203,14 +218,11 @@ async fn connection_close_from_the_client_is_honoured_after_the_response() {
 
 #[tokio::test]
 async fn a_request_with_a_body_after_bodiless_ones_is_served_whole_on_the_same_connection() {
-    let backend = backends::echo("echo").await;
-    let dir = manifests::folder(&[("echo", backend.port())]);
-    write(
-        dir.path(),
-        "p.yaml",
-        &manifests::policy("echo", "echo.test", "echo", &["allUsers"]),
-    );
-    let server = support::start_server(dir.path()).await;
+    let (_dir, server) = proxy_to_echo(kube_iap::proxy::ProxyConfig {
+        access_log: false,
+        ..Default::default()
+    })
+    .await;
     let mut stream = connect(server.http_addr.unwrap()).await;
     let mut buf = Vec::new();
     // The GET, then a POST whose head and body arrive together with the GET after it: the
@@ -240,19 +252,12 @@ async fn a_request_with_a_body_after_bodiless_ones_is_served_whole_on_the_same_c
 
 #[tokio::test]
 async fn a_client_that_never_finishes_its_head_is_let_go_after_the_header_timeout() {
-    let backend = backends::echo("echo").await;
-    let dir = manifests::folder(&[("echo", backend.port())]);
-    write(
-        dir.path(),
-        "p.yaml",
-        &manifests::policy("echo", "echo.test", "echo", &["allUsers"]),
-    );
-    let config = kube_iap::proxy::ProxyConfig {
+    let (_dir, server) = proxy_to_echo(kube_iap::proxy::ProxyConfig {
         header_read_timeout: Duration::from_millis(300),
         access_log: false,
         ..Default::default()
-    };
-    let server = support::start_server_with(dir.path(), config).await;
+    })
+    .await;
     let http = server.http_addr.unwrap();
     let mut slow = connect(http).await;
     slow.write_all(b"GET / HTTP/1.1\r\nHost: echo.test\r\n")

@@ -44,6 +44,11 @@ pub fn encode_request_head(method: &Method, target: &str, headers: &HeaderMap, o
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    encode_fields(headers, out);
+}
+
+/// Writes each header field, then the empty line that ends a head.
+pub fn encode_fields(headers: &HeaderMap, out: &mut Vec<u8>) {
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");

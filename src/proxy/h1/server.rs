@@ -120,11 +120,10 @@ async fn next_request<S: AsyncRead + Unpin>(
             // request finish.
             () = crate::shutdown::until_stopped(shutdown), if idle => return Next::Close,
         };
-        match read {
-            Ok(Ok(0)) | Ok(Err(_)) => return Next::Close,
-            Ok(Ok(_)) => {}
-            // A client that never finishes its head (or keeps an idle connection) is let go.
-            Err(_) => return Next::Close,
+        // The end, an error, or a client that never finishes its head (or keeps an idle
+        // connection past the timeout): the connection is let go.
+        if !matches!(read, Ok(Ok(read)) if read > 0) {
+            return Next::Close;
         }
     }
 }

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 
-use super::codec::{MAX_HEAD_BYTES, field_slots, field_spans, header_map, span};
+use super::codec::{MAX_HEAD_BYTES, encode_fields, field_slots, field_spans, header_map, span};
 
 /// Fields the proxy adds to a request on its way upstream (X-Forwarded-*, the request id,
 /// identity headers), so the map need not grow.
@@ -66,6 +66,7 @@ pub fn parse_request_head(buf: &mut BytesMut) -> ParsedRequest {
     let mut close = false;
     let mut keep_alive_token = false;
     let mut hosts = 0;
+    let mut content_lengths = 0;
     for field in parsed.headers.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
@@ -76,6 +77,7 @@ pub fn parse_request_head(buf: &mut BytesMut) -> ParsedRequest {
             if field.value != b"0" {
                 return ParsedRequest::HandOver;
             }
+            content_lengths += 1;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"upgrade")
             || name.eq_ignore_ascii_case(b"expect")
@@ -89,11 +91,6 @@ pub fn parse_request_head(buf: &mut BytesMut) -> ParsedRequest {
             }
         }
     }
-    let content_lengths = parsed
-        .headers
-        .iter()
-        .filter(|field| field.name.eq_ignore_ascii_case("content-length"))
-        .count();
     if hosts > 1 || content_lengths > 1 {
         return ParsedRequest::HandOver;
     }
@@ -224,13 +221,7 @@ pub fn encode_response_head(status: StatusCode, headers: &HeaderMap, out: &mut V
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    encode_fields(headers, out);
 }
 
 /// The line that opens a chunk of `length` bytes.
