@@ -341,8 +341,8 @@ impl Proxy {
         request
             .headers_mut()
             .insert(super::request_id::X_REQUEST_ID, request_id.clone());
-        let revoked = match (&identity, is_upgrade_request(request.headers())) {
-            (Some(identity), true) => Some(self.watch_access(
+        let revoked = match &identity {
+            Some(identity) if is_upgrade_request(request.headers()) => Some(self.watch_access(
                 &host,
                 &normalized,
                 request.method().as_str(),

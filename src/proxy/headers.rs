@@ -53,11 +53,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .filter(|name| HOP_BY_HOP.contains(name) || (!keep_upgrade && *name == header::UPGRADE))
         .cloned()
         .collect();
-    doomed.extend(
-        connection_tokens(headers)
-            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-            .filter(|name| !(keep_upgrade && *name == header::UPGRADE)),
-    );
+    if doomed.contains(&header::CONNECTION) {
+        doomed.extend(
+            connection_tokens(headers)
+                .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+                .filter(|name| !(keep_upgrade && *name == header::UPGRADE)),
+        );
+    }
     for name in doomed {
         headers.remove(name);
     }
@@ -68,8 +70,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Whether the client asks to switch protocols (WebSocket) on an HTTP/1.1 request.
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"))
-        && headers.contains_key(header::UPGRADE)
+    // Upgrade first: absent on nearly every request, and then the Connection options are not read.
+    headers.contains_key(header::UPGRADE)
+        && connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"))
 }
 
 /// The comma-separated options of every `Connection` header, trimmed.

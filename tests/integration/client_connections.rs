@@ -270,6 +270,36 @@ async fn a_client_that_never_finishes_its_head_is_let_go_after_the_header_timeou
 }
 
 #[tokio::test]
+async fn the_header_timeout_counts_from_the_last_response_not_from_the_connection_start() {
+    let (_dir, server) = proxy_to_echo(kube_iap::proxy::ProxyConfig {
+        header_read_timeout: Duration::from_millis(300),
+        access_log: false,
+        ..Default::default()
+    })
+    .await;
+    let mut stream = connect(server.http_addr.unwrap()).await;
+    let mut buf = Vec::new();
+    // The waits are the behaviour under test: each request comes 200 ms after the last, within
+    // the timeout, while the second comes after the first request's deadline has passed.
+    for path in ["/first", "/second"] {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: echo.test\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let response = read_response(&mut stream, &mut buf, false).await;
+        let echoed: serde_json::Value = serde_json::from_slice(&response.body).expect("echo JSON");
+        assert_eq!(
+            echoed["path"], path,
+            "{path} is served on the kept connection"
+        );
+    }
+    assert!(
+        closed(&mut stream).await,
+        "then the quiet connection is dropped"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn stopping_the_server_closes_idle_keep_alive_connections_promptly() {
     let (_dir, server) = proxy_to_raw_backend().await;
     let mut stream = connect(server.http_addr.unwrap()).await;

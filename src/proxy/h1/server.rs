@@ -6,6 +6,7 @@
 //! head and a small body in one write.
 
 use std::cell::RefCell;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
@@ -18,7 +19,7 @@ use hyper::body::Body;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::rewind::Rewind;
 use super::server_codec::{
@@ -46,10 +47,9 @@ pub async fn serve<S>(
     let header_read_timeout = proxy.config.header_read_timeout;
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     let mut out = Vec::with_capacity(READ_SIZE);
+    let mut head_timer = HeadTimer::new(header_read_timeout);
     loop {
-        let lean = match next_request(&mut stream, &mut buf, header_read_timeout, &mut shutdown)
-            .await
-        {
+        let lean = match next_request(&mut stream, &mut buf, &mut head_timer, &mut shutdown).await {
             Next::Request(lean) => lean,
             Next::HandOver => {
                 let stream = Rewind::new(stream, buf.freeze());
@@ -94,15 +94,45 @@ enum Next {
     Close,
 }
 
-/// Reads until a whole request head is buffered (or the connection ends, goes quiet for
-/// `timeout`, or must close for shutdown while idle).
+/// The deadline for a request head, with one timer per connection rather than one per request:
+/// arming a timer is a fair share of a small request's cost. The timer may fire early (it still
+/// holds an earlier request's deadline); it is then moved to the current one, so a busy
+/// connection re-arms it about once per timeout, and an idle or slow one is closed on time.
+struct HeadTimer {
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl HeadTimer {
+    fn new(timeout: Duration) -> Self {
+        HeadTimer {
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    /// Resolves once `started + timeout` has passed.
+    async fn expired(&mut self, started: Instant) {
+        let deadline = started + self.timeout;
+        loop {
+            self.sleep.as_mut().await;
+            if Instant::now() >= deadline {
+                return;
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+/// Reads until a whole request head is buffered (or the connection ends, goes quiet for the
+/// head timeout, or must close for shutdown while idle).
 async fn next_request<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
-    timeout: Duration,
+    head_timer: &mut HeadTimer,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Next {
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
     loop {
         if !buf.is_empty() {
             match server_codec::parse_request_head(buf) {
@@ -115,14 +145,15 @@ async fn next_request<S: AsyncRead + Unpin>(
         let idle = buf.is_empty();
         let read = tokio::select! {
             biased;
-            read = tokio::time::timeout_at(deadline, stream.read_buf(buf)) => read,
+            read = stream.read_buf(buf) => read,
+            () = head_timer.expired(started) => return Next::Close,
             // Between requests a stopping server closes the connection; mid-head, it lets the
             // request finish.
             () = crate::shutdown::until_stopped(shutdown), if idle => return Next::Close,
         };
         // The end, an error, or a client that never finishes its head (or keeps an idle
         // connection past the timeout): the connection is let go.
-        if !matches!(read, Ok(Ok(read)) if read > 0) {
+        if !matches!(read, Ok(read) if read > 0) {
             return Next::Close;
         }
     }
