@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::auth::idp_http::IdpHttp;
-use crate::auth::providers::describe;
+use crate::auth::providers::{describe, describe_token_error};
 
 /// What `kube-iap login` keeps between runs.
 #[derive(Debug, Serialize, Deserialize)]
@@ -108,7 +108,7 @@ async fn refresh(cached: CachedToken, refresh_token: String) -> anyhow::Result<C
         .exchange_refresh_token(&openidconnect::RefreshToken::new(refresh_token.clone()))?
         .request_async(&http)
         .await
-        .map_err(|error| anyhow::anyhow!("{}", describe(&error)))?;
+        .map_err(|error| anyhow::anyhow!("{}", describe_token_error(&error)))?;
     let id_token = tokens
         .id_token()
         .ok_or_else(|| anyhow::anyhow!("the provider returned no ID token on refresh"))?;
@@ -196,7 +196,12 @@ pub async fn login(options: LoginOptions) -> anyhow::Result<CachedToken> {
         .set_pkce_verifier(verifier)
         .request_async(&http)
         .await
-        .map_err(|error| anyhow::anyhow!("the provider refused the code: {}", describe(&error)))?;
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "the provider refused the code: {}",
+                describe_token_error(&error)
+            )
+        })?;
     let id_token = tokens
         .id_token()
         .ok_or_else(|| anyhow::anyhow!("the provider returned no ID token"))?;

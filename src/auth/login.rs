@@ -18,7 +18,7 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 
 use super::id_token::{self, TokenError};
-use super::providers::{DiscoveryFailed, Providers, describe};
+use super::providers::{DiscoveryFailed, Providers, describe_token_error};
 use super::session::{KeyRing, Purpose, Session};
 use crate::error_codes::ErrorCode;
 use crate::model::{OidcClient, SignIn};
@@ -237,7 +237,7 @@ impl Logins {
                     .client_rejected(&sign_in.client.name, detail.clone());
                 return Err(LoginError::ClientRejected(detail));
             }
-            Err(error) => return Err(LoginError::ExchangeFailed(describe(&error))),
+            Err(error) => return Err(LoginError::ExchangeFailed(describe_token_error(&error))),
         };
         let raw_token = tokens
             .id_token()

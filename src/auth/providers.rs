@@ -383,6 +383,25 @@ fn sources_of(table: &RoutingTable) -> Vec<KeySource> {
     sources
 }
 
+/// A failed token request on one line, for status messages and logs. A token response that does
+/// not parse is named only by where it broke: serde's message quotes the offending value, and in a
+/// token response the values are tokens.
+pub fn describe_token_error<RE, T>(error: &openidconnect::RequestTokenError<RE, T>) -> String
+where
+    RE: std::error::Error + 'static,
+    T: openidconnect::ErrorResponse + 'static,
+{
+    match error {
+        openidconnect::RequestTokenError::Parse(parse, _body) => format!(
+            "the provider's token response is malformed at `{}` (line {}, column {})",
+            parse.path(),
+            parse.inner().line(),
+            parse.inner().column()
+        ),
+        other => describe(other),
+    }
+}
+
 /// An error and its causes on one line, for status messages and logs.
 pub fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -396,4 +415,33 @@ pub fn describe(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openidconnect::core::CoreTokenResponse;
+
+    type TokenError = openidconnect::RequestTokenError<
+        std::io::Error,
+        openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    >;
+
+    #[test]
+    fn a_malformed_token_response_is_described_without_its_values() {
+        // `expires_in` must be a number; serde's own message quotes the wrongly typed value.
+        let body = br#"{"access_token":"secret-access-token","token_type":"bearer","expires_in":"secret-in-wrong-place"}"#;
+        let parse = serde_path_to_error::deserialize::<_, CoreTokenResponse>(
+            &mut serde_json::Deserializer::from_slice(body),
+        )
+        .expect_err("the body does not parse");
+        assert!(
+            describe(&parse).contains("secret"),
+            "the test needs a parse error that quotes a value"
+        );
+        let error: TokenError = openidconnect::RequestTokenError::Parse(parse, body.to_vec());
+        let described = describe_token_error(&error);
+        assert!(!described.contains("secret"), "{described}");
+        assert!(described.contains("expires_in"), "{described}");
+    }
 }
