@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What one proxied request costs, in figures a busy shared machine does not move much:
-#   1. CPU time per request (user and system, from /proc) of nginx as a plain reverse proxy and
+#   1. CPU time per request (user and system, from /proc) of nginx as a plain reverse proxy (with
+#      the forwarding headers kube-iap sends, and bare: Host and X-Forwarded-For only) and
 #      of kube-iap on an allUsers route, each under the same wrk load, interleaved, with what the
 #      backend and wrk spent per request alongside;
 #   2. with valgrind installed, instructions per request of kube-iap on the allUsers route and
@@ -28,12 +29,13 @@ trap cleanup EXIT INT TERM
 
 target/release/examples/sample_app 127.0.0.1:18081 2>/dev/null & pids+=($!)
 BACKEND=$!
-start_nginx "$WORK" 18082 18081
+start_nginx "$WORK" 18082 18081 18085
 target/release/kube-iap serve --manifests bench/manifests --no-https --no-access-log \
   --http-addr 127.0.0.1:18083 --admin-addr 127.0.0.1:18093 >"$WORK/kube-iap.log" 2>&1 & pids+=($!)
 KUBE_IAP=$!
 
 wait_up http://127.0.0.1:18082/plain
+wait_up http://127.0.0.1:18085/plain
 wait_up http://127.0.0.1:18083/plain
 NGINX_WORKERS=$(pgrep -f 'nginx: worker' -P "$(cat "$WORK/nginx/nginx.pid")" | tr '\n' ' ')
 
@@ -72,6 +74,7 @@ echo "CPU per request (wrk -t2 -c64, ${DURATION}s)"
 for _ in $(seq 1 "$ROUNDS"); do
   # shellcheck disable=SC2086 # one argument per worker pid
   cost nginx http://127.0.0.1:18082/plain $NGINX_WORKERS
+  cost nginx-bare http://127.0.0.1:18085/plain $NGINX_WORKERS
   cost kube-iap http://127.0.0.1:18083/plain "$KUBE_IAP"
 done
 

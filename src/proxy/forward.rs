@@ -38,7 +38,11 @@ impl UpstreamClient {
     pub fn new(config: &ProxyConfig) -> Self {
         UpstreamClient {
             pool: UpstreamPool::new(config.connect_timeout, config.pool_idle_timeout),
-            lean: H1Pool::new(config.connect_timeout, config.pool_idle_timeout),
+            lean: H1Pool::new(
+                config.connect_timeout,
+                config.pool_idle_timeout,
+                config.response_timeout,
+            ),
             response_timeout: config.response_timeout,
         }
     }
@@ -76,14 +80,12 @@ impl UpstreamClient {
             // Nothing to stream upstream: the lean client reads the response in this task.
             drop(body);
             let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            // The lean client keeps the response timeout itself, with a timer per connection.
             let sent = self
                 .lean
-                .send(&upstream.authority, &parts.method, target, &parts.headers);
-            let response = answer_of(
-                tokio::time::timeout(self.response_timeout, sent).await,
-                upstream,
-            )?;
-            return Ok(relayed(response));
+                .send(&upstream.authority, &parts.method, target, &parts.headers)
+                .await;
+            return Ok(relayed(answer_of(Ok(sent), upstream)?));
         }
 
         let sent = tokio::time::timeout(
@@ -129,7 +131,9 @@ fn answer_of<B>(
         Ok(Err(error)) => {
             tracing::debug!(upstream = %upstream.authority, %error, "upstream request failed");
             Err(match error {
-                UpstreamError::ConnectTimeout(_) => Answer::UpstreamTimeout,
+                UpstreamError::ConnectTimeout(_) | UpstreamError::ResponseTimeout => {
+                    Answer::UpstreamTimeout
+                }
                 _ => Answer::UpstreamUnavailable,
             })
         }

@@ -47,6 +47,8 @@ struct Outcome {
     route: Option<Arc<Route>>,
     host: String,
     path: String,
+    /// How long the upstream took to answer, when the request was forwarded.
+    upstream_seconds: Option<f64>,
 }
 
 impl Outcome {
@@ -63,7 +65,8 @@ impl Proxy {
         request: Request<RequestBody>,
         connection: Connection,
     ) -> Response<ProxyBody> {
-        let started = Instant::now();
+        // Only the access log reads the whole request's latency.
+        let started = self.config.access_log.then(Instant::now);
         let request_id = self.request_ids.next();
         let request_id_text = request_id.to_str().unwrap_or("-");
         let method = request.method().clone();
@@ -77,9 +80,13 @@ impl Proxy {
             Err(answer) => pages::respond(&answer, html, &request_id),
         };
         let status = response.status().as_u16();
-        self.route_metrics
-            .count_request(&self.metrics, outcome.route_name(), response.status());
-        if self.config.access_log {
+        self.route_metrics.record(
+            &self.metrics,
+            outcome.route_name(),
+            response.status(),
+            outcome.upstream_seconds,
+        );
+        if let Some(started) = started {
             tracing::info!(
                 target: "kube_iap::access",
                 request_id = request_id_text,
@@ -111,7 +118,6 @@ impl Proxy {
         };
         let Forwarding {
             request,
-            route,
             backend,
             path,
             host,
@@ -135,11 +141,7 @@ impl Proxy {
                 },
             )
             .await;
-        self.route_metrics.observe_upstream(
-            &self.metrics,
-            &route.policy,
-            started.elapsed().as_secs_f64(),
-        );
+        outcome.upstream_seconds = Some(started.elapsed().as_secs_f64());
         response
     }
 
@@ -354,7 +356,6 @@ impl Proxy {
         };
         Ok(Admitted::Forward(Forwarding {
             request,
-            route,
             backend,
             path: normalized,
             host,
@@ -392,7 +393,6 @@ enum Admitted {
 /// A request that may go to its route's backend, with what forwarding it needs.
 struct Forwarding {
     request: Request<RequestBody>,
-    route: Arc<Route>,
     backend: Arc<crate::model::Backend>,
     /// The normalised path: exactly what the policy matched.
     path: String,

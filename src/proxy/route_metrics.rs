@@ -25,10 +25,20 @@ struct Series {
 }
 
 impl RouteMetrics {
-    /// Counts one answered request of `route` (`-` when none matched).
-    pub fn count_request(&self, metrics: &Metrics, route: &str, status: http::StatusCode) {
+    /// Counts one answered request of `route` (`-` when none matched) and, when it was
+    /// forwarded, how long its upstream took: one lock and one lookup per request.
+    pub fn record(
+        &self,
+        metrics: &Metrics,
+        route: &str,
+        status: http::StatusCode,
+        upstream_seconds: Option<f64>,
+    ) {
         let mut routes = self.routes.lock().expect("metrics lock is never poisoned");
         let series = series(&mut routes, metrics, route);
+        if let Some(seconds) = upstream_seconds {
+            series.upstream_latency.observe(seconds);
+        }
         let code = status.as_u16();
         let counter = match series.requests.iter().find(|(known, _)| *known == code) {
             Some((_, counter)) => counter,
@@ -41,14 +51,6 @@ impl RouteMetrics {
             }
         };
         counter.inc();
-    }
-
-    /// Records how long `route`'s upstream took to answer.
-    pub fn observe_upstream(&self, metrics: &Metrics, route: &str, seconds: f64) {
-        let mut routes = self.routes.lock().expect("metrics lock is never poisoned");
-        series(&mut routes, metrics, route)
-            .upstream_latency
-            .observe(seconds);
     }
 }
 
@@ -78,12 +80,12 @@ mod tests {
     fn counts_land_in_the_registry_series_of_their_labels() {
         let metrics = Metrics::new();
         let cache = RouteMetrics::default();
-        for _ in 0..3 {
-            cache.count_request(&metrics, "ns/a", http::StatusCode::OK);
+        for _ in 0..2 {
+            cache.record(&metrics, "ns/a", http::StatusCode::OK, None);
         }
-        cache.count_request(&metrics, "ns/a", http::StatusCode::FORBIDDEN);
-        cache.count_request(&metrics, "-", http::StatusCode::NOT_FOUND);
-        cache.observe_upstream(&metrics, "ns/a", 0.002);
+        cache.record(&metrics, "ns/a", http::StatusCode::OK, Some(0.002));
+        cache.record(&metrics, "ns/a", http::StatusCode::FORBIDDEN, None);
+        cache.record(&metrics, "-", http::StatusCode::NOT_FOUND, None);
         let get =
             |route: &str, status: &str| metrics.requests.with_label_values(&[route, status]).get();
         assert_eq!(get("ns/a", "200"), 3);
@@ -103,9 +105,9 @@ mod tests {
         let metrics = Metrics::new();
         let cache = RouteMetrics::default();
         for i in 0..MAX_ROUTES + 10 {
-            cache.count_request(&metrics, &format!("ns/p{i}"), http::StatusCode::OK);
+            cache.record(&metrics, &format!("ns/p{i}"), http::StatusCode::OK, None);
         }
-        cache.count_request(&metrics, "ns/p0", http::StatusCode::OK);
+        cache.record(&metrics, "ns/p0", http::StatusCode::OK, Some(0.001));
         assert!(cache.routes.lock().unwrap().len() <= MAX_ROUTES);
         assert_eq!(
             metrics.requests.with_label_values(&["ns/p0", "200"]).get(),

@@ -29,6 +29,8 @@ pub enum UpstreamError {
     Io(std::io::Error),
     #[error("the upstream broke HTTP/1.1: {0}")]
     Protocol(super::h1::ProtocolError),
+    #[error("the upstream did not answer in time")]
+    ResponseTimeout,
 }
 
 impl Reusable for SendRequest<RequestBody> {

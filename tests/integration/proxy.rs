@@ -195,6 +195,85 @@ async fn backend_failures_get_502_and_503_pages() {
     server.shutdown().await;
 }
 
+/// A backend that answers `GET /fast` at once and never answers anything else, keeping the
+/// connection open: an application stuck on a request.
+async fn stalling_backend() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head: Vec<u8> = buf.drain(..end + 4).collect();
+                    if !head.starts_with(b"GET /fast ") {
+                        // Hold the connection, answering nothing, until the proxy gives up.
+                        let _ = stream.read(&mut [0u8; 1]).await;
+                        return;
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nfast";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_that_does_not_answer_in_time_gets_a_504_page_on_fresh_and_pooled_connections()
+{
+    let backend = stalling_backend().await;
+    let dir = manifests::folder(&[("stuck", backend.port())]);
+    write(
+        dir.path(),
+        "p.yaml",
+        &manifests::policy("stuck", "stuck.test", "stuck", &["allUsers"]),
+    );
+    let timeout = std::time::Duration::from_millis(700);
+    let server = support::start_server_with(
+        dir.path(),
+        kube_iap::proxy::ProxyConfig {
+            access_log: false,
+            response_timeout: timeout,
+            ..kube_iap::proxy::ProxyConfig::default()
+        },
+    )
+    .await;
+    let http = server.http_addr.unwrap();
+
+    // The first answer leaves a pooled connection, whose timer holds this exchange's deadline.
+    let fast = get(http, "stuck.test", "/fast", &[]).await;
+    assert_eq!(fast.status, 200, "{}", fast.text());
+    for attempt in ["pooled connection", "fresh connection"] {
+        let started = std::time::Instant::now();
+        let stuck = get(http, "stuck.test", "/stuck", &[]).await;
+        let took = started.elapsed();
+        assert_eq!(stuck.status, 504, "{attempt}: {}", stuck.text());
+        assert_eq!(stuck.header("x-kube-iap-generated-response"), Some("true"));
+        assert!(
+            took >= timeout && took < timeout + std::time::Duration::from_secs(5),
+            "{attempt}: answered after {took:?}, the timeout is {timeout:?}"
+        );
+    }
+    // A timed-out connection is not reused; the next request gets a working one.
+    let fast = get(http, "stuck.test", "/fast", &[]).await;
+    assert_eq!(fast.status, 200, "{}", fast.text());
+    assert_eq!(fast.body, Bytes::from_static(b"fast"));
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_broken_oauth_client_fails_its_routes_closed_with_code_7_without_leaking_the_secret() {
     let backend = backends::echo("web").await;

@@ -48,8 +48,14 @@ pub async fn serve<S>(
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     let mut out = Vec::with_capacity(READ_SIZE);
     let mut head_timer = HeadTimer::new(header_read_timeout);
+    // One wait for shutdown per connection, polled between requests: waiting afresh before each
+    // request registered and unregistered a waiter every time.
+    let stopping = shutdown.clone();
+    let mut stopped =
+        std::pin::pin!(async move { crate::shutdown::until_stopped(&mut shutdown).await });
     loop {
-        let lean = match next_request(&mut stream, &mut buf, &mut head_timer, &mut shutdown).await {
+        let next = next_request(&mut stream, &mut buf, &mut head_timer, stopped.as_mut()).await;
+        let lean = match next {
             Next::Request(lean) => lean,
             Next::HandOver => {
                 let stream = Rewind::new(stream, buf.freeze());
@@ -71,7 +77,7 @@ pub async fn serve<S>(
             head_only,
             client_version,
             exact_length: response.body().size_hint().exact(),
-            keep_alive: keep_alive && !*shutdown.borrow(),
+            keep_alive: keep_alive && !*stopping.borrow(),
         };
         out.clear();
         match write_response(&mut stream, response, context, &mut out).await {
@@ -130,7 +136,7 @@ async fn next_request<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     head_timer: &mut HeadTimer,
-    shutdown: &mut watch::Receiver<bool>,
+    mut stopped: Pin<&mut impl Future<Output = ()>>,
 ) -> Next {
     let started = Instant::now();
     loop {
@@ -149,7 +155,7 @@ async fn next_request<S: AsyncRead + Unpin>(
             () = head_timer.expired(started) => return Next::Close,
             // Between requests a stopping server closes the connection; mid-head, it lets the
             // request finish.
-            () = crate::shutdown::until_stopped(shutdown), if idle => return Next::Close,
+            () = stopped.as_mut(), if idle => return Next::Close,
         };
         // The end, an error, or a client that never finishes its head (or keeps an idle
         // connection past the timeout): the connection is let go.
