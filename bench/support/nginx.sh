@@ -18,6 +18,10 @@ wait_up() {
 # for reference.
 start_nginx() {
   local work=$1/nginx listen=$2 backend=$3 bare=${4:-}
+  local backend_headers='
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header X-Request-Id $connection-$connection_requests;'
   mkdir -p "$work"
   cat > "$work/nginx.conf" <<CONF
 worker_processes 2;
@@ -33,35 +37,28 @@ http {
   uwsgi_temp_path $work/uwsgi;
   scgi_temp_path $work/scgi;
   upstream app { server 127.0.0.1:$backend; keepalive 128; }
-  server {
-    listen 127.0.0.1:$listen;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$host;
-      proxy_set_header X-Request-Id \$connection-\$connection_requests;
-    }
-  }
 CONF
-  if [ -n "$bare" ]; then
-    cat >> "$work/nginx.conf" <<CONF
-  server {
-    listen 127.0.0.1:$bare;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-    }
-  }
-CONF
-  fi
-  echo "}" >> "$work/nginx.conf"
+  {
+    server_block "$listen" "$backend_headers"
+    [ -z "$bare" ] || server_block "$bare" ""
+    echo "}"
+  } >> "$work/nginx.conf"
   nginx -e "$work/error.log" -p "$work" -c "$work/nginx.conf" &
   pids+=($!)
+}
+
+# One proxying server block on 127.0.0.1:PORT, sending Host, X-Forwarded-For and EXTRA.
+server_block() {
+  cat <<CONF
+  server {
+    listen 127.0.0.1:$1;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;$2
+    }
+  }
+CONF
 }

@@ -13,9 +13,11 @@ use crate::support::manifests::{self, write};
 use crate::support::{self, get, send};
 
 /// The raw response the backend sends for `path`, numbered by its connection (`{conn}`), and
-/// whether it closes the connection afterwards.
+/// whether it closes the connection afterwards. Empty: it answers nothing and holds the
+/// connection, as an application stuck on a request does.
 fn raw_response(method: &str, path: &str) -> (String, bool) {
     match (method, path) {
+        (_, "/stall") => (String::new(), false),
         (_, "/chunked") => (
             "HTTP/1.1 200 OK\r\nx-conn: {conn}\r\ntransfer-encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\n\r\n".into(),
             false,
@@ -57,6 +59,10 @@ async fn raw_backend() -> u16 {
                     let mut line = head.split(' ');
                     let (method, path) = (line.next().unwrap_or(""), line.next().unwrap_or(""));
                     let (response, close) = raw_response(method, path);
+                    if response.is_empty() {
+                        let _ = stream.read(&mut [0u8; 1]).await;
+                        return;
+                    }
                     let response = response.replace("{conn}", &conn.to_string());
                     if stream.write_all(response.as_bytes()).await.is_err() || close {
                         return;
@@ -69,6 +75,18 @@ async fn raw_backend() -> u16 {
 }
 
 pub async fn proxy_to_raw_backend() -> (tempfile::TempDir, kube_iap::serve::Running) {
+    proxy_to_raw_backend_with(kube_iap::proxy::ProxyConfig {
+        access_log: false,
+        workers: 1,
+        ..Default::default()
+    })
+    .await
+}
+
+/// The raw backend behind kube-iap configured by `config` (one worker: one upstream pool).
+async fn proxy_to_raw_backend_with(
+    config: kube_iap::proxy::ProxyConfig,
+) -> (tempfile::TempDir, kube_iap::serve::Running) {
     let port = raw_backend().await;
     let dir = manifests::folder(&[("raw", port)]);
     write(
@@ -76,11 +94,6 @@ pub async fn proxy_to_raw_backend() -> (tempfile::TempDir, kube_iap::serve::Runn
         "p.yaml",
         &manifests::policy("raw", "raw.test", "raw", &["allUsers"]),
     );
-    let config = kube_iap::proxy::ProxyConfig {
-        access_log: false,
-        workers: 1,
-        ..Default::default()
-    };
     let server = support::start_server_with(dir.path(), config).await;
     (dir, server)
 }
@@ -170,5 +183,42 @@ async fn a_body_cut_short_by_the_upstream_is_not_passed_off_as_complete() {
         assert!("only this".starts_with(body), "{body}");
     }
     assert_eq!(get(http, "raw.test", "/plain", &[]).await.text(), "plain");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_does_not_answer_in_time_gets_a_504_on_pooled_and_fresh_connections() {
+    let timeout = std::time::Duration::from_millis(700);
+    let (_dir, server) = proxy_to_raw_backend_with(kube_iap::proxy::ProxyConfig {
+        access_log: false,
+        workers: 1,
+        response_timeout: timeout,
+        ..Default::default()
+    })
+    .await;
+    let http = server.http_addr.expect("http listener");
+
+    // The first answer leaves connection 0 pooled, its timer holding that exchange's deadline.
+    let plain = get(http, "raw.test", "/plain", &[]).await;
+    assert_eq!(plain.header("x-conn"), Some("0"), "{}", plain.text());
+    for attempt in ["pooled connection 0", "fresh connection 1"] {
+        let started = std::time::Instant::now();
+        let stalled = get(http, "raw.test", "/stall", &[]).await;
+        let took = started.elapsed();
+        assert_eq!(stalled.status, 504, "{attempt}: {}", stalled.text());
+        assert_eq!(
+            stalled.header("x-kube-iap-generated-response"),
+            Some("true")
+        );
+        assert!(
+            took >= timeout && took < timeout + std::time::Duration::from_secs(5),
+            "{attempt}: answered after {took:?}, the timeout is {timeout:?}"
+        );
+    }
+    // A connection that timed out may still get its response: it is never reused.
+    let plain = get(http, "raw.test", "/plain", &[]).await;
+    assert_eq!(plain.status, 200, "{}", plain.text());
+    assert_eq!(plain.header("x-conn"), Some("2"));
+    assert_eq!(plain.body, Bytes::from_static(b"plain"));
     server.shutdown().await;
 }
