@@ -88,11 +88,14 @@ impl UpstreamClient {
             return Ok(relayed(answer_of(Ok(sent), upstream)?));
         }
 
-        let sent = tokio::time::timeout(
+        // Boxed: hyper's client future is about a kilobyte, and unboxed it made every request's
+        // future that much larger, bodiless ones included; the request future is copied on its
+        // way up, so its size is paid on every request.
+        let sent = Box::pin(tokio::time::timeout(
             self.response_timeout,
             self.pool
                 .send(&upstream.authority, Request::from_parts(parts, body)),
-        );
+        ));
         let mut response = answer_of(sent.await, upstream)?;
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
