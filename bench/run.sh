@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Throughput and latency of one backend reached directly, through nginx as a plain reverse proxy
 # (sending the backend the forwarding headers and request id kube-iap sends; "nginx-bare" sends
-# only Host and X-Forwarded-For, for reference), through kube-iap on an allUsers route, through kube-iap signed in (a session cookie checked
-# against a domain: policy) and with a bearer ID token (cached after its first verification), in
-# one run on loopback. Then the cost of one uncached token verification.
+# only Host and X-Forwarded-For, for reference), through kube-iap on an allUsers route, through
+# kube-iap signed in (a session cookie checked against a domain: policy) and with a bearer ID
+# token (cached after its first verification), in one run on loopback. Then the cost of one
+# uncached token verification.
 #
 #   bench/run.sh [seconds-per-run] [rounds]      (defaults: 10 s, 3 rounds)
 #

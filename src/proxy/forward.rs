@@ -85,7 +85,7 @@ impl UpstreamClient {
                 .lean
                 .send(&upstream.authority, &parts.method, target, &parts.headers)
                 .await;
-            return Ok(relayed(answer_of(Ok(sent), upstream)?));
+            return Ok(relayed(answer_of(sent, upstream)?));
         }
 
         // Boxed: hyper's client future is about a kilobyte, and unboxed it made every request's
@@ -96,7 +96,8 @@ impl UpstreamClient {
             self.pool
                 .send(&upstream.authority, Request::from_parts(parts, body)),
         ));
-        let mut response = answer_of(sent.await, upstream)?;
+        let sent = sent.await.unwrap_or(Err(UpstreamError::ResponseTimeout));
+        let mut response = answer_of(sent, upstream)?;
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
@@ -126,22 +127,18 @@ where
 
 /// The upstream's response, or the page that says why there is none.
 fn answer_of<B>(
-    sent: Result<Result<Response<B>, UpstreamError>, tokio::time::error::Elapsed>,
+    sent: Result<Response<B>, UpstreamError>,
     upstream: &Upstream,
 ) -> Result<Response<B>, Answer> {
-    match sent {
-        Err(_) => Err(Answer::UpstreamTimeout),
-        Ok(Err(error)) => {
-            tracing::debug!(upstream = %upstream.authority, %error, "upstream request failed");
-            Err(match error {
-                UpstreamError::ConnectTimeout(_) | UpstreamError::ResponseTimeout => {
-                    Answer::UpstreamTimeout
-                }
-                _ => Answer::UpstreamUnavailable,
-            })
+    sent.map_err(|error| {
+        tracing::debug!(upstream = %upstream.authority, %error, "upstream request failed");
+        match error {
+            UpstreamError::ConnectTimeout(_) | UpstreamError::ResponseTimeout => {
+                Answer::UpstreamTimeout
+            }
+            _ => Answer::UpstreamUnavailable,
         }
-        Ok(Ok(response)) => Ok(response),
-    }
+    })
 }
 
 /// `path` (normalised) plus the original query. When normalisation changed nothing, the request's

@@ -200,9 +200,10 @@ async fn write_and_read_head(
     }
 }
 
-/// Resolves at `deadline` on a timer that may hold an earlier one. It is moved only when it
-/// would fire late, or when it fires before `deadline`, which on a busy connection is about once
-/// per timeout rather than once per request.
+/// Resolves at `deadline` on a connection's timer that may hold an earlier one: the lean client's
+/// response timer and the lean server's head timer. It is moved only when it would fire late, or
+/// when it fires before `deadline`, which on a busy connection is about once per timeout rather
+/// than once per request.
 async fn until_deadline(mut timer: Pin<&mut Sleep>, deadline: Instant) {
     if timer.deadline() > deadline {
         timer.as_mut().reset(deadline);

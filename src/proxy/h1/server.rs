@@ -119,14 +119,7 @@ impl HeadTimer {
 
     /// Resolves once `started + timeout` has passed.
     async fn expired(&mut self, started: Instant) {
-        let deadline = started + self.timeout;
-        loop {
-            self.sleep.as_mut().await;
-            if Instant::now() >= deadline {
-                return;
-            }
-            self.sleep.as_mut().reset(deadline);
-        }
+        super::until_deadline(self.sleep.as_mut(), started + self.timeout).await;
     }
 }
 
