@@ -8,10 +8,11 @@
 #
 #   bench/run.sh [seconds-per-run] [rounds]      (defaults: 10 s, 3 rounds)
 #
-# Peak load: wrk, 2 threads, 64 connections, the three targets interleaved round by round and the
-# median kept, so a slow minute on a shared machine hits all three alike. Half load: hey at half of
-# kube-iap's peak rate, the same rate for all three, for p99 added latency. Everything (load
-# generator included) shares this machine's cores, so compare ratios, not absolute numbers.
+# Peak load: wrk, 2 threads, 64 connections, the targets interleaved round by round (every other
+# round in reverse order) and the ratios taken within each round, their median kept, so a slow
+# minute on a shared machine hits all targets alike. Half load: hey at half of kube-iap's peak
+# rate, the same rate for all targets, in rounds the same way, for p99 added latency. Everything
+# (load generator included) shares this machine's cores, so compare ratios, not absolute numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/support/nginx.sh
@@ -74,8 +75,13 @@ for name in $TARGETS; do
   mapfile -t H < <(headers wrk "$name")
   wrk -t2 -c64 -d2s "${H[@]}" "${URL[$name]}" >/dev/null  # warm-up
 done
+# Every other round runs the targets in reverse order, so that whatever drifts during a round (the
+# machine's other load, warm caches) does not always favour the same target.
+REVERSED=$(tr ' ' '\n' <<<"$TARGETS" | tac | tr '\n' ' ')
+declare -A ROUND_RPS ALL_RATIO
 for round in $(seq 1 "$ROUNDS"); do
-  for name in $TARGETS; do
+  order=$TARGETS; [ $((round % 2)) -eq 0 ] && order=$REVERSED
+  for name in $order; do
     mapfile -t H < <(headers wrk "$name")
     out=$(wrk -t2 -c64 -d"${DURATION}s" --latency "${H[@]}" "${URL[$name]}")
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out"); [ -z "$non2xx" ] || { echo "$name answered non-2xx: $out" >&2; exit 1; }
@@ -83,7 +89,14 @@ for round in $(seq 1 "$ROUNDS"); do
     ALL_RPS[$name]+=" $rps"
     ALL_P50[$name]+=" $(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")"
     ALL_P99[$name]+=" $(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")"
+    ROUND_RPS[$name]=$rps
     echo "round $round: $name $rps requests/s" >&2
+  done
+  # Ratios within a round, where both sides saw the same minute of this machine: their median is
+  # steadier than the ratio of medians taken minutes apart.
+  for name in kube-iap kube-iap-cookie kube-iap-bearer; do
+    ALL_RATIO[$name]+=" $(awk -v k="${ROUND_RPS[$name]}" -v n="${ROUND_RPS[nginx]}" 'BEGIN{printf "%.3f", k/n}')"
+    ALL_RATIO[$name-bare]+=" $(awk -v k="${ROUND_RPS[$name]}" -v n="${ROUND_RPS[nginx-bare]}" 'BEGIN{printf "%.3f", k/n}')"
   done
 done
 for name in $TARGETS; do
@@ -94,26 +107,45 @@ done
 
 HALF_RATE=$(awk -v r="${RPS[kube-iap]}" 'BEGIN{printf "%d", r/2}')
 CONNS=16
-for name in $TARGETS; do
-  mapfile -t H < <(headers hey "$name")
-  out=$(hey -z "${DURATION}s" -c "$CONNS" -q "$((HALF_RATE / CONNS))" "${H[@]}" "${URL[$name]}")
-  non2xx=$(awk '/^ *\[[0-9]+\][ \t]+[0-9]+ responses/ && !/\[200\]/' <<<"$out"); [ -z "$non2xx" ] || { echo "$name answered non-200 under hey: $non2xx" >&2; exit 1; }
-  HALF_P99[$name]=$(awk '/ 99% in/ {printf "%.3f", $3*1000}' <<<"$out")
+declare -A ALL_HALF_P99 ALL_ADDED
+for round in $(seq 1 "$ROUNDS"); do
+  order=$TARGETS; [ $((round % 2)) -eq 0 ] && order=$REVERSED
+  for name in $order; do
+    mapfile -t H < <(headers hey "$name")
+    out=$(hey -z "${DURATION}s" -c "$CONNS" -q "$((HALF_RATE / CONNS))" "${H[@]}" "${URL[$name]}")
+    non2xx=$(awk '/^ *\[[0-9]+\][ \t]+[0-9]+ responses/ && !/\[200\]/' <<<"$out"); [ -z "$non2xx" ] || { echo "$name answered non-200 under hey: $non2xx" >&2; exit 1; }
+    ROUND_RPS[$name]=$(awk '/ 99% in/ {printf "%.3f", $3*1000}' <<<"$out")
+    ALL_HALF_P99[$name]+=" ${ROUND_RPS[$name]}"
+    echo "half load round $round: $name p99 ${ROUND_RPS[$name]} ms" >&2
+  done
+  # Added latency within a round, for the same reason as the ratios.
+  for name in kube-iap kube-iap-cookie kube-iap-bearer; do
+    ALL_ADDED[$name]+=" $(awk -v k="${ROUND_RPS[$name]}" -v d="${ROUND_RPS[direct]}" 'BEGIN{printf "%.3f", k-d}')"
+  done
 done
+for name in $TARGETS; do HALF_P99[$name]=$(median <<<"${ALL_HALF_P99[$name]}"); done
 
-printf '\nmedian of %s rounds of %ss each; half load: %ss at one rate for all\n' "$ROUNDS" "$DURATION" "$DURATION"
+printf '\nmedian of %s rounds of %ss each, at peak and at half load (one rate for all)\n' "$ROUNDS" "$DURATION"
 printf '%-16s %14s %10s %10s %18s\n' target "requests/s" "p50 ms" "p99 ms" "p99 ms @ half load"
 for name in $TARGETS; do
   printf '%-16s %14.0f %10.3f %10.3f %18.3f\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "${HALF_P99[$name]}"
 done
-awk -v k="${RPS[kube-iap]}" -v c="${RPS[kube-iap-cookie]}" -v b="${RPS[kube-iap-bearer]}" -v n="${RPS[nginx]}" \
-    -v nb="${RPS[nginx-bare]}" \
-    -v kh="${HALF_P99[kube-iap]}" -v ch="${HALF_P99[kube-iap-cookie]}" -v bh="${HALF_P99[kube-iap-bearer]}" \
-    -v dh="${HALF_P99[direct]}" -v rate="$HALF_RATE" 'BEGIN{
-  printf "\nkube-iap / nginx throughput: %.2fx allUsers, %.2fx signed in, %.2fx bearer   (target >= 1.0x)\n", k/n, c/n, b/n;
-  printf "kube-iap / nginx-bare throughput: %.2fx allUsers, %.2fx signed in, %.2fx bearer   (reference)\n", k/nb, c/nb, b/nb;
-  printf "bearer (cached) / cookie throughput: %.2fx   (target >= 0.9x)\n", b/c;
-  printf "p99 added over direct at %d req/s (half of kube-iap peak): %.3f ms allUsers, %.3f ms signed in, %.3f ms bearer   (target <= 1 ms)\n", rate, kh-dh, ch-dh, bh-dh }'
+ratio() { median <<<"${ALL_RATIO[$1]}"; }
+span() { tr ' ' '\n' <<<"${ALL_RATIO[$1]}" | grep -v '^$' | sort -g | sed -n '1p;$p' | paste -sd- | sed 's/-/ to /'; }
+printf '\nper-round kube-iap / nginx throughput ratios (median, then lowest to highest of %s rounds):\n' "$ROUNDS"
+for name in kube-iap kube-iap-cookie kube-iap-bearer; do
+  printf '  %-16s %.2fx (%s)   against nginx-bare: %.2fx (%s)\n' "$name" "$(ratio "$name")" "$(span "$name")" \
+    "$(ratio "$name-bare")" "$(span "$name-bare")"
+done
+awk -v k="$(ratio kube-iap)" -v c="$(ratio kube-iap-cookie)" -v b="$(ratio kube-iap-bearer)" \
+    -v kb="$(ratio kube-iap-bare)" -v cb="$(ratio kube-iap-cookie-bare)" -v bb="$(ratio kube-iap-bearer-bare)" \
+    -v bc="$(awk -v b="${RPS[kube-iap-bearer]}" -v c="${RPS[kube-iap-cookie]}" 'BEGIN{print b/c}')" \
+    -v ka="$(median <<<"${ALL_ADDED[kube-iap]}")" -v ca="$(median <<<"${ALL_ADDED[kube-iap-cookie]}")" \
+    -v ba="$(median <<<"${ALL_ADDED[kube-iap-bearer]}")" -v rate="$HALF_RATE" 'BEGIN{
+  printf "\nkube-iap / nginx throughput: %.2fx allUsers, %.2fx signed in, %.2fx bearer   (target >= 1.0x)\n", k, c, b;
+  printf "kube-iap / nginx-bare throughput: %.2fx allUsers, %.2fx signed in, %.2fx bearer   (reference)\n", kb, cb, bb;
+  printf "bearer (cached) / cookie throughput: %.2fx   (target >= 0.9x)\n", bc;
+  printf "p99 added over direct at %d req/s (half of kube-iap peak; median of rounds): %.3f ms allUsers, %.3f ms signed in, %.3f ms bearer   (target <= 1 ms)\n", rate, ka, ca, ba }'
 echo
 # criterion prints the name, then "time: [low estimate high]" on the next line.
 cargo bench --quiet --bench verify_token 2>/dev/null | grep -A1 '^uncached ES256' | tr -s ' \n' ' '
