@@ -30,12 +30,17 @@ impl Backend {
 
     /// The next upstream in round-robin order; `None` when the Service has no ready endpoint.
     pub fn pick(&self) -> Option<&Upstream> {
+        self.pick_index().map(|index| &self.upstreams[index])
+    }
+
+    /// The index in `upstreams` of the next upstream, for a caller that keeps the backend.
+    pub fn pick_index(&self) -> Option<usize> {
         if self.upstreams.is_empty() {
             return None;
         }
         // Relaxed is enough: the counter only spreads load, it orders nothing.
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        self.upstreams.get(turn % self.upstreams.len())
+        Some(turn % self.upstreams.len())
     }
 }
 

@@ -1,27 +1,33 @@
 //! Forwarding to the upstream: pooled connections, streamed bodies, WebSocket upgrades.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use hyper_util::rt::TokioIo;
 
-use super::h1::H1Pool;
-use super::headers;
+use super::h1::{self, H1Pool};
+use super::headers::{self, ForwardingFields};
 use super::pages::Answer;
 use super::request_body::RequestBody;
 use super::upstream::{UpstreamError, UpstreamPool};
 use super::{BoxError, ProxyBody, ProxyConfig};
-use crate::model::Upstream;
+use crate::model::{Backend, Upstream};
+
+/// About what the forwarding fields add to a request head, so that writing it rarely regrows.
+const FORWARDING_SIZE: usize = 160;
 
 pub struct UpstreamClient {
     /// Requests with a body, and upgrades.
-    pool: std::sync::Arc<UpstreamPool>,
+    pool: Arc<UpstreamPool>,
     /// Requests without a body.
-    lean: std::sync::Arc<H1Pool>,
+    lean: Arc<H1Pool>,
     response_timeout: std::time::Duration,
 }
 
@@ -32,6 +38,52 @@ pub struct Origin<'a> {
     pub host: &'a str,
     /// For an authenticated upgrade: when to close it.
     pub revoked: Option<Revocation>,
+    pub request_id: &'a HeaderValue,
+}
+
+/// A request ready for its upstream: [`UpstreamClient::prepare`] did everything that does not
+/// wait, so that what is left to await is small (a future keeps what is in scope at its awaits,
+/// and the request's future is moved on its way up: its size is paid on every request).
+pub enum Sending<'a> {
+    /// Bodiless, its head already written out: the lean client sends it on a pooled connection.
+    Lean {
+        pool: &'a H1Pool,
+        backend: Arc<Backend>,
+        /// Which of the backend's upstreams.
+        upstream: usize,
+        method: Method,
+        head: Vec<u8>,
+    },
+    /// A body to stream, or an upgrade: hyper's client, boxed (its future is about a kilobyte).
+    Hyper(Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Answer>> + Send + 'a>>),
+}
+
+impl Sending<'_> {
+    /// Sends the request; the upstream's response, or the page that says why there is none.
+    // Not an `async fn`: that would move `self` from the future's arguments into a local of its
+    // own, and the future would hold both copies.
+    #[allow(clippy::manual_async_fn)]
+    pub fn send(mut self) -> impl Future<Output = Result<Response<ProxyBody>, Answer>> + Send {
+        // Fields are used in place, not moved out, for the same reason.
+        async move {
+            match &mut self {
+                Sending::Lean {
+                    pool,
+                    backend,
+                    upstream,
+                    method,
+                    head,
+                } => {
+                    let upstream = &backend.upstreams[*upstream];
+                    // The lean client keeps the response timeout itself, with a timer per
+                    // connection.
+                    let sent = pool.send(&upstream.authority, head, method).await;
+                    Ok(relayed(answer_of(sent, upstream)?))
+                }
+                Sending::Hyper(sending) => sending.as_mut().await,
+            }
+        }
+    }
 }
 
 impl UpstreamClient {
@@ -47,15 +99,16 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `request` to `upstream` with `path` (already normalised) and the original query.
-    pub async fn forward(
+    /// Readies `request` for one of `backend`'s upstreams with `path` (already normalised) and
+    /// the original query: the forwarding headers set, the hop-by-hop ones gone.
+    pub fn prepare(
         &self,
         mut request: Request<RequestBody>,
-        upstream: &Upstream,
+        backend: Arc<Backend>,
         path: &str,
         mut origin: Origin<'_>,
-    ) -> Result<Response<ProxyBody>, Answer> {
-        let revoked = origin.revoked.take();
+    ) -> Result<Sending<'_>, Answer> {
+        let upstream = backend.pick_index().ok_or(Answer::NoHealthyUpstream)?;
         let upgrade =
             headers::is_upgrade_request(request.headers()) && request.version() == Version::HTTP_11;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -74,43 +127,62 @@ impl UpstreamClient {
         }
         parts.version = Version::HTTP_11;
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        headers::set_forwarding_headers(&mut parts.headers, origin.client, origin.tls, origin.host);
+        let fields = ForwardingFields {
+            client: origin.client,
+            tls: origin.tls,
+            host: origin.host,
+            request_id: origin.request_id,
+        };
 
         if !upgrade && body.is_end_stream() {
-            // Nothing to stream upstream: the lean client reads the response in this task.
-            drop(body);
             let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            // The lean client keeps the response timeout itself, with a timer per connection.
-            let sent = self
-                .lean
-                .send(&upstream.authority, &parts.method, target, &parts.headers)
-                .await;
-            return Ok(relayed(answer_of(sent, upstream)?));
-        }
-
-        // Boxed: hyper's client future is about a kilobyte, and unboxed it made every request's
-        // future that much larger, bodiless ones included; the request future is copied on its
-        // way up, so its size is paid on every request.
-        let sent = Box::pin(tokio::time::timeout(
-            self.response_timeout,
-            self.pool
-                .send(&upstream.authority, Request::from_parts(parts, body)),
-        ));
-        let sent = sent.await.unwrap_or(Err(UpstreamError::ResponseTimeout));
-        let mut response = answer_of(sent, upstream)?;
-
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let upstream_upgrade = hyper::upgrade::on(&mut response);
-                tokio::spawn(relay_upgraded(client_upgrade, upstream_upgrade, revoked));
-                let (parts, body) = response.into_parts();
-                return Ok(Response::from_parts(
-                    parts,
-                    body.map_err(BoxError::from).boxed(),
-                ));
+            let size: usize = parts
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum();
+            let mut head = h1::RequestHead::new(&parts.method, target, size + FORWARDING_SIZE);
+            for (name, value) in &parts.headers {
+                if !ForwardingFields::replaces(name) {
+                    head.field(name, value.as_bytes());
+                }
             }
+            fields.for_each(|name, value| head.field(name, value));
+            return Ok(Sending::Lean {
+                pool: &self.lean,
+                upstream,
+                backend,
+                method: parts.method,
+                head: head.finish(),
+            });
         }
-        Ok(relayed(response))
+        fields.set(&mut parts.headers);
+
+        let revoked = origin.revoked.take();
+        let request = Request::from_parts(parts, body);
+        Ok(Sending::Hyper(Box::pin(async move {
+            let upstream = &backend.upstreams[upstream];
+            let sent = tokio::time::timeout(
+                self.response_timeout,
+                self.pool.send(&upstream.authority, request),
+            )
+            .await
+            .unwrap_or(Err(UpstreamError::ResponseTimeout));
+            let mut response = answer_of(sent, upstream)?;
+
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(client_upgrade) = client_upgrade {
+                    let upstream_upgrade = hyper::upgrade::on(&mut response);
+                    tokio::spawn(relay_upgraded(client_upgrade, upstream_upgrade, revoked));
+                    let (parts, body) = response.into_parts();
+                    return Ok(Response::from_parts(
+                        parts,
+                        body.map_err(BoxError::from).boxed(),
+                    ));
+                }
+            }
+            Ok(relayed(response))
+        })))
     }
 }
 

@@ -1,7 +1,8 @@
 //! The per-request path: route → strip → reserved paths → admit → forward, each a small step. The
 //! table snapshot is read once, at the start.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,23 +10,23 @@ use super::request_body::RequestBody;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 
-use super::forward::Origin;
+use super::forward::{Origin, Sending};
 use super::headers::strip_identity_headers;
 use super::headers::{client_address, client_used_tls, is_upgrade_request};
 use super::pages::{self, Answer};
 use super::reserved::Reserved;
 use super::tunnel::{TUNNEL_PATH, TunnelRequest, requested_port};
 use super::{Proxy, ProxyBody};
-use crate::auth::assertion::Breakage;
+use crate::auth::assertion::{Breakage, SigningKeys};
 use crate::auth::bearer::{BearerHeader, bearer_token};
 use crate::auth::cookies::strip_proxy_cookies;
 use crate::auth::decision::{Unauthenticated, decide};
 use crate::auth::login::LoginRequest;
-use crate::auth::session::unix_now;
+use crate::auth::session::{KeyRing, unix_now};
 use crate::model::path;
 use crate::model::{Decision, RequestFacts};
 use crate::model::{Identity, canonical_host};
-use crate::model::{Route, RouteAction};
+use crate::model::{Route, RouteAction, RoutingTable};
 
 /// Forwarded (not answered) with an assertion broken as its `type` says.
 pub const SECURE_TOKEN_TEST: &str = "/_iap/secure_token_test";
@@ -60,188 +61,145 @@ impl Outcome {
 }
 
 impl Proxy {
-    pub async fn handle(
+    /// Handles one request. Everything that decides about it runs when this is called, before
+    /// the first await, so the future returned holds little more than what sending upstream
+    /// needs: the request's future is moved on its way up (into the connection's task), so its
+    /// size is paid on every request. The rare paths that wait come back boxed.
+    pub fn handle(
         &self,
         request: Request<RequestBody>,
         connection: Connection,
-    ) -> Response<ProxyBody> {
-        // Only the access log reads the whole request's latency.
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + '_ {
+        // Only the access log reads the whole request's latency and its method.
         let started = self.config.access_log.then(Instant::now);
+        let method = self.config.access_log.then(|| request.method().clone());
         let request_id = self.request_ids.next();
-        let request_id_text = request_id.to_str().unwrap_or("-");
-        let method = request.method().clone();
         let html = pages::wants_html(request.headers());
         let mut outcome = Outcome::default();
-        let response = match self
-            .route_and_forward(request, connection, &request_id, &mut outcome)
-            .await
-        {
-            Ok(response) => response,
-            Err(answer) => pages::respond(&answer, html, &request_id),
-        };
-        let status = response.status().as_u16();
-        self.route_metrics.record(
-            &self.metrics,
-            outcome.route_name(),
-            response.status(),
-            outcome.upstream_seconds,
-        );
-        if let Some(started) = started {
-            tracing::info!(
-                target: "kube_iap::access",
-                request_id = request_id_text,
-                peer = %connection.peer,
-                method = %method,
-                host = %outcome.host,
-                path = %outcome.path,
-                status,
-                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-                route = outcome.route_name(),
+        let step = self.admit(request, connection, &request_id, &mut outcome);
+        async move {
+            let ready = match step {
+                Ok(Step::Ready(ready)) => Ok(ready),
+                Ok(Step::Wait(waiting)) => waiting.await,
+                Err(answer) => Err(answer),
+            };
+            let result = match ready {
+                Ok(Ready::Answered(response)) => Ok(response),
+                Ok(Ready::Send(sending)) => {
+                    let sent = Instant::now();
+                    let response = sending.send().await;
+                    outcome.upstream_seconds = Some(sent.elapsed().as_secs_f64());
+                    response
+                }
+                Err(answer) => Err(answer),
+            };
+            let response = match result {
+                Ok(response) => response,
+                Err(answer) => pages::respond(&answer, html, &request_id),
+            };
+            self.route_metrics.record(
+                &self.metrics,
+                outcome.route_name(),
+                response.status(),
+                outcome.upstream_seconds,
             );
+            if let (Some(started), Some(method)) = (started, method) {
+                tracing::info!(
+                    target: "kube_iap::access",
+                    request_id = request_id.to_str().unwrap_or("-"),
+                    peer = %connection.peer,
+                    method = %method,
+                    host = %outcome.host,
+                    path = %outcome.path,
+                    status = response.status().as_u16(),
+                    latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    route = outcome.route_name(),
+                );
+            }
+            response
         }
-        response
     }
 
-    async fn route_and_forward(
-        &self,
-        request: Request<RequestBody>,
-        connection: Connection,
-        request_id: &HeaderValue,
-        outcome: &mut Outcome,
-    ) -> Result<Response<ProxyBody>, Answer> {
-        // Two steps, so that everything deciding about the request is gone by the time it is
-        // forwarded: a future keeps every variable in scope at an await, and the request's
-        // future is copied on its way up, so its size is paid on every request.
-        let forwarding = match self.admit(request, connection, request_id, outcome).await? {
-            Admitted::Answered(response) => return Ok(response),
-            Admitted::Forward(forwarding) => forwarding,
-        };
-        let Forwarding {
-            request,
-            backend,
-            path,
-            host,
-            client,
-            tls,
-            revoked,
-        } = forwarding;
-        let upstream = backend.pick().ok_or(Answer::NoHealthyUpstream)?;
-        let started = Instant::now();
-        let response = self
-            .upstream
-            .forward(
-                request,
-                upstream,
-                &path,
-                Origin {
-                    client,
-                    tls,
-                    host: &host,
-                    revoked,
-                },
-            )
-            .await;
-        outcome.upstream_seconds = Some(started.elapsed().as_secs_f64());
-        response
-    }
-
-    /// Routes, authenticates and authorizes: either the answer, or the request ready to forward.
-    async fn admit(
+    /// Routes, authenticates and authorizes: either the answer, or the request ready to forward,
+    /// or a boxed future for the paths that wait (a bearer token's first check, the proxy's own
+    /// paths, the start of a sign-in, a tunnel).
+    fn admit(
         &self,
         mut request: Request<RequestBody>,
         connection: Connection,
         request_id: &HeaderValue,
         outcome: &mut Outcome,
-    ) -> Result<Admitted, Answer> {
+    ) -> Result<Step<'_>, Answer> {
         let authority = request_authority(&request)
             .ok_or(Answer::MissingHost)?
             .to_string();
         let host = canonical_host(&authority).into_owned();
-        let normalized = path::normalize(request.uri().path())
+        let path = path::normalize(request.uri().path())
             .map_err(|error| Answer::BadPath(error.to_string()))?;
         if self.config.access_log {
             outcome.host.clone_from(&host);
-            outcome.path.clone_from(&normalized);
+            outcome.path.clone_from(&path);
         }
 
         strip_identity_headers(request.headers_mut());
         // The snapshot is read once; what is needed is kept, the guard is not held across awaits.
         let table = self.table.load_full();
-        let keys = table
-            .session_keys
-            .clone()
-            .unwrap_or_else(|| self.fallback_keys.clone());
-        let tls = client_used_tls(
-            connection.tls,
-            connection.peer.ip(),
-            request.headers(),
-            &self.config.trusted_proxies,
-        );
-        let login = LoginRequest {
-            host: &host,
-            authority: &authority,
-            tls,
-            keys: &keys,
-        };
-        let breakage = match normalized == SECURE_TOKEN_TEST {
+        let breakage = match path == SECURE_TOKEN_TEST {
             true => Some(secure_token_breakage(request.uri().query().unwrap_or(""))?),
             false => None,
         };
-        let client = client_address(
-            connection.peer.ip(),
-            request.headers(),
-            &self.config.trusted_proxies,
-        );
-        let signing_keys = table
-            .signing_keys
-            .clone()
-            .unwrap_or_else(|| self.fallback_signing_keys.clone());
-        if normalized == TUNNEL_PATH {
+        let admitting = Admitting {
+            tls: client_used_tls(
+                connection.tls,
+                connection.peer.ip(),
+                request.headers(),
+                &self.config.trusted_proxies,
+            ),
+            client: client_address(
+                connection.peer.ip(),
+                request.headers(),
+                &self.config.trusted_proxies,
+            ),
+            keys: table
+                .session_keys
+                .clone()
+                .unwrap_or_else(|| self.fallback_keys.clone()),
+            signing_keys: table
+                .signing_keys
+                .clone()
+                .unwrap_or_else(|| self.fallback_signing_keys.clone()),
+            request,
+            authority,
+            host,
+            path,
+            breakage,
+        };
+        if admitting.path == TUNNEL_PATH {
             let route = table
-                .host_routes(&host)
+                .host_routes(&admitting.host)
                 .first()
                 .cloned()
                 .ok_or(Answer::NoRoute)?;
             outcome.route = Some(route.clone());
             self.check_rate_limit(&route)?;
-            let sign_in = route.sign_in.as_ref().ok_or(Answer::Misconfigured(None))?;
-            // Tunnels are for programs: a bearer token, never cookies.
-            let (_, token) = bearer_token(request.headers()).ok_or(Answer::Unauthenticated)?;
-            let (identity, expires_at) =
-                Box::pin(self.bearer_identity(&sign_in.client, token)).await?;
-            let port = requested_port(request.uri().query().unwrap_or(""))?;
-            let tunnel = TunnelRequest {
-                host: host.clone(),
-                port,
-                identity,
-                expires_at,
-                client,
-            };
-            return self
-                .open_tunnel(request, tunnel, request_id)
-                .map(Admitted::Answered);
+            return Ok(Step::Wait(Box::pin(self.tunnel(
+                admitting,
+                route,
+                request_id.clone(),
+            ))));
         }
-        if normalized.starts_with(RESERVED_PREFIX) && breakage.is_none() {
-            let routes = table.host_routes(&host);
-            if routes.is_empty() {
-                return Err(Answer::NoRoute);
-            }
-            outcome.route = Some(routes[0].clone());
-            return Box::pin(self.reserved(Reserved {
-                path: &normalized,
-                query: request.uri().query().unwrap_or(""),
-                headers: request.headers(),
-                login,
-                routes,
-                client,
-                signing_keys: &signing_keys,
-                request_id,
-            }))
-            .await
-            .map(Admitted::Answered);
+        if admitting.path.starts_with(RESERVED_PREFIX) && admitting.breakage.is_none() {
+            let routes = table.host_routes(&admitting.host);
+            let first = routes.first().ok_or(Answer::NoRoute)?;
+            outcome.route = Some(first.clone());
+            return Ok(Step::Wait(Box::pin(self.answer_reserved(
+                admitting,
+                table,
+                request_id.clone(),
+            ))));
         }
         let route = table
-            .route(&host, &normalized)
+            .route(&admitting.host, &admitting.path)
             .cloned()
             .ok_or(Answer::NoRoute)?;
         outcome.route = Some(route.clone());
@@ -255,39 +213,112 @@ impl Proxy {
         };
 
         let now = unix_now();
-        let facts = RequestFacts {
-            path: &normalized,
-            method: request.method().as_str(),
-            client,
-            now: i64::try_from(now).unwrap_or(i64::MAX),
-        };
         // Public paths carry no identity at all, even for a signed-in user. A bearer token, when
         // present, decides alone: an invalid one is refused, never passed over for cookies.
-        let mut authenticated_with_authorization = false;
-        let identity = if route.access.is_public(&normalized) && breakage.is_none() {
-            None
-        } else if let Some((header, token)) = bearer_token(request.headers()) {
-            let sign_in = route.sign_in.as_ref().ok_or(Answer::Misconfigured(None))?;
-            let (identity, expires_at) =
-                Box::pin(self.bearer_identity(&sign_in.client, token)).await?;
-            authenticated_with_authorization = header == BearerHeader::Authorization;
-            Some((identity, expires_at))
-        } else {
-            self.sessions
-                .session_from(request.headers(), &host, &keys, now)
-                .map(|session| {
-                    let expires_at = session.expires_at;
-                    (Identity::from(session), expires_at)
-                })
+        if admitting.is_public(&route) {
+            return self.authorize(admitting, route, backend, None, now, request_id);
+        }
+        if let Some((header, token)) = bearer_token(admitting.request.headers()) {
+            // A token checked before is answered from the cache, without waiting.
+            let cached = route
+                .sign_in
+                .as_ref()
+                .and_then(|sign_in| self.bearer_cache.get(&sign_in.client, token, now));
+            if let Some((identity, expires_at)) = cached {
+                let credential = Credential {
+                    identity,
+                    expires_at,
+                    in_authorization: header == BearerHeader::Authorization,
+                };
+                return self.authorize(
+                    admitting,
+                    route,
+                    backend,
+                    Some(credential),
+                    now,
+                    request_id,
+                );
+            }
+            return Ok(Step::Wait(Box::pin(self.authorize_bearer(
+                admitting,
+                route,
+                backend,
+                now,
+                request_id.clone(),
+            ))));
+        }
+        let identity = self
+            .sessions
+            .session_from(
+                admitting.request.headers(),
+                &admitting.host,
+                &admitting.keys,
+                now,
+            )
+            .map(|session| {
+                let expires_at = session.expires_at;
+                Credential {
+                    identity: Identity::from(session),
+                    expires_at,
+                    in_authorization: false,
+                }
+            });
+        self.authorize(admitting, route, backend, identity, now, request_id)
+    }
+
+    /// The rest of [`Proxy::admit`] for a request with a bearer token, checked (the first time
+    /// it is seen) against the provider's keys.
+    async fn authorize_bearer(
+        &self,
+        admitting: Admitting,
+        route: Arc<Route>,
+        backend: Arc<crate::model::Backend>,
+        now: u64,
+        request_id: HeaderValue,
+    ) -> Result<Ready<'_>, Answer> {
+        let sign_in = route.sign_in.as_ref().ok_or(Answer::Misconfigured(None))?;
+        let (header, token) =
+            bearer_token(admitting.request.headers()).ok_or(Answer::Unauthenticated)?;
+        let (identity, expires_at) = self.bearer_identity(&sign_in.client, token).await?;
+        let credential = Credential {
+            identity,
+            expires_at,
+            in_authorization: header == BearerHeader::Authorization,
         };
-        let (identity, credential_expires_at) = match identity {
-            Some((identity, expires_at)) => (Some(identity), expires_at),
-            None => (None, 0),
+        match self.authorize(
+            admitting,
+            route,
+            backend,
+            Some(credential),
+            now,
+            &request_id,
+        )? {
+            Step::Ready(ready) => Ok(ready),
+            Step::Wait(waiting) => waiting.await,
+        }
+    }
+
+    /// Decides on the request with the identity its credential gave (if any), and prepares it
+    /// for its backend.
+    fn authorize(
+        &self,
+        mut admitting: Admitting,
+        route: Arc<Route>,
+        backend: Arc<crate::model::Backend>,
+        credential: Option<Credential>,
+        now: u64,
+        request_id: &HeaderValue,
+    ) -> Result<Step<'_>, Answer> {
+        let facts = RequestFacts {
+            path: &admitting.path,
+            method: admitting.request.method().as_str(),
+            client: admitting.client,
+            now: i64::try_from(now).unwrap_or(i64::MAX),
         };
-        let public = route.access.is_public(&normalized) && breakage.is_none();
-        match (&identity, route.access.evaluate(identity.as_ref(), &facts)) {
+        let identity = credential.as_ref().map(|credential| &credential.identity);
+        match (identity, route.access.evaluate(identity, &facts)) {
             (_, Decision::Allow(_)) => {}
-            _ if public => {}
+            _ if admitting.is_public(&route) => {}
             (Some(identity), Decision::Deny(denial)) => {
                 let who = identity
                     .email
@@ -300,69 +331,118 @@ impl Proxy {
                     reason: denial.reason(),
                 });
             }
-            (None, Decision::Deny(_)) => match admit(&route, &request) {
-                Admission::Forward => {}
-                Admission::Deny(answer) => return Err(answer),
-                Admission::SignIn => {
-                    let return_to = request
-                        .uri()
-                        .path_and_query()
-                        .map_or("/", |target| target.as_str());
-                    let reserved = Reserved {
-                        path: &normalized,
-                        query: "",
-                        headers: request.headers(),
-                        login,
-                        routes: std::slice::from_ref(&route),
-                        client,
-                        signing_keys: &signing_keys,
-                        request_id,
-                    };
-                    return Box::pin(self.start_login(&reserved, return_to))
-                        .await
-                        .map(Admitted::Answered);
+            (None, Decision::Deny(_)) => match anonymous(&route, &admitting.request) {
+                Anonymous::Forward => {}
+                Anonymous::Deny(answer) => return Err(answer),
+                Anonymous::SignIn => {
+                    return Ok(Step::Wait(Box::pin(self.sign_in(
+                        admitting,
+                        route,
+                        request_id.clone(),
+                    ))));
                 }
             },
         }
+        let request = &mut admitting.request;
         // The credential used to reach the proxy is the proxy's, not the backend's.
         strip_proxy_cookies(request.headers_mut());
         request.headers_mut().remove(header::PROXY_AUTHORIZATION);
-        if authenticated_with_authorization && !route.backend_identity.pass_authorization {
+        let in_authorization = credential.as_ref().is_some_and(|c| c.in_authorization);
+        if in_authorization && !route.backend_identity.pass_authorization {
             request.headers_mut().remove(header::AUTHORIZATION);
         }
-        if let Some(identity) = &identity {
+        if let Some(credential) = &credential {
             self.set_identity_headers(
                 request.headers_mut(),
-                identity,
+                &credential.identity,
                 &route.backend_identity,
-                &signing_keys,
-                breakage.unwrap_or(Breakage::None),
+                &admitting.signing_keys,
+                admitting.breakage.unwrap_or(Breakage::None),
             );
         }
-
-        request
-            .headers_mut()
-            .insert(super::request_id::X_REQUEST_ID, request_id.clone());
-        let revoked = match &identity {
-            Some(identity) if is_upgrade_request(request.headers()) => Some(self.watch_access(
-                &host,
-                &normalized,
+        let revoked = match credential {
+            Some(credential) if is_upgrade_request(request.headers()) => Some(self.watch_access(
+                &admitting.host,
+                &admitting.path,
                 request.method().as_str(),
-                client,
-                identity.clone(),
-                credential_expires_at,
+                admitting.client,
+                credential.identity,
+                credential.expires_at,
             )),
             _ => None,
         };
-        Ok(Admitted::Forward(Forwarding {
+        let Admitting {
             request,
-            backend,
-            path: normalized,
             host,
+            path,
             client,
             tls,
+            ..
+        } = admitting;
+        let origin = Origin {
+            client,
+            tls,
+            host: &host,
             revoked,
-        }))
+            request_id,
+        };
+        let sending = self.upstream.prepare(request, backend, &path, origin)?;
+        Ok(Step::Ready(Ready::Send(sending)))
+    }
+
+    /// A browser without a session: off to the identity provider.
+    async fn sign_in(
+        &self,
+        admitting: Admitting,
+        route: Arc<Route>,
+        request_id: HeaderValue,
+    ) -> Result<Ready<'_>, Answer> {
+        let return_to = admitting
+            .request
+            .uri()
+            .path_and_query()
+            .map_or("/", |target| target.as_str());
+        let reserved = admitting.reserved("", std::slice::from_ref(&route), &request_id);
+        self.start_login(&reserved, return_to)
+            .await
+            .map(Ready::Answered)
+    }
+
+    /// The proxy's own paths under `/_iap/`.
+    async fn answer_reserved(
+        &self,
+        admitting: Admitting,
+        table: Arc<RoutingTable>,
+        request_id: HeaderValue,
+    ) -> Result<Ready<'_>, Answer> {
+        let query = admitting.request.uri().query().unwrap_or("");
+        let routes = table.host_routes(&admitting.host);
+        self.reserved(admitting.reserved(query, routes, &request_id))
+            .await
+            .map(Ready::Answered)
+    }
+
+    /// `/_iap/tunnel`: TCP over WebSocket, for programs with a bearer token (never cookies).
+    async fn tunnel(
+        &self,
+        admitting: Admitting,
+        route: Arc<Route>,
+        request_id: HeaderValue,
+    ) -> Result<Ready<'_>, Answer> {
+        let sign_in = route.sign_in.as_ref().ok_or(Answer::Misconfigured(None))?;
+        let (_, token) =
+            bearer_token(admitting.request.headers()).ok_or(Answer::Unauthenticated)?;
+        let (identity, expires_at) = self.bearer_identity(&sign_in.client, token).await?;
+        let port = requested_port(admitting.request.uri().query().unwrap_or(""))?;
+        let tunnel = TunnelRequest {
+            host: admitting.host,
+            port,
+            identity,
+            expires_at,
+            client: admitting.client,
+        };
+        self.open_tunnel(admitting.request, tunnel, &request_id)
+            .map(Ready::Answered)
     }
 }
 
@@ -382,45 +462,103 @@ impl Proxy {
     }
 }
 
-/// The outcome of [`Proxy::admit`].
-// The large variant is the common one; boxing it would allocate on every request.
-#[allow(clippy::large_enum_variant)]
-enum Admitted {
-    Answered(Response<ProxyBody>),
-    Forward(Forwarding),
+/// Where a request stands once [`Proxy::admit`] has done what does not wait.
+enum Step<'a> {
+    Ready(Ready<'a>),
+    /// A path that waits (a bearer token's first check, the proxy's own paths, the start of a
+    /// sign-in, a tunnel); boxed, so that the common path's future does not carry its size.
+    Wait(Pin<Box<dyn Future<Output = Result<Ready<'a>, Answer>> + Send + 'a>>),
 }
 
-/// A request that may go to its route's backend, with what forwarding it needs.
-struct Forwarding {
+/// A request decided on: answered by the proxy, or ready for its upstream.
+// The large variant is the common one; boxing it would allocate on every request.
+#[allow(clippy::large_enum_variant)]
+enum Ready<'a> {
+    Answered(Response<ProxyBody>),
+    Send(Sending<'a>),
+}
+
+/// A routed request and what deciding on it needs, owned so that a path that waits can take it
+/// into its boxed future.
+struct Admitting {
     request: Request<RequestBody>,
-    backend: Arc<crate::model::Backend>,
-    /// The normalised path: exactly what the policy matched.
-    path: String,
+    /// As the client sent it, port included (for redirect URIs).
+    authority: String,
+    /// Lower-case, without port.
     host: String,
-    client: std::net::IpAddr,
+    /// The normalised path: exactly what the policy matches and the backend gets.
+    path: String,
     tls: bool,
-    revoked: Option<super::forward::Revocation>,
+    client: IpAddr,
+    keys: Arc<KeyRing>,
+    signing_keys: Arc<SigningKeys>,
+    /// For `/_iap/secure_token_test`: how to break the assertion.
+    breakage: Option<Breakage>,
+}
+
+impl Admitting {
+    fn login(&self) -> LoginRequest<'_> {
+        LoginRequest {
+            host: &self.host,
+            authority: &self.authority,
+            tls: self.tls,
+            keys: &self.keys,
+        }
+    }
+
+    /// The request as the proxy's own paths (and the start of a sign-in) take it.
+    fn reserved<'a>(
+        &'a self,
+        query: &'a str,
+        routes: &'a [Arc<Route>],
+        request_id: &'a HeaderValue,
+    ) -> Reserved<'a> {
+        Reserved {
+            path: &self.path,
+            query,
+            headers: self.request.headers(),
+            login: self.login(),
+            routes,
+            client: self.client,
+            signing_keys: &self.signing_keys,
+            request_id,
+        }
+    }
+
+    /// Public paths are forwarded without identity, except when testing the assertion.
+    fn is_public(&self, route: &Route) -> bool {
+        route.access.is_public(&self.path) && self.breakage.is_none()
+    }
+}
+
+/// The identity a request's credential (session cookie or bearer token) proved.
+struct Credential {
+    identity: Identity,
+    /// When the credential ends (Unix seconds): an upgraded connection is closed then.
+    expires_at: u64,
+    /// Whether it came in `Authorization` (removed before forwarding unless the policy passes it).
+    in_authorization: bool,
 }
 
 /// What a request without identity, which the policy does not admit anonymously, gets.
-enum Admission {
+enum Anonymous {
     Forward,
     SignIn,
     Deny(Answer),
 }
 
-fn admit<B>(route: &Route, request: &Request<B>) -> Admission {
+fn anonymous<B>(route: &Route, request: &Request<B>) -> Anonymous {
     match decide(
         request.method(),
         request.headers(),
         route.access.allow_http_options,
     ) {
-        Unauthenticated::ForwardPreflight => Admission::Forward,
+        Unauthenticated::ForwardPreflight => Anonymous::Forward,
         Unauthenticated::PreflightNeedsCredentials => {
-            Admission::Deny(Answer::PreflightNeedsCredentials)
+            Anonymous::Deny(Answer::PreflightNeedsCredentials)
         }
-        Unauthenticated::SignIn => Admission::SignIn,
-        Unauthenticated::Unauthorized => Admission::Deny(Answer::Unauthenticated),
+        Unauthenticated::SignIn => Anonymous::SignIn,
+        Unauthenticated::Unauthorized => Anonymous::Deny(Answer::Unauthenticated),
     }
 }
 

@@ -95,6 +95,50 @@ async fn spoofed_identity_headers_never_reach_the_backend() {
 }
 
 #[tokio::test]
+async fn forwarding_headers_a_client_claims_are_replaced_with_and_without_a_body() {
+    let (dir, _backend) = standard_world().await;
+    let server = start_server(dir.path()).await;
+    let claimed = [
+        ("x-forwarded-for", "10.1.2.3"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+        ("forwarded", "for=10.1.2.3;proto=https"),
+        ("x-request-id", "chosen-by-the-client"),
+    ];
+    // Without a body the lean client writes the head itself; with one, hyper's client sends
+    // the header map: both must say the same.
+    for (method, body) in [("GET", ""), ("POST", "a body")] {
+        let reply = send(
+            server.http_addr.unwrap(),
+            method,
+            "public.test",
+            "/",
+            &claimed,
+            Bytes::from(body),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{method}: {}", reply.text());
+        let headers = &reply.json()["headers"];
+        assert_eq!(
+            headers["x-forwarded-for"], "127.0.0.1",
+            "{method}: {headers}"
+        );
+        assert_eq!(headers["x-forwarded-proto"], "http", "{method}: {headers}");
+        assert_eq!(
+            headers["x-forwarded-host"], "public.test",
+            "{method}: {headers}"
+        );
+        assert!(headers.get("forwarded").is_none(), "{method}: {headers}");
+        let request_id = headers["x-request-id"].as_str().expect("a request id");
+        assert!(
+            !request_id.contains("chosen") && !request_id.contains(','),
+            "{method}: one id, kube-iap's: {request_id}"
+        );
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_protected_route_fails_closed_with_401_and_generated_pages_follow_accept() {
     let (dir, _backend) = standard_world().await;
     let server = start_server(dir.path()).await;

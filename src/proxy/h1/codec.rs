@@ -32,19 +32,33 @@ pub enum ProtocolError {
     Truncated,
 }
 
-/// Writes `METHOD target HTTP/1.1` and the header fields. The `http` types already refuse CR, LF
-/// and NUL in every part, so nothing written here can split the request.
-pub fn encode_request_head(method: &Method, target: &str, headers: &HeaderMap, out: &mut Vec<u8>) {
-    let size: usize = headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    out.reserve(method.as_str().len() + target.len() + size + 16);
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    encode_fields(headers, out);
+/// A request head being written: `METHOD target HTTP/1.1`, the fields, the empty line. The
+/// `http` types refuse CR, LF and NUL in every part, and callers pass only their bytes or bytes
+/// checked by the same rule, so nothing written here can split the request.
+pub struct RequestHead(Vec<u8>);
+
+impl RequestHead {
+    /// `fields_size`: about how many bytes the fields will take.
+    pub fn new(method: &Method, target: &str, fields_size: usize) -> Self {
+        let mut out = Vec::with_capacity(method.as_str().len() + target.len() + fields_size + 16);
+        out.extend_from_slice(method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        RequestHead(out)
+    }
+
+    pub fn field(&mut self, name: &HeaderName, value: &[u8]) {
+        self.0.extend_from_slice(name.as_str().as_bytes());
+        self.0.extend_from_slice(b": ");
+        self.0.extend_from_slice(value);
+        self.0.extend_from_slice(b"\r\n");
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        self.0.extend_from_slice(b"\r\n");
+        self.0
+    }
 }
 
 /// Writes each header field, then the empty line that ends a head.

@@ -26,8 +26,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::idle_pool::{self, IdlePool, Reusable};
 use super::upstream::UpstreamError;
-pub use codec::ProtocolError;
 use codec::{BodyDecoder, Decoded, Parsed};
+pub use codec::{ProtocolError, RequestHead};
 
 /// Bytes read from the upstream at a time (at least).
 const READ_SIZE: usize = 16 * 1024;
@@ -84,22 +84,19 @@ impl H1Pool {
         })
     }
 
-    /// Sends a bodiless request (`method`, origin-form `target`, `headers`) to `authority`. When a
-    /// pooled connection turns out closed (nothing came back), an idempotent request is retried
-    /// once on a fresh one. Each exchange must see its response head within the response timeout
-    /// (connecting has its own).
+    /// Sends a bodiless request, its `head` written by [`RequestHead`], to `authority`.
+    /// When a pooled connection turns out closed (nothing came back), an idempotent request is
+    /// retried once on a fresh one. Each exchange must see its response head within the response
+    /// timeout (connecting has its own).
     pub async fn send(
         &self,
         authority: &Authority,
+        head: &[u8],
         method: &Method,
-        target: &str,
-        headers: &http::HeaderMap,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
-        let mut head = Vec::new();
-        codec::encode_request_head(method, target, headers, &mut head);
         if let Some(conn) = self.idle.checkout(authority) {
             let deadline = Instant::now() + self.response_timeout;
-            match exchange(conn, &head, method, deadline).await {
+            match exchange(conn, head, method, deadline).await {
                 Ok(done) => return Ok(self.respond(authority, done)),
                 Err(Failure::NoResponse(_)) if method.is_idempotent() => {}
                 Err(Failure::NoResponse(error) | Failure::Other(error)) => return Err(error),
@@ -108,7 +105,7 @@ impl H1Pool {
         // Boxed: connecting is rare, and its future would otherwise make every request's larger.
         let conn = Box::pin(self.connect(authority)).await?;
         let deadline = Instant::now() + self.response_timeout;
-        match exchange(conn, &head, method, deadline).await {
+        match exchange(conn, head, method, deadline).await {
             Ok(done) => Ok(self.respond(authority, done)),
             Err(Failure::NoResponse(error) | Failure::Other(error)) => Err(error),
         }

@@ -159,8 +159,17 @@ pub fn frame_response(
     headers: &mut HeaderMap,
     context: ResponseContext,
 ) -> (BodyFraming, bool) {
-    // The framing is this hop's: whatever the upstream said was for the upstream hop.
-    headers.remove(header::TRANSFER_ENCODING);
+    // The framing is this hop's: whatever the upstream said was for the upstream hop. Most
+    // responses carry neither of these, and one look over the names costs less than removing
+    // each (a hashed lookup).
+    let (mut has_transfer_encoding, mut has_connection) = (false, false);
+    for name in headers.keys() {
+        has_transfer_encoding |= name == header::TRANSFER_ENCODING;
+        has_connection |= name == header::CONNECTION;
+    }
+    if has_transfer_encoding {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
     let mut keep_alive = context.keep_alive;
     let framing = if status.is_informational() || status == StatusCode::NO_CONTENT {
         headers.remove(header::CONTENT_LENGTH);
@@ -190,7 +199,9 @@ pub fn frame_response(
         keep_alive = false;
         BodyFraming::UntilClose
     };
-    headers.remove(header::CONNECTION);
+    if has_connection {
+        headers.remove(header::CONNECTION);
+    }
     if !keep_alive {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     } else if context.client_version == Version::HTTP_10 {

@@ -47,10 +47,12 @@ fn request_head_is_method_target_version_then_each_field() {
     headers.insert(header::HOST, HeaderValue::from_static("app.example"));
     headers.append("x-two", HeaderValue::from_static("a"));
     headers.append("x-two", HeaderValue::from_static("b"));
-    let mut out = Vec::new();
-    encode_request_head(&Method::GET, "/a?b=c", &headers, &mut out);
+    let mut head = RequestHead::new(&Method::GET, "/a?b=c", 0);
+    for (name, value) in &headers {
+        head.field(name, value.as_bytes());
+    }
     assert_eq!(
-        String::from_utf8(out).unwrap(),
+        String::from_utf8(head.finish()).unwrap(),
         "GET /a?b=c HTTP/1.1\r\nhost: app.example\r\nx-two: a\r\nx-two: b\r\n\r\n"
     );
 }
