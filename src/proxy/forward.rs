@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 
 use super::h1::{self, H1Pool};
 use super::headers::{self, ForwardingFields};
+use super::identity::IdentityFields;
 use super::pages::Answer;
 use super::request_body::RequestBody;
 use super::upstream::{UpstreamError, UpstreamPool};
@@ -39,6 +40,8 @@ pub struct Origin<'a> {
     /// For an authenticated upgrade: when to close it.
     pub revoked: Option<Revocation>,
     pub request_id: &'a HeaderValue,
+    /// Who is calling, when someone signed in.
+    pub identity: Option<IdentityFields<'a>>,
 }
 
 /// A request ready for its upstream: [`UpstreamClient::prepare`] did everything that does not
@@ -132,6 +135,7 @@ impl UpstreamClient {
             tls: origin.tls,
             host: origin.host,
             request_id: origin.request_id,
+            identity: origin.identity.as_ref(),
         };
 
         if !upgrade && body.is_end_stream() {

@@ -351,26 +351,27 @@ impl Proxy {
         if in_authorization && !route.backend_identity.pass_authorization {
             request.headers_mut().remove(header::AUTHORIZATION);
         }
-        if let Some(credential) = &credential {
-            self.set_identity_headers(
-                request.headers_mut(),
-                &credential.identity,
-                &route.backend_identity,
-                &admitting.signing_keys,
-                admitting.breakage.unwrap_or(Breakage::None),
-            );
-        }
-        let revoked = match credential {
+        let revoked = match &credential {
             Some(credential) if is_upgrade_request(request.headers()) => Some(self.watch_access(
                 &admitting.host,
                 &admitting.path,
                 request.method().as_str(),
                 admitting.client,
-                credential.identity,
+                credential.identity.clone(),
                 credential.expires_at,
             )),
             _ => None,
         };
+        // Written into the request by whichever client forwards it: the lean one puts them
+        // straight into the head, which costs no header-map insertions.
+        let identity = credential.as_ref().map(|credential| {
+            self.identity_fields(
+                &credential.identity,
+                &route.backend_identity,
+                &admitting.signing_keys,
+                admitting.breakage.unwrap_or(Breakage::None),
+            )
+        });
         let Admitting {
             request,
             host,
@@ -385,6 +386,7 @@ impl Proxy {
             host: &host,
             revoked,
             request_id,
+            identity,
         };
         let sending = self.upstream.prepare(request, backend, &path, origin)?;
         Ok(Step::Ready(Ready::Send(sending)))

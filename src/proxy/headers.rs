@@ -151,6 +151,7 @@ const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+use super::identity::IdentityFields;
 use super::request_id::X_REQUEST_ID;
 
 /// The fields kube-iap sets on every request it forwards. Those the client sent are dropped, not
@@ -161,6 +162,8 @@ pub struct ForwardingFields<'a> {
     pub tls: bool,
     pub host: &'a str,
     pub request_id: &'a HeaderValue,
+    /// Who is calling, when someone signed in.
+    pub identity: Option<&'a IdentityFields<'a>>,
 }
 
 const REPLACED: [HeaderName; 5] = [
@@ -188,6 +191,9 @@ impl ForwardingFields<'_> {
             field(&X_FORWARDED_HOST, self.host.as_bytes());
         }
         field(&X_REQUEST_ID, self.request_id.as_bytes());
+        if let Some(identity) = self.identity {
+            identity.for_each(field);
+        }
     }
 
     /// Sets them in `headers`, for requests that go through hyper's client. The lean client
@@ -206,7 +212,7 @@ impl ForwardingFields<'_> {
 }
 
 /// Whether `bytes` may be a header field value, by the rule `HeaderValue` applies.
-fn is_field_value(bytes: &[u8]) -> bool {
+pub fn is_field_value(bytes: &[u8]) -> bool {
     bytes
         .iter()
         .all(|&byte| byte == b'\t' || (byte >= b' ' && byte != 0x7f))
@@ -417,6 +423,7 @@ mod tests {
             tls,
             host,
             request_id,
+            identity: None,
         }
     }
 

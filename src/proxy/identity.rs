@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 
-use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 
 use super::Proxy;
+use super::headers::is_field_value;
 use super::pages::Answer;
 use crate::auth::assertion::{self, AssertionContext, Breakage, SigningKeys};
 use crate::auth::id_token::{self, Expected, TokenError};
@@ -47,6 +47,42 @@ struct CachedAssertion {
     signed_for: (String, String, bool, Identity),
     value: HeaderValue,
     issued_at: u64,
+}
+
+/// The headers that tell the backend who is calling: plain ones (a value that is not valid header
+/// text is left out rather than mangled) and the signed assertion. Client-sent copies were
+/// stripped before anything else, so these are added, never merged.
+pub struct IdentityFields<'a> {
+    email: Option<&'a str>,
+    subject: &'a str,
+    /// Also the `x-goog-authenticated-user-*` headers, for backends written for Google IAP.
+    google: bool,
+    assertion: HeaderValue,
+}
+
+impl IdentityFields<'_> {
+    /// Each field's name and value, in the order they are sent.
+    pub fn for_each(&self, mut field: impl FnMut(&HeaderName, &[u8])) {
+        if self.google {
+            let mut prefixed = |name: &HeaderName, value: &str| {
+                let value = format!("{GOOGLE_VALUE_PREFIX}{value}");
+                if is_field_value(value.as_bytes()) {
+                    field(name, value.as_bytes());
+                }
+            };
+            if let Some(email) = self.email {
+                prefixed(&GOOGLE_EMAIL_HEADER, email);
+            }
+            prefixed(&GOOGLE_USER_ID_HEADER, self.subject);
+        }
+        if let Some(email) = self.email.filter(|email| is_field_value(email.as_bytes())) {
+            field(&EMAIL_HEADER, email.as_bytes());
+        }
+        if is_field_value(self.subject.as_bytes()) {
+            field(&USER_ID_HEADER, self.subject.as_bytes());
+        }
+        field(&ASSERTION_HEADER, self.assertion.as_bytes());
+    }
 }
 
 impl Proxy {
@@ -132,41 +168,20 @@ impl Proxy {
         })
     }
 
-    /// Tells the backend who is calling: plain headers (values that are not valid header text
-    /// are left out rather than mangled) and the signed assertion.
-    pub(super) fn set_identity_headers(
+    /// What the backend is told about who is calling.
+    pub(super) fn identity_fields<'a>(
         &self,
-        headers: &mut HeaderMap,
-        identity: &Identity,
+        identity: &'a Identity,
         settings: &BackendIdentity,
         keys: &SigningKeys,
         breakage: Breakage,
-    ) {
-        let email = identity
-            .email
-            .as_deref()
-            .and_then(|e| HeaderValue::from_str(e).ok());
-        let subject = HeaderValue::from_str(&identity.subject).ok();
-        if settings.google_compatible || self.config.google_compatible_headers {
-            let prefixed =
-                |value: &str| HeaderValue::from_str(&format!("{GOOGLE_VALUE_PREFIX}{value}")).ok();
-            if let Some(value) = identity.email.as_deref().and_then(prefixed) {
-                headers.insert(GOOGLE_EMAIL_HEADER, value);
-            }
-            if let Some(value) = prefixed(&identity.subject) {
-                headers.insert(GOOGLE_USER_ID_HEADER, value);
-            }
+    ) -> IdentityFields<'a> {
+        IdentityFields {
+            email: identity.email.as_deref(),
+            subject: &identity.subject,
+            google: settings.google_compatible || self.config.google_compatible_headers,
+            assertion: self.assertion(identity, settings, keys, breakage),
         }
-        if let Some(email) = email {
-            headers.insert(EMAIL_HEADER, email);
-        }
-        if let Some(subject) = subject {
-            headers.insert(USER_ID_HEADER, subject);
-        }
-        headers.insert(
-            ASSERTION_HEADER,
-            self.assertion(identity, settings, keys, breakage),
-        );
     }
 
     fn assertion(

@@ -2,10 +2,11 @@
 //! admitted or refused by the policy, and turned into identity headers for the backend.
 
 use crate::support;
+use bytes::Bytes;
 
 use kube_iap::auth::session::{KeyRing, Session};
 use support::manifests::{self, write};
-use support::{backends, eventually, get, start_server};
+use support::{backends, eventually, get, send, start_server};
 
 const OLD_KEY: [u8; 32] = [11; 32];
 const NEW_KEY: [u8; 32] = [22; 32];
@@ -60,31 +61,41 @@ async fn a_valid_session_is_admitted_and_the_backend_learns_who_it_is() {
     let ring = KeyRing::new(&[OLD_KEY]);
     let alice = cookie(&ring, &session("alice@example.com", true, 3600), "app.test");
 
-    let reply = get(
-        server.http_addr.unwrap(),
-        "app.test:8080",
-        "/page",
-        &support::with_spoofed_identity(&[(
-            "cookie",
-            &format!("theme=dark; {alice}; KUBE_IAP_UID=u1"),
-        )]),
-    )
-    .await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let headers = &reply.json()["headers"];
-    support::assert_no_spoofed_identity(headers);
-    assert_eq!(
-        headers["x-kube-iap-authenticated-user-email"],
-        "alice@example.com"
-    );
-    assert_eq!(
-        headers["x-kube-iap-authenticated-user-id"],
-        "sub-alice@example.com"
-    );
-    assert_eq!(
-        headers["cookie"], "theme=dark",
-        "proxy cookies never reach the backend"
-    );
+    // Without a body the lean client writes the identity into the head; with one, hyper's
+    // client sends the header map: the backend must learn the same either way.
+    let cookies = format!("theme=dark; {alice}; KUBE_IAP_UID=u1");
+    for (method, body) in [("GET", ""), ("POST", "a body")] {
+        let reply = send(
+            server.http_addr.unwrap(),
+            method,
+            "app.test:8080",
+            "/page",
+            &support::with_spoofed_identity(&[("cookie", &cookies)]),
+            Bytes::from(body),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{method}: {}", reply.text());
+        let headers = &reply.json()["headers"];
+        support::assert_no_spoofed_identity(headers);
+        assert_eq!(
+            headers["x-kube-iap-authenticated-user-email"], "alice@example.com",
+            "{method}"
+        );
+        assert_eq!(
+            headers["x-kube-iap-authenticated-user-id"], "sub-alice@example.com",
+            "{method}"
+        );
+        let assertion = headers["x-kube-iap-jwt-assertion"].as_str().unwrap_or("");
+        assert_eq!(
+            assertion.split('.').count(),
+            3,
+            "{method}: a JWT: {assertion}"
+        );
+        assert_eq!(
+            headers["cookie"], "theme=dark",
+            "{method}: proxy cookies never reach the backend"
+        );
+    }
     server.shutdown().await;
 }
 
