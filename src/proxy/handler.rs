@@ -225,11 +225,7 @@ impl Proxy {
                 .as_ref()
                 .and_then(|sign_in| self.bearer_cache.get(&sign_in.client, token, now));
             if let Some((identity, expires_at)) = cached {
-                let credential = Credential {
-                    identity,
-                    expires_at,
-                    in_authorization: header == BearerHeader::Authorization,
-                };
+                let credential = Credential::bearer(identity, expires_at, header);
                 return self.authorize(
                     admitting,
                     route,
@@ -280,11 +276,7 @@ impl Proxy {
         let (header, token) =
             bearer_token(admitting.request.headers()).ok_or(Answer::Unauthenticated)?;
         let (identity, expires_at) = self.bearer_identity(&sign_in.client, token).await?;
-        let credential = Credential {
-            identity,
-            expires_at,
-            in_authorization: header == BearerHeader::Authorization,
-        };
+        let credential = Credential::bearer(identity, expires_at, header);
         match self.authorize(
             admitting,
             route,
@@ -540,6 +532,16 @@ struct Credential {
     expires_at: u64,
     /// Whether it came in `Authorization` (removed before forwarding unless the policy passes it).
     in_authorization: bool,
+}
+
+impl Credential {
+    fn bearer(identity: Identity, expires_at: u64, header: BearerHeader) -> Self {
+        Credential {
+            identity,
+            expires_at,
+            in_authorization: header == BearerHeader::Authorization,
+        }
+    }
 }
 
 /// What a request without identity, which the policy does not admit anonymously, gets.

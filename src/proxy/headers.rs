@@ -5,6 +5,9 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::identity::IdentityFields;
+use super::request_id::X_REQUEST_ID;
+
 /// Prefix of the identity headers kube-iap asserts to backends.
 pub const IDENTITY_PREFIX: &str = "x-kube-iap-";
 /// Prefixes of the Google IAP headers a backend written for Google IAP trusts.
@@ -151,8 +154,6 @@ const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-use super::identity::IdentityFields;
-use super::request_id::X_REQUEST_ID;
 
 /// The fields kube-iap sets on every request it forwards. Those the client sent are dropped, not
 /// extended: no proxy in front of kube-iap is trusted unless configured, so a client cannot plant
