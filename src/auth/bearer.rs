@@ -1,7 +1,7 @@
 //! Bearer ID tokens: where they are found, and a cache of verified ones so a repeated token
 //! costs a hash lookup instead of a signature check.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, PROXY_AUTHORIZATION};
@@ -81,7 +81,8 @@ pub struct BearerCache {
 
 struct Verified {
     scope: [u8; 32],
-    identity: Identity,
+    /// Shared with each request the token authenticates, so a cache hit copies no strings.
+    identity: Arc<Identity>,
 }
 
 impl BearerCache {
@@ -93,7 +94,7 @@ impl BearerCache {
 
     /// The identity of `token`, verified before for `client`, and its expiry, if it has not
     /// expired at `now`.
-    pub fn get(&self, client: &OidcClient, token: &str, now: u64) -> Option<(Identity, u64)> {
+    pub fn get(&self, client: &OidcClient, token: &str, now: u64) -> Option<(Arc<Identity>, u64)> {
         let entries = self.entries.lock().expect("never poisoned");
         let (verified, expires_at) = entries.get(token, now)?;
         (verified.scope == client.verification_scope)
@@ -104,7 +105,7 @@ impl BearerCache {
         &self,
         client: &OidcClient,
         token: &str,
-        identity: Identity,
+        identity: Arc<Identity>,
         expires_at: u64,
         now: u64,
     ) {
@@ -156,14 +157,14 @@ mod tests {
     #[test]
     fn cached_tokens_expire_and_the_cache_stays_bounded() {
         let cache = BearerCache::new(2);
-        let identity = Identity {
+        let identity = Arc::new(Identity {
             subject: "s".into(),
             email: None,
             email_verified: false,
             issuer: "i".into(),
             groups: vec![],
             service_account: None,
-        };
+        });
         let client = |name: &str, audiences: &[&str]| {
             with_verification_scope(OidcClient {
                 name: name.into(),

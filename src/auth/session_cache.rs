@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use super::cookies::session_cookies;
 use super::expiring::Expiring;
-use super::session::{KeyRing, Session};
+use super::session::KeyRing;
+use crate::model::Identity;
 
 pub struct SessionCache {
     inner: Mutex<Inner>,
@@ -28,7 +29,8 @@ struct Opened {
     /// The host the cookie opened for: it is sealed into the cookie, and matched as opening
     /// matches it, in any case.
     host: Box<str>,
-    session: Session,
+    /// Shared with every request the cookie authenticates, so a hit copies no strings.
+    identity: Arc<Identity>,
 }
 
 impl SessionCache {
@@ -41,15 +43,16 @@ impl SessionCache {
         }
     }
 
-    /// The session of the first cookie in `headers` that opens for `host` with `keys` at `now`:
-    /// the same answer as [`super::session::session_from`], without opening a cookie twice.
+    /// Who the first cookie in `headers` that opens for `host` with `keys` at `now` signs in,
+    /// and when that session ends: the same answer as [`super::session::session_from`],
+    /// without opening a cookie twice.
     pub fn session_from(
         &self,
         headers: &http::HeaderMap,
         host: &str,
         keys: &Arc<KeyRing>,
         now: u64,
-    ) -> Option<Session> {
+    ) -> Option<(Arc<Identity>, u64)> {
         let mut inner = self.inner.lock().expect("never poisoned");
         if !inner
             .ring
@@ -60,21 +63,23 @@ impl SessionCache {
             inner.ring = Some(keys.clone());
         }
         for value in session_cookies(headers) {
-            if let Some((opened, _)) = inner.entries.get(value, now) {
+            if let Some((opened, expires_at)) = inner.entries.get(value, now) {
                 if opened.host.eq_ignore_ascii_case(host) {
-                    return Some(opened.session.clone());
+                    return Some((opened.identity.clone(), expires_at));
                 }
                 continue;
             }
             let Ok(session) = keys.open(value, host, now) else {
                 continue;
             };
+            let expires_at = session.expires_at;
+            let identity = Arc::new(Identity::from(session));
             let opened = Opened {
                 host: host.into(),
-                session: session.clone(),
+                identity: identity.clone(),
             };
-            inner.entries.insert(value, opened, session.expires_at, now);
-            return Some(session);
+            inner.entries.insert(value, opened, expires_at, now);
+            return Some((identity, expires_at));
         }
         None
     }
@@ -83,7 +88,7 @@ impl SessionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::session::unix_now;
+    use crate::auth::session::{Session, unix_now};
     use http::HeaderMap;
     use http::header::COOKIE;
 
@@ -122,9 +127,13 @@ mod tests {
         let cache = SessionCache::new(8);
         let headers = cookies(&["garbage", &sealed]);
         for _ in 0..2 {
+            let opened = crate::auth::session::session_from(&headers, HOST, &keys)
+                .map(|session| (session.expires_at, Identity::from(session)));
             assert_eq!(
-                cache.session_from(&headers, HOST, &keys, unix_now()),
-                crate::auth::session::session_from(&headers, HOST, &keys),
+                cache
+                    .session_from(&headers, HOST, &keys, unix_now())
+                    .map(|(identity, expires_at)| (expires_at, (*identity).clone())),
+                opened,
             );
             assert!(
                 cache
@@ -178,7 +187,10 @@ mod tests {
             user.subject = format!("user-{at}");
             let sealed = keys.seal(&user, HOST).unwrap();
             let opened = cache.session_from(&cookies(&[&sealed]), HOST, &keys, unix_now());
-            assert_eq!(opened.map(|s| s.subject), Some(format!("user-{at}")));
+            assert_eq!(
+                opened.map(|(identity, _)| identity.subject.clone()),
+                Some(format!("user-{at}"))
+            );
             assert!(cache.inner.lock().unwrap().entries.len() <= 2);
         }
     }

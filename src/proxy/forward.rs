@@ -145,7 +145,12 @@ impl UpstreamClient {
                 .iter()
                 .map(|(name, value)| name.as_str().len() + value.len() + 4)
                 .sum();
-            let mut head = h1::RequestHead::new(&parts.method, target, size + FORWARDING_SIZE);
+            let identity_size = origin.identity.as_ref().map_or(0, IdentityFields::size);
+            let mut head = h1::RequestHead::new(
+                &parts.method,
+                target,
+                size + FORWARDING_SIZE + identity_size,
+            );
             for (name, value) in &parts.headers {
                 if !ForwardingFields::replaces(name) {
                     head.field(name, value.as_bytes());

@@ -251,13 +251,10 @@ impl Proxy {
                 &admitting.keys,
                 now,
             )
-            .map(|session| {
-                let expires_at = session.expires_at;
-                Credential {
-                    identity: Identity::from(session),
-                    expires_at,
-                    in_authorization: false,
-                }
+            .map(|(identity, expires_at)| Credential {
+                identity,
+                expires_at,
+                in_authorization: false,
             });
         self.authorize(admitting, route, backend, identity, now, request_id)
     }
@@ -307,7 +304,7 @@ impl Proxy {
             client: admitting.client,
             now: i64::try_from(now).unwrap_or(i64::MAX),
         };
-        let identity = credential.as_ref().map(|credential| &credential.identity);
+        let identity = credential.as_ref().map(|credential| &*credential.identity);
         match (identity, route.access.evaluate(identity, &facts)) {
             (_, Decision::Allow(_)) => {}
             _ if admitting.is_public(&route) => {}
@@ -527,7 +524,8 @@ impl Admitting {
 
 /// The identity a request's credential (session cookie or bearer token) proved.
 struct Credential {
-    identity: Identity,
+    /// Shared with the cache it came from: a signed-in request copies no strings.
+    identity: Arc<Identity>,
     /// When the credential ends (Unix seconds): an upgraded connection is closed then.
     expires_at: u64,
     /// Whether it came in `Authorization` (removed before forwarding unless the policy passes it).
@@ -535,7 +533,7 @@ struct Credential {
 }
 
 impl Credential {
-    fn bearer(identity: Identity, expires_at: u64, header: BearerHeader) -> Self {
+    fn bearer(identity: Arc<Identity>, expires_at: u64, header: BearerHeader) -> Self {
         Credential {
             identity,
             expires_at,

@@ -7,6 +7,7 @@
 //! WebSocket close frame ends both directions at once; the tunnel closes when both sides are done.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ const READ_BUFFER: usize = 256 * 1024;
 pub(super) struct TunnelRequest {
     pub host: String,
     pub port: u16,
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     pub expires_at: u64,
     pub client: IpAddr,
 }
