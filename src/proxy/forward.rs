@@ -21,9 +21,6 @@ use super::upstream::{UpstreamError, UpstreamPool};
 use super::{BoxError, ProxyBody, ProxyConfig};
 use crate::model::{Backend, Upstream};
 
-/// About what the forwarding fields add to a request head, so that writing it rarely regrows.
-const FORWARDING_SIZE: usize = 160;
-
 pub struct UpstreamClient {
     /// Requests with a body, and upgrades.
     pool: Arc<UpstreamPool>,
@@ -145,12 +142,7 @@ impl UpstreamClient {
                 .iter()
                 .map(|(name, value)| name.as_str().len() + value.len() + 4)
                 .sum();
-            let identity_size = origin.identity.as_ref().map_or(0, IdentityFields::size);
-            let mut head = h1::RequestHead::new(
-                &parts.method,
-                target,
-                size + FORWARDING_SIZE + identity_size,
-            );
+            let mut head = h1::RequestHead::new(&parts.method, target, size + fields.size());
             for (name, value) in &parts.headers {
                 if !ForwardingFields::replaces(name) {
                     head.field(name, value.as_bytes());

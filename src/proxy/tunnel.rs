@@ -8,7 +8,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use super::request_body::RequestBody;
