@@ -4,8 +4,11 @@ use serde::{Deserialize, Serialize};
 
 use super::IapPolicyStatus;
 
-/// The member syntax every access list accepts, as one CEL-checked RE2 pattern.
-const MEMBER_RULE: &str = "self.all(m, m.matches('^(user:[^@ ]+@[^@ ]+|group:[^ ]+|domain:[^@ ]+[.][^@ ]+|serviceAccount:[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?|allAuthenticatedUsers|allUsers)$'))";
+/// The member syntax every access list accepts. It is an OpenAPI `pattern` on each member rather
+/// than a CEL rule: the API server estimates a CEL regex match at (string length × pattern length)
+/// per member, per rule, which no useful list bound fits into its budget, while a pattern costs
+/// nothing against it and its error names the member at fault (`spec.access[0].members[1]`).
+const MEMBER_PATTERN: &str = "^(user:[^@ ]+@[^@ ]+|group:[^ ]+|domain:[^@ ]+[.][^@ ]+|serviceAccount:[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?|allAuthenticatedUsers|allUsers)$";
 
 /// What kube-iap protects and who gets in: hosts and paths, the backend Service, the OAuth
 /// client users sign in with, and the access rules.
@@ -41,10 +44,11 @@ pub struct IapPolicySpec {
     /// Host names served under this policy (no port, no scheme). Services annotated with
     /// `kube-iap.io/policy` may add their own host with `kube-iap.io/host`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
     pub hosts: Vec<String>,
     /// Path prefixes served under this policy, matched segment by segment on the normalised path.
     #[serde(default = "default_paths")]
-    #[schemars(inner(regex(pattern = "^/")))]
+    #[schemars(length(max = 64), inner(regex(pattern = "^/"), length(max = 1024)))]
     pub paths: Vec<String>,
     /// The Service requests are forwarded to. Optional when Services point at this policy with the
     /// `kube-iap.io/policy` annotation.
@@ -56,14 +60,16 @@ pub struct IapPolicySpec {
     /// Access rules: a request is allowed when the members of some rule match its identity and
     /// all of that rule's conditions hold. No rule means nobody gets in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
     pub access: Vec<AccessRule>,
     /// Deny rules, same shape as `access`: a request any deny rule matches is refused, whatever
     /// the access rules say.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
     pub deny: Vec<AccessRule>,
     /// Path prefixes forwarded without any identity (identity headers are still stripped).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(regex(pattern = "^/")))]
+    #[schemars(length(max = 64), inner(regex(pattern = "^/"), length(max = 1024)))]
     pub public_paths: Vec<String>,
     /// Cross-origin request settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,13 +141,11 @@ pub struct TlsConfig {
 }
 
 /// One access rule.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AccessRule {
     /// Who the rule admits: `user:EMAIL`, `group:NAME`, `domain:DOMAIN`,
     /// `serviceAccount:NAMESPACE/NAME`, `allAuthenticatedUsers` or `allUsers`.
-    #[x_kube(validation = kube::core::Rule::new(MEMBER_RULE).message("members must be user:EMAIL, group:NAME, domain:DOMAIN, serviceAccount:NAMESPACE/NAME, allAuthenticatedUsers or allUsers"))]
-    // Bounds keep the CEL rule's estimated cost within the API server's budget.
-    #[schemars(length(min = 1, max = 256), inner(length(max = 320)))]
+    #[schemars(length(min = 1, max = 256), inner(regex(pattern = MEMBER_PATTERN), length(max = 320)))]
     pub members: Vec<String>,
     /// Conditions that must all hold for the rule to apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,22 +159,23 @@ pub struct AccessRule {
 pub struct AccessConditions {
     /// Path prefixes of the normalised request path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(regex(pattern = "^/")))]
+    #[schemars(length(max = 64), inner(regex(pattern = "^/"), length(max = 1024)))]
     pub paths: Vec<String>,
     /// HTTP methods, upper case.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(regex(pattern = "^[A-Z]+$")))]
+    #[schemars(length(max = 16), inner(regex(pattern = "^[A-Z]+$"), length(max = 32)))]
     pub methods: Vec<String>,
     /// Client address ranges in CIDR notation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 64)))]
     pub source_cidrs: Vec<String>,
     /// The rule applies only from this time on (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
+    #[schemars(extend("format" = "date-time"), length(max = 64))]
     pub after: Option<String>,
     /// The rule applies only before this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
+    #[schemars(extend("format" = "date-time"), length(max = 64))]
     pub before: Option<String>,
 }
 
@@ -211,13 +216,12 @@ fn default_requests_per_minute() -> u32 {
 }
 
 /// TCP forwarding through `/_iap/tunnel`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TcpForwarding {
     /// Who may open tunnels (same syntax as access members).
-    #[x_kube(validation = kube::core::Rule::new(MEMBER_RULE).message("members must be user:EMAIL, group:NAME, domain:DOMAIN, serviceAccount:NAMESPACE/NAME, allAuthenticatedUsers or allUsers"))]
-    #[schemars(length(max = 256), inner(length(max = 320)))]
+    #[schemars(length(max = 256), inner(regex(pattern = MEMBER_PATTERN), length(max = 320)))]
     pub members: Vec<String>,
     /// Backend ports tunnels may reach.
-    #[schemars(inner(range(min = 1, max = 65535)))]
+    #[schemars(length(max = 64), inner(range(min = 1, max = 65535)))]
     pub ports: Vec<u16>,
 }

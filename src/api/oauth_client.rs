@@ -46,17 +46,20 @@ pub struct OAuthClientSpec {
     pub client_secret_ref: Option<SecretKeyRef>,
     /// OAuth scopes requested at sign-in.
     #[serde(default = "default_scopes")]
+    #[schemars(length(max = 32), inner(length(max = 256)))]
     pub scopes: Vec<String>,
     /// The ID token claim that lists the user's groups, for `group:` members.
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
     /// Extra audiences accepted in bearer ID tokens besides `clientId`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 1024)))]
     pub audiences: Vec<String>,
     /// Other issuers whose tokens are accepted as bearer tokens: the cluster's service-account
     /// issuer (a Pod's projected token authenticates as `serviceAccount:NAMESPACE/NAME`) or any
     /// OpenID issuer such as a CI system's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub trusted_issuers: Vec<TrustedIssuer>,
     /// Treat the `email` claim as verified when a token carries no `email_verified` claim, so
     /// `user:` and `domain:` members can match. Microsoft Entra ID never sends `email_verified`.
@@ -80,7 +83,7 @@ pub struct TrustedIssuer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
     /// Audiences accepted from this issuer, e.g. the `audience` of a projected token volume.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 32), inner(length(max = 1024)))]
     pub audiences: Vec<String>,
 }
 
