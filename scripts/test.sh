@@ -9,6 +9,8 @@ if [ ! -d node_modules/oidc-provider ] || [ ! -d node_modules/playwright-core ] 
 fi
 echo "== chart tools (helm, kubernetes-validate)"
 scripts/install-tools.sh
+echo "== test bed (a real kube-apiserver and etcd: from ../shared/testbed, or built from Go modules once)"
+scripts/testbed.sh binaries
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

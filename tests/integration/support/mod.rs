@@ -8,7 +8,9 @@ pub mod browser;
 pub mod forging_idp;
 pub mod idp;
 pub mod manifests;
+pub mod relay;
 pub mod sessions;
+pub mod testbed;
 
 use std::net::SocketAddr;
 use std::path::Path;
