@@ -166,6 +166,10 @@ impl StatusWriter {
     }
 
     /// Server-side apply of an object's status subresource as field manager `kube-iap`.
+    ///
+    /// An object stored before its CRD's schema tightened (a string where a list now is) cannot
+    /// be typed for server-side apply at all, and that is exactly the object whose status must
+    /// say it is invalid: its status then goes as a merge patch that replaces the whole status.
     async fn apply_status(
         &self,
         kind: Kind,
@@ -181,9 +185,22 @@ impl StatusWriter {
             "status": status,
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        api.patch_status(&key.name, &params, &Patch::Apply(&body))
+        match api
+            .patch_status(&key.name, &params, &Patch::Apply(&body))
             .await
-            .map(drop)
+        {
+            Err(kube::Error::Api(refusal)) if cannot_be_typed(&refusal) => {
+                let body = serde_json::json!({"status": replacing(kind, &body["status"])});
+                let params = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                };
+                api.patch_status(&key.name, &params, &Patch::Merge(&body))
+                    .await
+                    .map(drop)
+            }
+            result => result.map(drop),
+        }
     }
 
     async fn record_event(&self, recorder: &Recorder, status: &ComputedStatus) {
@@ -222,6 +239,33 @@ pub fn status_body(status: &ComputedStatus, now: Time) -> serde_json::Value {
     value.expect("statuses serialize to JSON")
 }
 
+/// The API server's answer when the stored object does not fit the schema's types, so no
+/// server-side apply to it can be computed ("failed to create typed patch object").
+fn cannot_be_typed(refusal: &kube::core::Status) -> bool {
+    refusal.code == 500 && refusal.message.contains("typed")
+}
+
+/// `status` as a JSON merge patch that replaces the whole status: every field of the kind's
+/// status schema that `status` leaves out is set to null, so nothing an earlier status said stays.
+fn replacing(kind: Kind, status: &serde_json::Value) -> serde_json::Value {
+    let schema = match kind {
+        Kind::OAuthClient => schemars::schema_for!(crate::api::OAuthClientStatus),
+        _ => schemars::schema_for!(crate::api::IapPolicyStatus),
+    };
+    let mut patch = status.clone();
+    if let (Some(fields), Some(properties)) = (
+        patch.as_object_mut(),
+        schema.get("properties").and_then(|p| p.as_object()),
+    ) {
+        for name in properties.keys() {
+            fields
+                .entry(name.clone())
+                .or_insert(serde_json::Value::Null);
+        }
+    }
+    patch
+}
+
 /// Whether `status` shows what was sent as `sent` (a [`ComputedStatus::shown_digest`]): equal
 /// in everything the subresource shows, on the same object (a deleted and recreated object has
 /// a new uid and no status yet).
@@ -246,5 +290,30 @@ fn truncate(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replacing_status_clears_every_field_it_does_not_set() {
+        let status = serde_json::json!({"conditions": [], "observedGeneration": 3});
+        let patch = replacing(Kind::OAuthClient, &status);
+        assert_eq!(patch["observedGeneration"], 3);
+        assert_eq!(patch["conditions"], serde_json::json!([]));
+        for cleared in ["errorCode", "clientSecretSha256", "discovered"] {
+            assert!(
+                patch[cleared].is_null() && patch.get(cleared).is_some(),
+                "{cleared}"
+            );
+        }
+        let policy = replacing(Kind::IapPolicy, &status);
+        assert!(
+            policy.get("discovered").is_none(),
+            "only the kind's own fields"
+        );
+        assert!(policy.get("errorCode").is_some());
     }
 }

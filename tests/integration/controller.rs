@@ -1,26 +1,41 @@
-//! `kube-iap controller` against a scripted API server, through kube-rs: watched objects become
-//! routes, statuses carry the error codes and are written only by the leader and only when they
-//! change, an unreadable object is skipped, and an API outage changes nothing for traffic.
+//! `kube-iap controller` against a real kube-apiserver and etcd (`support::testbed`): watched
+//! objects become routes; statuses carry the error codes by server-side apply as field manager
+//! `kube-iap`, with `observedGeneration` and an Event per transition; the chart's RBAC is enough
+//! when the controller runs with its ServiceAccount's own token; a replica takes over from a
+//! leader that died; an API pause, a CRD upgrade that leaves an unreadable object behind and a
+//! compacted history change nothing for traffic.
+//!
+//! A bare API server refuses loopback addresses in EndpointSlices, so backends on 127.0.0.1 are
+//! reached through `ExternalName` Services, whose port is the backend's own.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use kube_iap::controller::ClusterConfig;
 use kube_iap::proxy::ProxyConfig;
 use kube_iap::serve::{self, Running, ServeConfig, Source};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::support::apiserver::ApiServer;
-use crate::support::{backends, get, loopback, manifests, within};
+use crate::support::relay::Relay;
+use crate::support::testbed::{self, Testbed};
+use crate::support::{backends, get, loopback, within};
 
-async fn start_controller(api: &ApiServer, identity: &str) -> Running {
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+async fn start_controller(
+    client: kube::Client,
+    namespace: &str,
+    lease_namespace: &str,
+    identity: &str,
+) -> Running {
     if std::env::var_os("KUBE_IAP_TEST_LOG").is_some() {
         kube_iap::telemetry::init(kube_iap::telemetry::LogFormat::Text);
     }
     serve::start(ServeConfig {
         source: Source::Cluster(ClusterConfig {
-            client: api.client(),
-            watch_namespace: None,
-            lease_namespace: "kube-iap".into(),
+            client,
+            watch_namespace: Some(namespace.into()),
+            lease_namespace: lease_namespace.into(),
             lease_name: "kube-iap-leader".into(),
             identity: identity.into(),
             ingress_class: "kube-iap".into(),
@@ -40,149 +55,209 @@ async fn start_controller(api: &ApiServer, identity: &str) -> Running {
     .expect("controller starts")
 }
 
-fn policy_with_client(name: &str, host: &str, client: &str, path: &str) -> String {
+/// The healthy OAuthClient `idp` (its issuer refuses connections, so its status says 11) with its
+/// Secret, and the Service `web` reaching `backend`.
+fn client_and_service(backend: SocketAddr) -> String {
+    format!(
+        r#"apiVersion: kube-iap.io/v1alpha1
+kind: OAuthClient
+metadata: {{name: idp}}
+spec:
+  issuer: http://127.0.0.1:1
+  clientId: test-client
+  clientSecretRef: {{name: idp-secret, key: client-secret}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: idp-secret}}
+stringData: {{client-secret: do-not-leak-this}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: ExternalName
+  externalName: 127.0.0.1
+  ports: [{{name: http, port: {port}}}]
+"#,
+        port = backend.port()
+    )
+}
+
+fn policy(name: &str, host: &str, client: &str, path: &str, backend: SocketAddr) -> String {
     format!(
         r#"apiVersion: kube-iap.io/v1alpha1
 kind: IapPolicy
-metadata: {{name: {name}, namespace: default, creationTimestamp: "2026-02-01T00:00:00Z"}}
+metadata: {{name: {name}}}
 spec:
   oauthClientRef: {{name: {client}}}
   hosts: ["{host}"]
   paths: ["{path}"]
-  backend: {{service: web, port: 80}}
+  backend: {{service: web, port: {port}}}
   access: [{{members: [allUsers]}}]
-"#
+"#,
+        port = backend.port()
     )
 }
 
-/// Every call the controller made is one `deploy/rbac.yaml` allows: the ClusterRole, or the
-/// Role in the controller's namespace for its Lease.
-fn assert_allowed_by_deploy_rbac(api: &ApiServer) {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml"))
-        .expect("deploy/rbac.yaml");
-    let mut allowed = std::collections::BTreeSet::new();
-    for document in crate::support::apiserver::yaml_documents(&text) {
-        if !matches!(document["kind"].as_str(), Some("ClusterRole" | "Role")) {
-            continue;
-        }
-        for rule in document["rules"].as_array().unwrap() {
-            for group in rule["apiGroups"].as_array().unwrap() {
-                let group = match group.as_str().unwrap() {
-                    "" => "core",
-                    group => group,
-                };
-                for resource in rule["resources"].as_array().unwrap() {
-                    for verb in rule["verbs"].as_array().unwrap() {
-                        allowed.insert((
-                            verb.as_str().unwrap().to_string(),
-                            format!("{group}/{}", resource.as_str().unwrap()),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    let calls: std::collections::BTreeSet<_> = api.calls().into_iter().collect();
-    let denied: Vec<_> = calls.difference(&allowed).collect();
-    assert!(
-        denied.is_empty(),
-        "deploy/rbac.yaml does not allow {denied:?}"
-    );
-    // The scenario exercised the election and the status writer, not only the watches.
-    for needed in [
-        ("create", "coordination.k8s.io/leases"),
-        ("patch", "kube-iap.io/iappolicies/status"),
-        ("watch", "core/secrets"),
-    ] {
-        assert!(
-            calls.contains(&(needed.0.to_string(), needed.1.to_string())),
-            "{needed:?} not exercised"
-        );
-    }
+/// A namespace of the shared server holding the OAuthClient `idp`, the Service `web` to a new
+/// echo backend, and the policy `open` serving it on `open.test` to everyone.
+async fn namespace_serving_open(testbed: &Testbed, prefix: &str) -> (String, SocketAddr) {
+    let namespace = testbed.namespace(prefix).await;
+    let backend = backends::echo("web").await;
+    testbed
+        .apply(&namespace, &client_and_service(backend))
+        .await;
+    testbed
+        .apply(
+            &namespace,
+            &policy("open", "open.test", "idp", "/", backend),
+        )
+        .await;
+    (namespace, backend)
 }
 
-/// A scripted API server holding the healthy OAuthClient `idp` and the Service `web`, whose
-/// endpoint is `backend`.
-async fn cluster_with_web(backend: std::net::SocketAddr) -> ApiServer {
-    let api = ApiServer::start().await;
-    api.put_yaml(&manifests::oauth_client());
-    api.put_yaml(&manifests::service("web", backend.port()));
-    api
+async fn status_of(testbed: &Testbed, namespace: &str, kind: &str, name: &str) -> Value {
+    testbed
+        .get(namespace, "kube-iap.io/v1alpha1", kind, name)
+        .await
+        .map(|object| object["status"].clone())
+        .unwrap_or(Value::Null)
 }
 
-fn last_status(api: &ApiServer, plural: &str, name: &str) -> Option<Value> {
-    api.status_patches(plural, "default", name)
-        .last()
-        .map(|write| write.body.clone())
+async fn wait_for_code(testbed: &Testbed, namespace: &str, kind: &str, name: &str, code: u64) {
+    within(20, &format!("{kind}/{name} to get code {code}"), || async {
+        status_of(testbed, namespace, kind, name).await["errorCode"].as_u64() == Some(code)
+    })
+    .await;
+}
+
+async fn wait_until_ready(testbed: &Testbed, namespace: &str, kind: &str, name: &str) {
+    within(20, &format!("{kind}/{name} to be ready"), || async {
+        status_of(testbed, namespace, kind, name).await["conditions"][0]["status"] == "True"
+    })
+    .await;
+}
+
+/// The install's RBAC (`deploy/rbac.yaml`, which a chart test keeps equal to the chart's) in the
+/// namespace `kube-iap`, and a kubeconfig with a token the API server issued to its
+/// ServiceAccount.
+async fn service_account_client(testbed: &Testbed, dir: &std::path::Path) -> kube::Client {
+    testbed
+        .apply(
+            "",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: kube-iap}\n",
+        )
+        .await;
+    let rbac = std::fs::read_to_string(format!("{ROOT}/deploy/rbac.yaml")).expect("rbac.yaml");
+    testbed.apply("kube-iap", &rbac).await;
+    let token = testbed.service_account_token("kube-iap", "kube-iap").await;
+    let kubeconfig = dir.join("service-account.kubeconfig");
+    testbed.write_kubeconfig(&kubeconfig, &testbed.server, &token);
+    testbed.client_from(&kubeconfig).await
 }
 
 #[tokio::test]
-async fn watched_objects_are_served_and_statuses_carry_each_code_once() {
-    let backend = backends::echo("web").await;
-    let api = cluster_with_web(backend).await;
-    api.put_yaml(&manifests::policy(
-        "open",
-        "open.test",
-        "web",
-        &["allUsers"],
-    ));
+async fn statuses_events_and_ingresses_as_the_charts_service_account_on_a_real_api_server() {
+    let testbed = testbed::shared();
+    let (namespace, backend) = namespace_serving_open(testbed, "statuses").await;
     // 13: the policy names an OAuthClient that does not exist.
-    api.put_yaml(&policy_with_client("orphan", "orphan.test", "nobody", "/"));
-    // 7: a client without a client ID.
-    api.put_yaml(
-        r#"apiVersion: kube-iap.io/v1alpha1
+    testbed
+        .apply(
+            &namespace,
+            &policy("orphan", "orphan.test", "nobody", "/", backend),
+        )
+        .await;
+    // 7: a client without a client ID; 9: a policy on open.test with a different client.
+    testbed
+        .apply(
+            &namespace,
+            r#"apiVersion: kube-iap.io/v1alpha1
 kind: OAuthClient
-metadata: {name: empty, namespace: default}
+metadata: {name: empty}
 spec: {issuer: "http://127.0.0.1:1", clientId: ""}
 ---
 apiVersion: kube-iap.io/v1alpha1
 kind: OAuthClient
-metadata: {name: other, namespace: default}
+metadata: {name: other}
 spec: {issuer: "http://127.0.0.1:1", clientId: other, clientSecretRef: {name: idp-secret, key: client-secret}}
 "#,
-    );
-    // 9: a newer policy on the same host with a different OAuth client.
-    api.put_yaml(&policy_with_client("rival", "open.test", "other", "/rival"));
-    let running = start_controller(&api, "replica-a").await;
+        )
+        .await;
+    testbed
+        .apply(
+            &namespace,
+            &policy("rival", "open.test", "other", "/rival", backend),
+        )
+        .await;
+    let ingress = |name: &str, host: &str, annotations: &str| {
+        format!(
+            r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}, annotations: {{{annotations}}}}}
+spec:
+  ingressClassName: kube-iap
+  rules:
+    - host: {host}
+      http:
+        paths:
+          - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: {port}}}}}}}}}
+"#,
+            port = backend.port()
+        )
+    };
+    testbed
+        .apply(
+            &namespace,
+            &ingress("shop", "shop.test", "kube-iap.io/policy: open"),
+        )
+        .await;
+    testbed
+        .apply(&namespace, &ingress("unguarded", "unguarded.test", ""))
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let client = service_account_client(testbed, dir.path()).await;
+    let running = start_controller(client, &namespace, "kube-iap", "replica-a").await;
     let proxy = running.http_addr.unwrap();
 
-    within(10, "the watched policy to be served", || async {
-        get(proxy, "open.test", "/hello", &[]).await.status == http::StatusCode::OK
-    })
+    within(
+        20,
+        "the watched policy and Ingress to be served",
+        || async {
+            get(proxy, "open.test", "/hello", &[]).await.status == http::StatusCode::OK
+                && get(proxy, "shop.test", "/", &[]).await.status == http::StatusCode::OK
+        },
+    )
     .await;
-
-    let code_of = |plural: &'static str, name: &'static str| {
-        let api = api.clone();
-        move || {
-            last_status(&api, plural, name).and_then(|body| body["status"]["errorCode"].as_u64())
-        }
-    };
-    for (plural, name, code) in [
-        ("iappolicies", "orphan", 13),
-        ("oauthclients", "empty", 7),
-        ("iappolicies", "rival", 9),
+    assert_eq!(
+        get(proxy, "unguarded.test", "/", &[]).await.status,
+        http::StatusCode::NOT_FOUND,
+        "an Ingress without a policy is not served"
+    );
+    for (kind, name, code) in [
+        ("IapPolicy", "orphan", 13),
+        ("OAuthClient", "empty", 7),
+        ("IapPolicy", "rival", 9),
         // The issuer refuses connections: discovery fails.
-        ("oauthclients", "idp", 11),
+        ("OAuthClient", "idp", 11),
     ] {
-        let code_of = code_of(plural, name);
-        within(15, &format!("{plural}/{name} to get code {code}"), || {
-            let found = code_of();
-            async move { found == Some(code) }
-        })
-        .await;
+        wait_for_code(testbed, &namespace, kind, name, code).await;
     }
 
-    // The exact patch: server-side apply of the status subresource as field manager kube-iap.
-    let patch = &api.status_patches("iappolicies", "default", "orphan")[0];
+    // Server-side apply of the status subresource, as field manager kube-iap.
+    let orphan = testbed
+        .get(&namespace, "kube-iap.io/v1alpha1", "IapPolicy", "orphan")
+        .await
+        .unwrap();
+    let managers = orphan["metadata"]["managedFields"].as_array().unwrap();
     assert!(
-        patch.query.contains("fieldManager=kube-iap"),
-        "{}",
-        patch.query
+        managers.iter().any(|entry| entry["manager"] == "kube-iap"
+            && entry["operation"] == "Apply"
+            && entry["subresource"] == "status"),
+        "{managers:?}"
     );
-    assert!(patch.query.contains("force=true"), "{}", patch.query);
-    assert_eq!(patch.body["apiVersion"], "kube-iap.io/v1alpha1");
-    assert_eq!(patch.body["kind"], "IapPolicy");
-    let condition = &patch.body["status"]["conditions"][0];
+    let condition = &orphan["status"]["conditions"][0];
     assert_eq!(condition["type"], "Ready");
     assert_eq!(condition["status"], "False");
     assert!(
@@ -192,31 +267,46 @@ spec: {issuer: "http://127.0.0.1:1", clientId: other, clientSecretRef: {name: id
             .starts_with("Error code 13:"),
         "{condition}"
     );
-    assert_eq!(patch.body["status"]["observedGeneration"], 1);
-    let healthy = last_status(&api, "iappolicies", "open").expect("open's status written");
-    assert_eq!(healthy["status"]["conditions"][0]["status"], "True");
-    assert!(healthy["status"].get("errorCode").is_none(), "{healthy}");
-    let client = last_status(&api, "oauthclients", "idp").unwrap();
-    let digest = client["status"]["clientSecretSha256"].as_str().unwrap();
-    assert_eq!(digest.len(), 64);
+    assert_eq!(
+        orphan["status"]["observedGeneration"],
+        orphan["metadata"]["generation"]
+    );
+    wait_until_ready(testbed, &namespace, "IapPolicy", "open").await;
+    let open = status_of(testbed, &namespace, "IapPolicy", "open").await;
+    assert!(open.get("errorCode").is_none(), "{open}");
+    let client = status_of(testbed, &namespace, "OAuthClient", "idp").await;
+    assert_eq!(client["clientSecretSha256"].as_str().unwrap().len(), 64);
     assert!(!client.to_string().contains("do-not-leak-this"));
 
-    // Each transition is an Event on the object.
-    let events: Vec<Value> = api
-        .writes()
-        .into_iter()
-        .filter(|write| write.path.ends_with("/events"))
-        .map(|write| write.body)
-        .collect();
-    assert!(
-        events
-            .iter()
-            .any(|event| event["regarding"]["name"] == "orphan"
+    // The served Ingress shows the proxy's address; the other one gets a Warning saying why.
+    within(
+        20,
+        "the served Ingress to show the proxy's address",
+        || async {
+            testbed
+                .get(&namespace, "networking.k8s.io/v1", "Ingress", "shop")
+                .await
+                .is_some_and(|o| o["status"]["loadBalancer"]["ingress"][0]["ip"] == "203.0.113.7")
+        },
+    )
+    .await;
+    let events = testbed.events(&namespace).await;
+    let warned = |kind: &str, name: &str, text: &str| {
+        events.iter().any(|event| {
+            event["regarding"]["kind"] == kind
+                && event["regarding"]["name"] == name
                 && event["type"] == "Warning"
                 && event["note"]
                     .as_str()
-                    .unwrap()
-                    .starts_with("Error code 13:")),
+                    .is_some_and(|note| note.contains(text))
+        })
+    };
+    assert!(
+        warned("IapPolicy", "orphan", "Error code 13:"),
+        "{events:?}"
+    );
+    assert!(
+        warned("Ingress", "unguarded", "kube-iap.io/policy"),
         "{events:?}"
     );
     assert!(
@@ -225,42 +315,51 @@ spec: {issuer: "http://127.0.0.1:1", clientId: other, clientSecretRef: {name: id
             .any(|event| event["regarding"]["name"] == "open"),
         "a new policy that is simply ready records no Event: {events:?}"
     );
-
-    // Written once: the object now says it, so nothing is written again.
-    let patches_before = api.status_patches("iappolicies", "default", "orphan").len();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(patches_before, 1);
-    assert_eq!(
-        api.status_patches("iappolicies", "default", "orphan").len(),
-        1
+    assert!(
+        testbed
+            .get(&namespace, "networking.k8s.io/v1", "Ingress", "unguarded")
+            .await
+            .unwrap()["status"]["loadBalancer"]
+            .get("ingress")
+            .is_none(),
+        "an Ingress that is not served gets no address"
     );
 
-    // A fix clears the code.
-    api.put_yaml(&policy_with_client("orphan", "orphan.test", "idp", "/"));
-    within(10, "the fixed policy to become ready", || {
-        let body = last_status(&api, "iappolicies", "orphan").unwrap();
-        async move { body["status"]["conditions"][0]["status"] == "True" }
-    })
-    .await;
+    // A fix is a new generation: the code clears and observedGeneration follows.
+    testbed
+        .apply(
+            &namespace,
+            &policy("orphan", "orphan.test", "idp", "/", backend),
+        )
+        .await;
+    wait_until_ready(testbed, &namespace, "IapPolicy", "orphan").await;
+    let orphan = testbed
+        .get(&namespace, "kube-iap.io/v1alpha1", "IapPolicy", "orphan")
+        .await
+        .unwrap();
+    assert_eq!(orphan["metadata"]["generation"], 2);
+    assert_eq!(orphan["status"]["observedGeneration"], 2);
+    assert!(orphan["status"].get("errorCode").is_none(), "{orphan}");
 
-    assert_allowed_by_deploy_rbac(&api);
-    let lease = api
+    let lease = testbed
         .get(
+            "kube-iap",
             "coordination.k8s.io/v1",
             "Lease",
-            "kube-iap",
             "kube-iap-leader",
         )
+        .await
         .expect("the controller created its Lease");
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
     running.shutdown().await;
-    let lease = api
+    let lease = testbed
         .get(
+            "kube-iap",
             "coordination.k8s.io/v1",
             "Lease",
-            "kube-iap",
             "kube-iap-leader",
         )
+        .await
         .unwrap();
     assert!(
         lease["spec"]["holderIdentity"].is_null(),
@@ -268,90 +367,205 @@ spec: {issuer: "http://127.0.0.1:1", clientId: other, clientSecretRef: {name: id
     );
 }
 
+/// Two `kube-iap controller` processes, as two replicas of the Deployment run them (KUBECONFIG,
+/// `--namespace`, `--pod-namespace` for the Lease): both serve, only the leader writes, and when
+/// the leader is killed the other takes over within the lease duration.
 #[tokio::test]
-async fn only_the_leader_writes_and_a_replica_takes_over_an_abandoned_lease() {
-    let api = ApiServer::start().await;
-    api.put_yaml(&policy_with_client("orphan", "orphan.test", "nobody", "/"));
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    api.put(json!({
-        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {"name": "kube-iap-leader", "namespace": "kube-iap"},
-        "spec": {"holderIdentity": "replica-that-died", "leaseDurationSeconds": 10,
-                 "renewTime": now, "acquireTime": now, "leaseTransitions": 3}
-    }));
-    let running = start_controller(&api, "replica-b").await;
-    let proxy = running.http_addr.unwrap();
-    // Serving does not wait for leadership: the follower has its own table.
-    within(10, "the follower to serve its table", || async {
-        get(proxy, "orphan.test", "/", &[]).await.status != http::StatusCode::NOT_FOUND
+async fn a_replica_takes_over_statuses_when_the_leader_is_killed() {
+    let testbed = testbed::shared();
+    let (namespace, backend) = namespace_serving_open(testbed, "replicas").await;
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let replica = |name: &str| {
+        let (proxy, admin) = (free_port(), free_port());
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-iap"))
+            .args(["controller", "--no-https", "--no-access-log"])
+            .args(["--namespace", &namespace, "--pod-namespace", &namespace])
+            .args(["--pod-name", name])
+            .args(["--http-addr", &proxy.to_string()])
+            .args(["--admin-addr", &admin.to_string()])
+            .env("KUBECONFIG", &testbed.kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kube-iap controller starts");
+        (child, proxy, admin)
+    };
+    let holder = || async {
+        testbed
+            .get(
+                &namespace,
+                "coordination.k8s.io/v1",
+                "Lease",
+                "kube-iap-leader",
+            )
+            .await
+            .map(|lease| lease["spec"]["holderIdentity"].clone())
+    };
+
+    let listening = |addr: SocketAddr| async move {
+        within(30, "the replica to listen", || async {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await
+    };
+    let (mut first, first_proxy, first_admin) = replica("replica-1");
+    listening(first_proxy).await;
+    within(30, "the first replica to serve and lead", || async {
+        get(first_proxy, "open.test", "/", &[]).await.status == http::StatusCode::OK
+            && holder().await == Some("replica-1".into())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        api.status_patches("iappolicies", "default", "orphan")
-            .is_empty(),
-        "a follower wrote status"
+    assert_eq!(
+        get(first_admin, "admin", "/readyz", &[]).await.status,
+        http::StatusCode::OK
     );
-    // The holder never renews: within 10 s of its last renewal (+ one retry) the Lease is ours.
-    within(15, "the follower to take over and write", || {
-        let written = !api
-            .status_patches("iappolicies", "default", "orphan")
-            .is_empty();
-        async move { written }
+    wait_until_ready(testbed, &namespace, "IapPolicy", "open").await;
+    let (_second, second_proxy, _) = replica("replica-2");
+    listening(second_proxy).await;
+    within(30, "the second replica to serve", || async {
+        get(second_proxy, "open.test", "/", &[]).await.status == http::StatusCode::OK
     })
     .await;
-    let lease = api
-        .get(
-            "coordination.k8s.io/v1",
-            "Lease",
-            "kube-iap",
-            "kube-iap-leader",
+
+    // A policy that only a leader would report on, created after the leader is gone.
+    first.start_kill().expect("SIGKILL");
+    first.wait().await.unwrap();
+    let killed = std::time::Instant::now();
+    testbed
+        .apply(
+            &namespace,
+            &policy("orphan", "orphan.test", "nobody", "/", backend),
         )
-        .unwrap();
-    assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
-    assert_eq!(lease["spec"]["leaseTransitions"], 4);
-    running.shutdown().await;
+        .await;
+    wait_for_code(testbed, &namespace, "IapPolicy", "orphan", 13).await;
+    assert_eq!(holder().await, Some("replica-2".into()));
+    let took = killed.elapsed();
+    let budget = kube_iap::controller::leader::LEASE_DURATION
+        + kube_iap::controller::leader::RETRY
+        + Duration::from_secs(3);
+    assert!(took <= budget, "took over after {took:?}");
+    assert_eq!(
+        get(second_proxy, "open.test", "/", &[]).await.status,
+        http::StatusCode::OK
+    );
+}
+
+/// A CRD that accepted anything (as an older version might have), a policy stored under it that
+/// the current CRD would refuse, then the current CRDs installed over it.
+async fn cluster_with_an_unreadable_policy(testbed: &Testbed, namespace: &str) {
+    testbed
+        .apply(
+            "",
+            r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: iappolicies.kube-iap.io}
+spec:
+  group: kube-iap.io
+  names: {kind: IapPolicy, plural: iappolicies, singular: iappolicy, listKind: IapPolicyList}
+  scope: Namespaced
+  versions:
+    - name: v1alpha1
+      served: true
+      storage: true
+      subresources: {status: {}}
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+"#,
+        )
+        .await;
+    testbed.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/iappolicies.kube-iap.io",
+    ]);
+    within(20, "the loose CRD to be served", || async {
+        testbed
+            .try_apply(
+                namespace,
+                "apiVersion: kube-iap.io/v1alpha1\nkind: IapPolicy\nmetadata: {name: bad}\n\
+                 spec: {oauthClientRef: {name: idp}, hosts: not-a-list}\n",
+            )
+            .await
+            .iter()
+            .all(Result::is_ok)
+    })
+    .await;
+    testbed.kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        &format!("{ROOT}/crds/"),
+    ]);
 }
 
 #[tokio::test]
-async fn an_unreadable_object_is_skipped_and_an_api_outage_changes_nothing_for_traffic() {
+async fn an_api_pause_an_unreadable_object_and_a_compacted_history_change_nothing_for_traffic() {
+    // Paused, restarted and given other CRDs: a server of this test's own.
+    let testbed = Testbed::start();
+    let namespace = testbed.namespace("outage").await;
+    cluster_with_an_unreadable_policy(&testbed, &namespace).await;
     let backend = backends::echo("web").await;
-    let api = cluster_with_web(backend).await;
-    api.put_yaml(&manifests::policy("a", "a.test", "web", &["allUsers"]));
-    api.put_yaml(&manifests::policy("b", "b.test", "web", &["allUsers"]));
-    // The API server's schema validation would refuse this; a watch must survive it anyway.
-    api.put(json!({
-        "apiVersion": "kube-iap.io/v1alpha1", "kind": "IapPolicy",
-        "metadata": {"name": "bad", "namespace": "default"},
-        "spec": {"oauthClientRef": {"name": "idp"}, "hosts": "not-a-list"}
-    }));
-    let running = start_controller(&api, "replica-c").await;
+    testbed
+        .apply(&namespace, &client_and_service(backend))
+        .await;
+    for (name, host) in [("a", "a.test"), ("b", "b.test")] {
+        testbed
+            .apply(&namespace, &policy(name, host, "idp", "/", backend))
+            .await;
+    }
+    // The controller reaches the API server through a relay the test can cut.
+    let api_addr: SocketAddr = testbed
+        .server
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let relay = Relay::start(api_addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("relayed.kubeconfig");
+    testbed.write_kubeconfig(
+        &kubeconfig,
+        &format!("https://{}", relay.addr),
+        &testbed.admin_token(),
+    );
+    let client = testbed.client_from(&kubeconfig).await;
+    let running = start_controller(client, &namespace, &namespace, "replica-c").await;
     let (proxy, admin) = (running.http_addr.unwrap(), running.admin_addr);
-    within(10, "both policies to be served", || async {
-        get(proxy, "a.test", "/", &[]).await.status == http::StatusCode::OK
-            && get(proxy, "b.test", "/", &[]).await.status == http::StatusCode::OK
+    let serves = |host: &'static str| async move {
+        get(proxy, host, "/", &[]).await.status == http::StatusCode::OK
+    };
+    within(20, "both policies to be served", || async {
+        serves("a.test").await && serves("b.test").await
     })
     .await;
+
+    // The unreadable policy is skipped, and says why on /status and on its own status.
     let report = get(admin, "admin", "/status", &[]).await.json();
     let errors = report["objectErrors"].as_array().expect("objectErrors");
     assert_eq!(errors.len(), 1, "{report}");
     assert_eq!(errors[0]["name"], "bad");
-    assert!(errors[0]["reason"].as_str().unwrap().contains("hosts"));
-    within(10, "the unreadable policy's status", || {
-        let body = last_status(&api, "iappolicies", "bad");
-        async move {
-            body.is_some_and(|body| body["status"]["conditions"][0]["reason"] == "InvalidObject")
-        }
+    assert!(
+        errors[0]["reason"].as_str().unwrap().contains("hosts"),
+        "{report}"
+    );
+    within(20, "the unreadable policy's status", || async {
+        status_of(&testbed, &namespace, "IapPolicy", "bad").await["conditions"][0]["reason"]
+            == "InvalidObject"
     })
     .await;
 
-    // The API goes away. Meanwhile b is deleted, c created, and the history compacted, so the
-    // watchers must relist when the API is back.
-    api.set_down(true);
-    api.delete("kube-iap.io/v1alpha1", "IapPolicy", "default", "b");
-    api.put_yaml(&manifests::policy("c", "c.test", "web", &["allUsers"]));
-    api.compact();
-    let outage = tokio::time::Instant::now() + Duration::from_secs(4);
+    // A 60 s pause of the API server: every request is served, and /readyz stays ready.
+    testbed.pause();
+    let outage = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut requests = 0;
     while tokio::time::Instant::now() < outage {
         for host in ["a.test", "b.test"] {
@@ -359,155 +573,51 @@ async fn an_unreadable_object_is_skipped_and_an_api_outage_changes_nothing_for_t
             assert_eq!(
                 reply.status,
                 http::StatusCode::OK,
-                "{host} during the outage"
+                "{host} during the pause"
             );
             requests += 1;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(requests > 20);
     assert_eq!(
         get(admin, "admin", "/readyz", &[]).await.status,
         http::StatusCode::OK
     );
+    testbed.resume();
+    testbed
+        .apply(&namespace, &policy("c", "c.test", "idp", "/", backend))
+        .await;
+    within(30, "a change after the pause to be applied", || {
+        serves("c.test")
+    })
+    .await;
+    assert!(requests > 200, "{requests} requests during the pause");
 
-    api.set_down(false);
-    within(30, "the relist after the outage to apply", || async {
-        get(proxy, "c.test", "/", &[]).await.status == http::StatusCode::OK
+    // The controller loses the API; meanwhile b is deleted and d created, etcd's history is
+    // compacted and the API server restarted, so the watches' resource versions are gone (410)
+    // and they must relist. Until that relist is complete, b keeps being served.
+    relay.cut();
+    testbed
+        .delete(&namespace, "kube-iap.io/v1alpha1", "IapPolicy", "b")
+        .await;
+    testbed
+        .apply(&namespace, &policy("d", "d.test", "idp", "/", backend))
+        .await;
+    testbed.compact();
+    testbed.restart();
+    for _ in 0..20 {
+        assert!(
+            serves("a.test").await && serves("b.test").await,
+            "while cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    relay.restore();
+    within(60, "the relist after the compaction to apply", || async {
+        assert!(serves("a.test").await, "a.test during the relist");
+        serves("d.test").await
             && get(proxy, "b.test", "/", &[]).await.status == http::StatusCode::NOT_FOUND
     })
     .await;
-    assert_eq!(
-        get(proxy, "a.test", "/", &[]).await.status,
-        http::StatusCode::OK
-    );
     running.shutdown().await;
-}
-
-#[tokio::test]
-async fn ingresses_of_our_class_are_served_under_their_policy_and_others_get_an_event() {
-    let backend = backends::echo("web").await;
-    let api = cluster_with_web(backend).await;
-    api.put_yaml(
-        r#"apiVersion: kube-iap.io/v1alpha1
-kind: IapPolicy
-metadata: {name: guard, namespace: default}
-spec:
-  oauthClientRef: {name: idp}
-  access: [{members: [allUsers]}]
-"#,
-    );
-    let ingress = |name: &str, host: &str, annotations: &str| {
-        format!(
-            r#"apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: {name}, namespace: default, annotations: {{{annotations}}}}}
-spec:
-  ingressClassName: kube-iap
-  rules:
-    - host: {host}
-      http:
-        paths:
-          - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}
-"#
-        )
-    };
-    api.put_yaml(&ingress("shop", "shop.test", "kube-iap.io/policy: guard"));
-    api.put_yaml(&ingress("unguarded", "open.test", ""));
-    let running = start_controller(&api, "replica-d").await;
-    let proxy = running.http_addr.unwrap();
-
-    within(10, "the Ingress to be served", || async {
-        get(proxy, "shop.test", "/", &[]).await.status == http::StatusCode::OK
-    })
-    .await;
-    assert_eq!(
-        get(proxy, "open.test", "/", &[]).await.status,
-        http::StatusCode::NOT_FOUND,
-        "an Ingress without a policy is not served"
-    );
-    within(10, "the served Ingress to show the proxy's address", || {
-        let object = api.get("networking.k8s.io/v1", "Ingress", "default", "shop");
-        async move {
-            object.is_some_and(|o| o["status"]["loadBalancer"]["ingress"][0]["ip"] == "203.0.113.7")
-        }
-    })
-    .await;
-    within(
-        10,
-        "an Event saying why the other Ingress is not served",
-        || {
-            let found = api.writes().into_iter().any(|write| {
-                write.path.ends_with("/events")
-                    && write.body["regarding"]["kind"] == "Ingress"
-                    && write.body["regarding"]["name"] == "unguarded"
-                    && write.body["type"] == "Warning"
-                    && write.body["note"]
-                        .as_str()
-                        .is_some_and(|note| note.contains("kube-iap.io/policy"))
-            });
-            async move { found }
-        },
-    )
-    .await;
-    assert!(
-        api.get("networking.k8s.io/v1", "Ingress", "default", "unguarded")
-            .unwrap()["status"]["loadBalancer"]
-            .is_null(),
-        "an Ingress that is not served gets no address"
-    );
-    assert_allowed_by_deploy_rbac(&api);
-    running.shutdown().await;
-}
-
-/// The binary itself, as a Deployment runs it: `kube-iap controller` finds the cluster through
-/// KUBECONFIG, serves the watched routes and reports ready.
-#[tokio::test]
-async fn the_controller_command_serves_a_cluster_found_through_kubeconfig() {
-    let backend = backends::echo("web").await;
-    let api = cluster_with_web(backend).await;
-    api.put_yaml(&manifests::policy(
-        "open",
-        "open.test",
-        "web",
-        &["allUsers"],
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (proxy, admin) = (free_port(), free_port());
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-iap"))
-        .args(["controller", "--no-https", "--no-access-log"])
-        .args(["--pod-name", "binary-test", "--pod-namespace", "kube-iap"])
-        .args(["--http-addr", &proxy.to_string()])
-        .args(["--admin-addr", &admin.to_string()])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("kube-iap controller starts");
-    within(20, "the controller command to listen", || async {
-        tokio::net::TcpStream::connect(proxy).await.is_ok()
-    })
-    .await;
-    within(20, "the controller command to serve the route", || async {
-        get(proxy, "open.test", "/", &[]).await.status == http::StatusCode::OK
-    })
-    .await;
-    assert_eq!(
-        get(admin, "admin", "/readyz", &[]).await.status,
-        http::StatusCode::OK
-    );
-    within(10, "the command's status writer to write", || {
-        let written = last_status(&api, "iappolicies", "open").is_some();
-        async move { written }
-    })
-    .await;
-    child.kill().await.unwrap();
 }
