@@ -28,8 +28,21 @@ pub fn build(index: &Index) -> Snapshot {
     let mut statuses = Vec::with_capacity(index.clients.len() + index.policies.len());
     let mut client_health: HashMap<&ObjectKey, ClientHealth> =
         HashMap::with_capacity_and_hasher(index.clients.len(), Default::default());
+    let used: foldhash::HashSet<(&str, &str)> = index
+        .policies
+        .iter()
+        .map(|(key, policy)| {
+            (
+                key.namespace.as_str(),
+                policy.spec.oauth_client_ref.name.as_str(),
+            )
+        })
+        .collect();
     for (key, client) in &index.clients {
-        let (health, status) = clients::evaluate(key, client, &index.secrets);
+        let (health, mut status) = clients::evaluate(key, client, &index.secrets);
+        if !used.contains(&(key.namespace.as_str(), key.name.as_str())) {
+            clients::mark_unused(&mut status);
+        }
         client_health.insert(key, health);
         statuses.push(status);
     }

@@ -117,6 +117,19 @@ pub fn evaluate(
     (health, status)
 }
 
+/// A client no IapPolicy names is never used to sign anyone in, so its issuer and credentials
+/// are not checked (discovery and the credentials probe follow the routes). Its status says so
+/// rather than let "configured" pass for "checked".
+pub fn mark_unused(status: &mut ComputedStatus) {
+    if status.ready {
+        status.reason = "NotInUse".to_string();
+        status.message.push_str(
+            " No IapPolicy in this namespace uses it yet, so its issuer and credentials have not \
+             been checked; they are as soon as one does.",
+        );
+    }
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     digest

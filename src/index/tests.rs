@@ -988,3 +988,31 @@ rules:
         assert_eq!(reused.statuses, fresh.statuses, "after {what}");
     }
 }
+
+#[test]
+fn a_client_no_policy_uses_says_it_has_not_been_checked_until_one_does() {
+    let mut index = healthy_world();
+    let snapshot = index.build();
+    let unused = status_of(&snapshot, Kind::OAuthClient, "idp");
+    assert_eq!(unused.reason, "NotInUse");
+    assert!(
+        unused.message.contains("not been checked"),
+        "{}",
+        unused.message
+    );
+    assert_eq!(unused.error_code, None);
+
+    index.apply(mk_policy(
+        "app",
+        0,
+        mk_policy_spec("idp", &["app.example.com"], Some(("web", 80))),
+    ));
+    let snapshot = index.build();
+    let used = status_of(&snapshot, Kind::OAuthClient, "idp");
+    assert_eq!(used.reason, "Ready");
+    assert!(
+        !used.message.contains("not been checked"),
+        "{}",
+        used.message
+    );
+}

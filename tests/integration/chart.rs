@@ -308,3 +308,153 @@ async fn the_key_secrets_are_fresh_kept_on_uninstall_and_load_into_the_proxy() {
     .await;
     server.shutdown().await;
 }
+
+/// The objects the README says an install creates, on `testbed`, in namespace `kube-iap`.
+async fn assert_installed(testbed: &support::testbed::Testbed) {
+    let namespace = "kube-iap";
+    for (api_version, kind, namespace, name) in [
+        (
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            "",
+            "iappolicies.kube-iap.io",
+        ),
+        (
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            "",
+            "oauthclients.kube-iap.io",
+        ),
+        ("v1", "ServiceAccount", namespace, "kube-iap"),
+        (
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRole",
+            "",
+            "kube-iap",
+        ),
+        (
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRoleBinding",
+            "",
+            "kube-iap",
+        ),
+        (
+            "rbac.authorization.k8s.io/v1",
+            "Role",
+            namespace,
+            "kube-iap-leader-election",
+        ),
+        (
+            "rbac.authorization.k8s.io/v1",
+            "RoleBinding",
+            namespace,
+            "kube-iap-leader-election",
+        ),
+        ("networking.k8s.io/v1", "IngressClass", "", "kube-iap"),
+        ("apps/v1", "Deployment", namespace, "kube-iap"),
+        ("policy/v1", "PodDisruptionBudget", namespace, "kube-iap"),
+        ("v1", "Service", namespace, "kube-iap"),
+        ("v1", "Service", namespace, "kube-iap-metrics"),
+    ] {
+        assert!(
+            testbed
+                .get(namespace, api_version, kind, name)
+                .await
+                .is_some(),
+            "{kind} {name} was not created"
+        );
+    }
+}
+
+/// What a user runs, on a real API server of its own (the install is cluster-wide): `helm
+/// install`, `helm upgrade` (the key Secrets keep their keys), `helm uninstall` (the key Secrets
+/// stay, as documented). Every step succeeds without a warning.
+#[tokio::test]
+async fn helm_install_upgrade_and_uninstall_work_on_a_real_api_server() {
+    let testbed = support::testbed::Testbed::start();
+    let helm = |args: &[&str]| {
+        let output = Command::new(tool("helm"))
+            .args(args)
+            .env("KUBECONFIG", &testbed.kubeconfig)
+            .output()
+            .expect("helm runs");
+        let printed = text(&output);
+        assert!(
+            output.status.success(),
+            "helm {}: {printed}",
+            args.join(" ")
+        );
+        assert!(
+            !printed.to_lowercase().contains("warning"),
+            "helm {}: {printed}",
+            args.join(" ")
+        );
+    };
+    let keys = || async {
+        let mut data = Vec::new();
+        for name in ["kube-iap-session-keys", "kube-iap-signing-keys"] {
+            let secret = testbed.get("kube-iap", "v1", "Secret", name).await;
+            data.push(secret.map(|secret| secret["data"].clone()));
+        }
+        data
+    };
+
+    helm(&[
+        "install",
+        "kube-iap",
+        CHART,
+        "--namespace",
+        "kube-iap",
+        "--create-namespace",
+    ]);
+    assert_installed(&testbed).await;
+    let first = keys().await;
+    assert!(
+        first.iter().all(Option::is_some),
+        "the key Secrets are created"
+    );
+    helm(&[
+        "upgrade",
+        "kube-iap",
+        CHART,
+        "--namespace",
+        "kube-iap",
+        "--set",
+        "replicaCount=3",
+    ]);
+    let deployment = testbed
+        .get("kube-iap", "apps/v1", "Deployment", "kube-iap")
+        .await
+        .unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(keys().await, first, "an upgrade keeps the keys");
+    helm(&["uninstall", "kube-iap", "--namespace", "kube-iap"]);
+    assert!(
+        testbed
+            .get(
+                "",
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRole",
+                "kube-iap"
+            )
+            .await
+            .is_none(),
+        "uninstall removes the release"
+    );
+    assert_eq!(keys().await, first, "uninstall leaves the keys");
+}
+
+/// `kubectl apply -k deploy/` on a fresh real API server: everything is created, with no warning.
+#[tokio::test]
+async fn kubectl_apply_k_deploy_works_on_a_real_api_server() {
+    let testbed = support::testbed::Testbed::start();
+    let deploy_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+    let output = testbed.kubectl_output(&["apply", "-k", deploy_dir]);
+    let printed = text(&output);
+    assert!(
+        output.status.success(),
+        "kubectl apply -k deploy/: {printed}"
+    );
+    assert!(!printed.to_lowercase().contains("warning"), "{printed}");
+    assert_installed(&testbed).await;
+}
