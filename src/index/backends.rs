@@ -1,7 +1,5 @@
 //! Resolves a Service port to the addresses requests go to.
 
-use foldhash::HashMap;
-
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -30,28 +28,18 @@ impl PortSelector {
     }
 }
 
-/// EndpointSlices grouped by the Service they belong to.
+/// EndpointSlices grouped by the Service they belong to (the index keeps the groups).
 pub struct SlicesByService<'a> {
-    by_service: HashMap<ObjectKey, Vec<&'a EndpointSlice>>,
+    index: &'a super::Index,
 }
 
 impl<'a> SlicesByService<'a> {
-    pub fn new(slices: impl Iterator<Item = (&'a ObjectKey, &'a EndpointSlice)>) -> Self {
-        let mut by_service: HashMap<ObjectKey, Vec<&EndpointSlice>> = HashMap::default();
-        for (key, slice) in slices {
-            let service = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|labels| labels.get(SERVICE_NAME_LABEL));
-            if let Some(service) = service {
-                by_service
-                    .entry(ObjectKey::new(&key.namespace, service))
-                    .or_default()
-                    .push(slice);
-            }
-        }
-        SlicesByService { by_service }
+    pub fn new(index: &'a super::Index) -> Self {
+        SlicesByService { index }
+    }
+
+    fn of(&self, service: &ObjectKey) -> impl Iterator<Item = &'a EndpointSlice> + use<'a> {
+        self.index.slices_of(service)
     }
 }
 
@@ -96,7 +84,7 @@ pub fn resolve(
     }
 
     let mut upstreams = Vec::new();
-    for slice in slices.by_service.get(key).into_iter().flatten() {
+    for slice in slices.of(key) {
         // An EndpointSlice names its ports like the Service does; an unnamed Service port matches
         // the slice's unnamed port.
         let slice_port = slice.ports.iter().flatten().find(|candidate| {

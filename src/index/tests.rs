@@ -1016,3 +1016,43 @@ fn a_client_no_policy_uses_says_it_has_not_been_checked_until_one_does() {
         used.message
     );
 }
+
+#[test]
+fn an_endpoint_slice_relabelled_or_deleted_leaves_its_old_service() {
+    let mut index = healthy_world();
+    index.apply(mk_service("api", &[(Some("http"), 80)], &[]));
+    index.apply(mk_policy(
+        "app",
+        0,
+        mk_policy_spec("idp", &["app.example.com"], Some(("web", 80))),
+    ));
+    index.apply(mk_policy(
+        "other",
+        1,
+        mk_policy_spec("idp", &["api.example.com"], Some(("api", 80))),
+    ));
+    // healthy_world's slice of `web` (three endpoints: named web-abc3), relabelled to `api`.
+    let Resource::EndpointSlice(mut slice) = mk_slice(
+        "api",
+        (Some("http"), 8080),
+        &[("10.0.0.9", Some(true)), ("x", None), ("y", Some(false))],
+    ) else {
+        unreachable!()
+    };
+    slice.metadata.name = Some("web-abc3".into());
+    slice.endpoints.as_mut().unwrap().truncate(1);
+    index.apply(Resource::EndpointSlice(slice));
+    let snapshot = index.build();
+    assert_eq!(
+        upstreams(&snapshot, "api.example.com", "/"),
+        ["10.0.0.9:8080"]
+    );
+    assert!(
+        upstreams(&snapshot, "app.example.com", "/").is_empty(),
+        "web has no endpoints left"
+    );
+
+    index.delete(Kind::EndpointSlice, &ObjectKey::new(NS, "web-abc3"));
+    let snapshot = index.build();
+    assert!(upstreams(&snapshot, "api.example.com", "/").is_empty());
+}
