@@ -2,7 +2,6 @@
 //! in-process backends, and a small HTTP client that can send any Host header.
 #![allow(dead_code)] // not every helper is used by every scenario
 
-pub mod apiserver;
 pub mod backends;
 pub mod browser;
 pub mod forging_idp;

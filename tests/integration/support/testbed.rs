@@ -5,6 +5,8 @@
 //!
 //! The script runs as a supervisor whose standard input this process holds: when the tests end,
 //! however they end, the pipe closes and the servers stop with them.
+//!
+//! Self-contained, so that `benches/controller_scale.rs` includes the same file.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -13,11 +15,10 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
+use kube::discovery::ApiCapabilities;
 use serde_json::{Value, json};
-
-use super::apiserver::yaml_documents;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -28,6 +29,8 @@ pub struct Testbed {
     /// `https://127.0.0.1:PORT`
     pub server: String,
     apiserver_pid: Mutex<u32>,
+    /// What discovery said of each kind, so applying thousands of objects asks once per kind.
+    kinds: Mutex<BTreeMap<String, (ApiResource, ApiCapabilities)>>,
     _scratch: tempfile::TempDir,
     supervisor: Mutex<Option<(Child, ChildStdin)>>,
 }
@@ -102,6 +105,7 @@ impl Testbed {
             kubeconfig: PathBuf::from(vars["KUBECONFIG"]),
             server: vars["TESTBED_APISERVER"].to_string(),
             apiserver_pid: Mutex::new(vars["TESTBED_APISERVER_PID"].parse().expect("a pid")),
+            kinds: Mutex::default(),
             dir,
             _scratch: scratch,
             supervisor: Mutex::new(Some((child, stdin))),
@@ -162,7 +166,11 @@ impl Testbed {
     }
 
     pub fn kubectl_output(&self, args: &[&str]) -> std::process::Output {
-        Command::new(crate::chart::tool("kubectl"))
+        // From `scripts/install-tools.sh`, as the chart tests use it.
+        let tools = std::env::var_os("KUBE_IAP_TOOLS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(ROOT).join(".tools/bin"));
+        Command::new(tools.join("kubectl"))
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .output()
@@ -217,15 +225,31 @@ impl Testbed {
         let api_version = document["apiVersion"].as_str().expect("apiVersion");
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let gvk = GroupVersionKind::gvk(group, version, document["kind"].as_str().expect("kind"));
-        // A CRD just installed takes a moment to appear in discovery.
-        let mut attempts = 0;
-        let (resource, capabilities) = loop {
-            match kube::discovery::pinned_kind(client, &gvk).await {
-                Ok(found) => break found,
-                Err(_) if attempts < 100 => attempts += 1,
-                Err(error) => panic!("{gvk:?} is not served: {error}"),
+        let known = self
+            .kinds
+            .lock()
+            .unwrap()
+            .get(&api_version_kind(document))
+            .cloned();
+        let (resource, capabilities) = match known {
+            Some(found) => found,
+            None => {
+                // A CRD just installed takes a moment to appear in discovery.
+                let mut attempts = 0;
+                let found = loop {
+                    match kube::discovery::pinned_kind(client, &gvk).await {
+                        Ok(found) => break found,
+                        Err(_) if attempts < 100 => attempts += 1,
+                        Err(error) => panic!("{gvk:?} is not served: {error}"),
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                };
+                self.kinds
+                    .lock()
+                    .unwrap()
+                    .insert(api_version_kind(document), found.clone());
+                found
             }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         };
         let name = document["metadata"]["name"]
             .as_str()
@@ -351,6 +375,24 @@ impl Testbed {
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
+}
+
+/// "networking.k8s.io/v1/Ingress": a kind has no '/', so the text names one kind of one group.
+fn api_version_kind(document: &Value) -> String {
+    format!(
+        "{}/{}",
+        document["apiVersion"].as_str().unwrap_or_default(),
+        document["kind"].as_str().unwrap_or_default()
+    )
+}
+
+/// The documents of a YAML stream, empty ones left out.
+pub fn yaml_documents(yaml: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|document| Value::deserialize(document).expect("valid YAML"))
+        .filter(|value| !value.is_null())
+        .collect()
 }
 
 impl Drop for Testbed {
