@@ -150,11 +150,7 @@ pub(super) struct World<'a> {
     ingress_paths: HashMap<ObjectKey, Vec<super::ingress::IngressPath>>,
 }
 
-impl<'a> World<'a> {
-    fn slices(&self) -> &SlicesByService<'a> {
-        &self.slices
-    }
-
+impl World<'_> {
     /// The Services annotated with `policy`.
     pub(super) fn annotated_keys(&self, policy: &ObjectKey) -> impl Iterator<Item = &ObjectKey> {
         self.annotated
@@ -615,7 +611,7 @@ fn tunnel_grant(
                     service_key,
                     world.index.service(service_key),
                     &PortSelector::Number(*port),
-                    world.slices(),
+                    &world.slices,
                 )
                 .map(|resolved| resolved.upstreams)
                 .map_err(|error| error.to_string()),
@@ -663,7 +659,7 @@ fn targets(
                 &service_key,
                 world.index.service(&service_key),
                 &PortSelector::Number(backend.port),
-                world.slices(),
+                &world.slices,
             ),
         });
     }
@@ -686,7 +682,7 @@ fn targets(
         };
         let selector = annotation(PORT_ANNOTATION)
             .map_or(PortSelector::Only, |port| PortSelector::parse(port));
-        let backend = backends::resolve(service_key, Some(service), &selector, world.slices());
+        let backend = backends::resolve(service_key, Some(service), &selector, &world.slices);
         targets.push(Target {
             origin,
             hosts,
@@ -711,7 +707,7 @@ fn targets(
                 &path.service,
                 world.index.service(&path.service),
                 &path.port,
-                world.slices(),
+                &world.slices,
             ),
             origin,
             hosts,
