@@ -4,7 +4,7 @@
 //! manifests. helm, kubectl and kubernetes-validate come from `scripts/install-tools.sh` (run by
 //! `scripts/test.sh`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -26,18 +26,7 @@ const EVERYTHING_ON: &[&str] = &[
     "logFormat=text",
 ];
 
-pub(crate) fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("KUBE_IAP_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin"));
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/install-tools.sh",
-        path.display()
-    );
-    path
-}
+pub(crate) use crate::support::testbed::tool;
 
 fn run(program: &Path, args: &[&str]) -> Output {
     Command::new(program)

@@ -112,7 +112,8 @@ impl Testbed {
         }
     }
 
-    /// A client as the admin (`system:masters`).
+    /// A client as the admin (`system:masters`). Made per call, not kept: a kube client's
+    /// connection task lives on the runtime that made it, and each test has its own runtime.
     pub async fn client(&self) -> kube::Client {
         self.client_from(&self.kubeconfig).await
     }
@@ -166,11 +167,7 @@ impl Testbed {
     }
 
     pub fn kubectl_output(&self, args: &[&str]) -> std::process::Output {
-        // From `scripts/install-tools.sh`, as the chart tests use it.
-        let tools = std::env::var_os("KUBE_IAP_TOOLS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(ROOT).join(".tools/bin"));
-        Command::new(tools.join("kubectl"))
+        Command::new(tool("kubectl"))
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .output()
@@ -384,6 +381,20 @@ fn api_version_kind(document: &Value) -> String {
         document["apiVersion"].as_str().unwrap_or_default(),
         document["kind"].as_str().unwrap_or_default()
     )
+}
+
+/// A tool `scripts/install-tools.sh` installed (helm, kubectl, kubernetes-validate).
+pub fn tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("KUBE_IAP_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(ROOT).join(".tools/bin"));
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/install-tools.sh",
+        path.display()
+    );
+    path
 }
 
 /// The documents of a YAML stream, empty ones left out.
