@@ -98,6 +98,13 @@ pub fn explain(question: &Question) -> anyhow::Result<Answer> {
         "route:    {}{} -> IapPolicy {}",
         route.host, route.prefix, route.policy
     );
+    if let RouteAction::Unprotected { reason } = &route.action {
+        let _ = writeln!(report, "decision: DENY (403): {reason}");
+        return Ok(Answer {
+            report,
+            allowed: false,
+        });
+    }
     if let RouteAction::FailClosed { code, reason } = &route.action {
         let code = code.map_or(String::new(), |code| {
             format!(" (error code {})", code.number())

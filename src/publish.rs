@@ -268,14 +268,10 @@ impl Published {
 }
 
 fn object_report(status: &ComputedStatus, now: &Time) -> ObjectReport {
-    let value = match status.kind {
-        Kind::OAuthClient => serde_json::to_value(status.to_client_status(now.clone())),
-        _ => serde_json::to_value(status.to_policy_status(now.clone())),
-    };
     ObjectReport {
         kind: status.kind,
         namespace: status.key.namespace.clone(),
         name: status.key.name.clone(),
-        status: value.expect("statuses serialize to JSON"),
+        status: status.subresource(now.clone()),
     }
 }

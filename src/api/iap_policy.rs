@@ -94,6 +94,31 @@ pub struct IapPolicySpec {
     /// `x-goog-authenticated-user-id` headers (values prefixed `kube-iap:`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub google_compatible_headers: bool,
+    /// Gateway API objects this policy protects (policy attachment): a Gateway protects every
+    /// route attached to it (or to its listener `sectionName`), an HTTPRoute every rule of it
+    /// (or its rule `sectionName`). The most specific attachment wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub target_refs: Vec<PolicyTargetRef>,
+}
+
+/// A Gateway API object a policy attaches to, in the policy's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyTargetRef {
+    /// `gateway.networking.k8s.io`.
+    #[schemars(regex(pattern = "^gateway\\.networking\\.k8s\\.io$"))]
+    pub group: String,
+    /// `Gateway` or `HTTPRoute`.
+    #[schemars(regex(pattern = "^(Gateway|HTTPRoute)$"))]
+    pub kind: String,
+    /// Name of the Gateway or route.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// A listener of the Gateway, or a rule of the route, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub section_name: Option<String>,
 }
 
 /// Settings of the signed identity assertion.

@@ -3,6 +3,7 @@
 //! These are the only Kubernetes-shaped types of the project besides `k8s_openapi`'s; the
 //! [`crate::index`] translates them into the plain routing model the data plane reads.
 
+pub mod gateway;
 mod iap_policy;
 mod oauth_client;
 mod status;

@@ -16,6 +16,42 @@ pub struct IapPolicyStatus {
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// How each Gateway API object named in `spec.targetRefs` took the policy, in the Gateway
+    /// API's `PolicyAncestorStatus` shape.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub ancestors: Vec<PolicyAncestorStatus>,
+}
+
+/// The status of a policy at one object it attaches to (Gateway API policy attachment).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyAncestorStatus {
+    /// The object the policy is attached to.
+    pub ancestor_ref: AncestorRef,
+    /// `kube-iap.io/gateway-controller`.
+    pub controller_name: String,
+    /// `Accepted`, with reason `Accepted`, `Conflicted`, `TargetNotFound` or `Invalid`.
+    #[schemars(length(max = 8))]
+    pub conditions: Vec<Condition>,
+}
+
+/// A Gateway API object, as a policy ancestor names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AncestorRef {
+    /// API group of the object.
+    pub group: String,
+    /// Kind of the object.
+    pub kind: String,
+    /// Name of the object.
+    pub name: String,
+    /// Namespace of the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The listener or rule of the object, when the policy names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
 }
 
 /// Observed state of an OAuthClient.

@@ -161,8 +161,46 @@ impl StatusWriter {
 
     async fn patch(&self, status: &ComputedStatus) -> Result<(), kube::Error> {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        self.apply_status(status.kind, &status.key, status_body(status, now))
+        if status.kind == Kind::HttpRoute {
+            return self.write_route_parents(status, now).await;
+        }
+        self.apply_status(status.kind, &status.key, status.subresource(now))
             .await
+    }
+
+    /// An HTTPRoute's `status.parents` is one list shared by every controller its parents
+    /// belong to, replaced whole on each write: kube-iap's entries are swapped in among the
+    /// others' as they are now, and the write is refused (and retried later) if the route
+    /// changed since it was read.
+    async fn write_route_parents(
+        &self,
+        status: &ComputedStatus,
+        now: Time,
+    ) -> Result<(), kube::Error> {
+        let resource = api_resource(Kind::HttpRoute);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &status.key.namespace, &resource);
+        let current = api.get_status(&status.key.name).await?;
+        let ours = status.subresource(now);
+        let mut parents: Vec<serde_json::Value> = current.data["status"]["parents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|parent| parent["controllerName"] != crate::api::gateway::GATEWAY_CONTROLLER)
+            .cloned()
+            .collect();
+        parents.extend(ours["parents"].as_array().into_iter().flatten().cloned());
+        let body = serde_json::json!({
+            "metadata": {"resourceVersion": current.metadata.resource_version},
+            "status": {"parents": parents},
+        });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        api.patch_status(&status.key.name, &params, &Patch::Merge(&body))
+            .await
+            .map(drop)
     }
 
     /// Server-side apply of an object's status subresource as field manager `kube-iap`.
@@ -177,8 +215,10 @@ impl StatusWriter {
         status: serde_json::Value,
     ) -> Result<(), kube::Error> {
         let resource = api_resource(kind);
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &key.namespace, &resource);
+        let api: Api<DynamicObject> = match kind {
+            Kind::GatewayClass => Api::all_with(self.client.clone(), &resource),
+            _ => Api::namespaced_with(self.client.clone(), &key.namespace, &resource),
+        };
         let body = serde_json::json!({
             "apiVersion": resource.api_version,
             "kind": resource.kind,
@@ -208,7 +248,8 @@ impl StatusWriter {
         let reference = ObjectReference {
             api_version: Some(resource.api_version),
             kind: Some(resource.kind),
-            namespace: Some(status.key.namespace.clone()),
+            // Cluster-scoped objects (GatewayClasses) have none.
+            namespace: Some(status.key.namespace.clone()).filter(|ns| !ns.is_empty()),
             name: Some(status.key.name.clone()),
             uid: status.uid.clone(),
             ..ObjectReference::default()
@@ -228,15 +269,6 @@ impl StatusWriter {
             tracing::warn!(object = %status.key, %error, "cannot record an Event");
         }
     }
-}
-
-/// The status subresource as JSON.
-pub fn status_body(status: &ComputedStatus, now: Time) -> serde_json::Value {
-    let value = match status.kind {
-        Kind::OAuthClient => serde_json::to_value(status.to_client_status(now)),
-        _ => serde_json::to_value(status.to_policy_status(now)),
-    };
-    value.expect("statuses serialize to JSON")
 }
 
 /// The API server's answer when the stored object does not fit the schema's types, so no

@@ -7,6 +7,7 @@ mod access;
 mod backends;
 mod build;
 mod clients;
+mod gateway;
 mod ingress;
 mod resources;
 mod reuse;
@@ -27,10 +28,12 @@ use k8s_openapi::api::networking::v1::Ingress;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute};
 use crate::api::{IapPolicy, OAuthClient};
 use crate::model::RoutingTable;
 
 pub use backends::SERVICE_NAME_LABEL;
+pub use gateway::GatewayPorts;
 pub use ingress::DEFAULT_INGRESS_CLASS;
 pub use resources::{Kind, ObjectKey, Resource};
 pub use session_keys::DEFAULT_SECRET_NAME as DEFAULT_SESSION_KEYS_SECRET;
@@ -52,6 +55,13 @@ pub struct Index {
     slices_by_service: foldhash::HashMap<ObjectKey, Vec<ObjectKey>>,
     secrets: BTreeMap<ObjectKey, Box<Secret>>,
     ingresses: BTreeMap<ObjectKey, Box<Ingress>>,
+    /// GatewayClasses are cluster-scoped: their key's namespace is empty.
+    gateway_classes: BTreeMap<ObjectKey, Box<GatewayClass>>,
+    gateways: BTreeMap<ObjectKey, Box<Gateway>>,
+    http_routes: BTreeMap<ObjectKey, Box<HTTPRoute>>,
+    /// The ports kube-iap's own Service exposes for plain HTTP and for HTTPS: the only ports
+    /// a Gateway listener can be served on.
+    gateway_ports: GatewayPorts,
     /// The IngressClass served; `kube-iap` unless set.
     ingress_class: Option<String>,
     /// Where the session keys live; `default/kube-iap-session-keys` unless set.
@@ -85,6 +95,9 @@ impl Index {
             Resource::EndpointSlice(o) => drop(self.slices.insert(key, o)),
             Resource::Secret(o) => drop(self.secrets.insert(key, o)),
             Resource::Ingress(o) => drop(self.ingresses.insert(key, o)),
+            Resource::GatewayClass(o) => drop(self.gateway_classes.insert(key, o)),
+            Resource::Gateway(o) => drop(self.gateways.insert(key, o)),
+            Resource::HttpRoute(o) => drop(self.http_routes.insert(key, o)),
         }
     }
 
@@ -101,6 +114,9 @@ impl Index {
             Kind::EndpointSlice => drop(self.slices.remove(key)),
             Kind::Secret => drop(self.secrets.remove(key)),
             Kind::Ingress => drop(self.ingresses.remove(key)),
+            Kind::GatewayClass => drop(self.gateway_classes.remove(key)),
+            Kind::Gateway => drop(self.gateways.remove(key)),
+            Kind::HttpRoute => drop(self.http_routes.remove(key)),
         }
     }
 
@@ -118,6 +134,9 @@ impl Index {
             }
             Kind::Secret => self.secrets.clear(),
             Kind::Ingress => self.ingresses.clear(),
+            Kind::GatewayClass => self.gateway_classes.clear(),
+            Kind::Gateway => self.gateways.clear(),
+            Kind::HttpRoute => self.http_routes.clear(),
         }
         for object in objects {
             self.apply(object);
@@ -173,6 +192,11 @@ impl Index {
     /// Names the Secret that holds the session key ring.
     pub fn set_session_keys_secret(&mut self, key: ObjectKey) {
         self.session_keys_secret = Some(key);
+    }
+
+    /// Sets the ports Gateway listeners may use (those kube-iap's Service exposes).
+    pub fn set_gateway_ports(&mut self, ports: GatewayPorts) {
+        self.gateway_ports = ports;
     }
 
     /// Names the IngressClass whose Ingresses are served.
@@ -242,12 +266,18 @@ impl Index {
             Kind::EndpointSlice => self.slices.contains_key(key),
             Kind::Secret => self.secrets.contains_key(key),
             Kind::Ingress => self.ingresses.contains_key(key),
+            Kind::GatewayClass => self.gateway_classes.contains_key(key),
+            Kind::Gateway => self.gateways.contains_key(key),
+            Kind::HttpRoute => self.http_routes.contains_key(key),
         }
     }
 
     /// How many objects of each kind the index holds.
-    pub fn counts(&self) -> [(Kind, usize); 6] {
+    pub fn counts(&self) -> [(Kind, usize); 9] {
         [
+            (Kind::GatewayClass, self.gateway_classes.len()),
+            (Kind::Gateway, self.gateways.len()),
+            (Kind::HttpRoute, self.http_routes.len()),
             (Kind::IapPolicy, self.policies.len()),
             (Kind::OAuthClient, self.clients.len()),
             (Kind::Service, self.services.len()),
@@ -280,6 +310,18 @@ impl Index {
                 .is_some_and(|old| old.spec == new.spec && same_meta(&old.metadata, &new.metadata)),
             Resource::Ingress(new) => self
                 .ingresses
+                .get(&key)
+                .is_some_and(|old| old.spec == new.spec && same_meta(&old.metadata, &new.metadata)),
+            Resource::GatewayClass(new) => self
+                .gateway_classes
+                .get(&key)
+                .is_some_and(|old| old.spec == new.spec && same_meta(&old.metadata, &new.metadata)),
+            Resource::Gateway(new) => self
+                .gateways
+                .get(&key)
+                .is_some_and(|old| old.spec == new.spec && same_meta(&old.metadata, &new.metadata)),
+            Resource::HttpRoute(new) => self
+                .http_routes
                 .get(&key)
                 .is_some_and(|old| old.spec == new.spec && same_meta(&old.metadata, &new.metadata)),
             _ => false,

@@ -6,6 +6,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
+use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute};
 use crate::api::{IapPolicy, OAuthClient};
 
 /// The kinds of object the index reads.
@@ -17,17 +18,27 @@ pub enum Kind {
     EndpointSlice,
     Secret,
     Ingress,
+    GatewayClass,
+    Gateway,
+    #[serde(rename = "HTTPRoute")]
+    HttpRoute,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 9] = [
         Kind::IapPolicy,
         Kind::OAuthClient,
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Secret,
         Kind::Ingress,
+        Kind::GatewayClass,
+        Kind::Gateway,
+        Kind::HttpRoute,
     ];
+
+    /// The Gateway API kinds, read only where the cluster serves their CRDs.
+    pub const GATEWAY_API: [Kind; 3] = [Kind::GatewayClass, Kind::Gateway, Kind::HttpRoute];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -37,6 +48,9 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
             Kind::Ingress => "Ingress",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
         }
     }
 }
@@ -81,6 +95,9 @@ pub enum Resource {
     EndpointSlice(Box<EndpointSlice>),
     Secret(Box<Secret>),
     Ingress(Box<Ingress>),
+    GatewayClass(Box<GatewayClass>),
+    Gateway(Box<Gateway>),
+    HttpRoute(Box<HTTPRoute>),
 }
 
 impl Resource {
@@ -92,6 +109,9 @@ impl Resource {
             Resource::EndpointSlice(_) => Kind::EndpointSlice,
             Resource::Secret(_) => Kind::Secret,
             Resource::Ingress(_) => Kind::Ingress,
+            Resource::GatewayClass(_) => Kind::GatewayClass,
+            Resource::Gateway(_) => Kind::Gateway,
+            Resource::HttpRoute(_) => Kind::HttpRoute,
         }
     }
 
@@ -103,6 +123,9 @@ impl Resource {
             Resource::EndpointSlice(o) => &o.metadata,
             Resource::Secret(o) => &o.metadata,
             Resource::Ingress(o) => &o.metadata,
+            Resource::GatewayClass(o) => &o.metadata,
+            Resource::Gateway(o) => &o.metadata,
+            Resource::HttpRoute(o) => &o.metadata,
         }
     }
 
@@ -114,11 +137,20 @@ impl Resource {
             Resource::EndpointSlice(o) => &mut o.metadata,
             Resource::Secret(o) => &mut o.metadata,
             Resource::Ingress(o) => &mut o.metadata,
+            Resource::GatewayClass(o) => &mut o.metadata,
+            Resource::Gateway(o) => &mut o.metadata,
+            Resource::HttpRoute(o) => &mut o.metadata,
         }
     }
 
     pub fn key(&self) -> ObjectKey {
-        ObjectKey::of(self.meta())
+        match self {
+            // Cluster-scoped: no namespace, whatever a manifest says.
+            Resource::GatewayClass(class) => {
+                ObjectKey::new("", class.metadata.name.clone().unwrap_or_default())
+            }
+            _ => ObjectKey::of(self.meta()),
+        }
     }
 }
 

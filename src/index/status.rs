@@ -56,6 +56,14 @@ pub struct ComputedStatus {
     /// folded in after the build).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub discovered: Option<DiscoveredEndpoints>,
+    /// The Gateway API part, as JSON without condition times: a GatewayClass's, Gateway's or
+    /// HTTPRoute's whole status (an HTTPRoute's only kube-iap's `parents`), an IapPolicy's
+    /// `ancestors`. Text, so that it compares and hashes as what would be written.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_api_status"
+    )]
+    pub api_status: Option<std::sync::Arc<str>>,
     /// The object's `metadata.uid`, for Events about it.
     #[serde(skip)]
     pub uid: Option<String>,
@@ -76,6 +84,7 @@ struct Shown<'a> {
     observed_generation: Option<i64>,
     client_secret_sha256: Option<&'a str>,
     discovered: Option<&'a DiscoveredEndpoints>,
+    api_status: Option<&'a str>,
 }
 
 /// The status an object carries now, in the terms the status writer compares.
@@ -91,6 +100,10 @@ pub struct CurrentStatus {
     pub discovered: Option<DiscoveredEndpoints>,
     /// An Ingress's `status.loadBalancer` addresses (IPs and hostnames).
     pub load_balancer: Vec<String>,
+    /// The Gateway API part, in [`ComputedStatus::api_status`]'s terms.
+    pub api_status: Option<String>,
+    /// The same as the object carries it, condition times included.
+    pub api_status_with_times: Option<serde_json::Value>,
 }
 
 impl CurrentStatus {
@@ -111,16 +124,52 @@ impl CurrentStatus {
             last_transition_time: ready.map(|c| c.last_transition_time.clone()),
             discovered: None,
             load_balancer: Vec::new(),
+            api_status: None,
+            api_status_with_times: None,
         }
     }
 
     pub fn of_policy(status: &IapPolicyStatus) -> Self {
-        Self::from_parts(
-            &status.conditions,
-            status.error_code,
-            status.observed_generation,
-            None,
-        )
+        let ancestors = (!status.ancestors.is_empty())
+            .then(|| serde_json::to_value(&status.ancestors).expect("serializes"));
+        let stripped = ancestors.clone().map(|mut value| {
+            without_times(&mut value);
+            value.to_string()
+        });
+        CurrentStatus {
+            api_status: stripped,
+            api_status_with_times: ancestors,
+            ..Self::from_parts(
+                &status.conditions,
+                status.error_code,
+                status.observed_generation,
+                None,
+            )
+        }
+    }
+
+    /// A Gateway API object's status; for an HTTPRoute only the parents kube-iap reports on.
+    pub fn of_gateway_api(kind: Kind, status: &serde_json::Value) -> Self {
+        let mut value = status.clone();
+        if kind == Kind::HttpRoute {
+            let ours: Vec<serde_json::Value> = value["parents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|parent| {
+                    parent["controllerName"] == crate::api::gateway::GATEWAY_CONTROLLER
+                })
+                .cloned()
+                .collect();
+            value = serde_json::json!({ "parents": ours });
+        }
+        let with_times = value.clone();
+        without_times(&mut value);
+        CurrentStatus {
+            api_status: Some(value.to_string()),
+            api_status_with_times: Some(with_times),
+            ..Self::from_parts(&[], None, None, None)
+        }
     }
 
     fn shown(&self) -> Shown<'_> {
@@ -132,6 +181,7 @@ impl CurrentStatus {
             observed_generation: self.observed_generation,
             client_secret_sha256: self.client_secret_sha256.as_deref(),
             discovered: self.discovered.as_ref(),
+            api_status: self.api_status.as_deref(),
         }
     }
 
@@ -199,6 +249,7 @@ impl ComputedStatus {
             observed_generation: generation,
             client_secret_sha256: None,
             discovered: None,
+            api_status: None,
             uid: None,
             current: None,
         }
@@ -228,6 +279,7 @@ impl ComputedStatus {
             observed_generation: self.observed_generation,
             client_secret_sha256: self.client_secret_sha256.as_deref(),
             discovered: self.discovered.as_ref(),
+            api_status: self.api_status.as_deref(),
         }
     }
 
@@ -275,11 +327,45 @@ impl ComputedStatus {
     /// The CRD status of an IapPolicy. `now` becomes the condition's transition time; the status
     /// writer keeps the old time when nothing changed.
     pub fn to_policy_status(&self, now: Time) -> IapPolicyStatus {
+        let ancestors = self
+            .api_status_body(&now)
+            .and_then(|mut value| serde_json::from_value(value["ancestors"].take()).ok())
+            .unwrap_or_default();
         IapPolicyStatus {
             conditions: vec![self.ready_condition(now)],
             error_code: self.error_code,
             observed_generation: self.observed_generation,
+            ancestors,
         }
+    }
+
+    /// The status subresource as it is written, for any kind.
+    pub fn subresource(&self, now: Time) -> serde_json::Value {
+        let value = match self.kind {
+            Kind::OAuthClient => serde_json::to_value(self.to_client_status(now)),
+            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute => {
+                return self.api_status_body(&now).unwrap_or_default();
+            }
+            _ => serde_json::to_value(self.to_policy_status(now)),
+        };
+        value.expect("statuses serialize to JSON")
+    }
+
+    /// The Gateway API part as it is written: each condition keeps the transition time the
+    /// object shows for it while its status is unchanged, else gets `now`.
+    pub fn api_status_body(&self, now: &Time) -> Option<serde_json::Value> {
+        let mut body: serde_json::Value = serde_json::from_str(self.api_status.as_deref()?).ok()?;
+        let mut times = std::collections::HashMap::new();
+        if let Some(current) = self
+            .current
+            .as_ref()
+            .and_then(|current| current.api_status_with_times.as_ref())
+        {
+            collect_times(current, String::new(), &mut times);
+        }
+        let now = serde_json::to_value(now).expect("a time serializes");
+        fill_times(&mut body, String::new(), &times, &now);
+        Some(body)
     }
 
     /// The CRD status of an OAuthClient.
@@ -292,4 +378,96 @@ impl ComputedStatus {
             discovered: self.discovered.clone(),
         }
     }
+}
+
+/// Removes every condition's `lastTransitionTime`, so statuses compare on what they say.
+pub fn without_times(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove("lastTransitionTime");
+            map.values_mut().for_each(without_times);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(without_times),
+        _ => {}
+    }
+}
+
+/// Where a condition sits, told by the names of what encloses it (listener names, parent and
+/// ancestor references), never by list positions, which move.
+fn child_location(location: &str, key: &str, item: &serde_json::Value) -> String {
+    let identity = ["name", "parentRef", "ancestorRef"]
+        .iter()
+        .find_map(|field| item.get(*field))
+        .map(|value| value.to_string())
+        .unwrap_or_default();
+    format!("{location}/{key}[{identity}]")
+}
+
+type Times = std::collections::HashMap<(String, String, String), serde_json::Value>;
+
+fn collect_times(value: &serde_json::Value, location: String, times: &mut Times) {
+    let serde_json::Value::Object(map) = value else {
+        return;
+    };
+    for (key, child) in map {
+        let serde_json::Value::Array(items) = child else {
+            collect_times(child, format!("{location}/{key}"), times);
+            continue;
+        };
+        for item in items {
+            if key == "conditions" {
+                if let Some(time) = item.get("lastTransitionTime") {
+                    let id = (
+                        location.clone(),
+                        item["type"].to_string(),
+                        item["status"].to_string(),
+                    );
+                    times.insert(id, time.clone());
+                }
+            } else {
+                collect_times(item, child_location(&location, key, item), times);
+            }
+        }
+    }
+}
+
+fn fill_times(
+    value: &mut serde_json::Value,
+    location: String,
+    times: &Times,
+    now: &serde_json::Value,
+) {
+    let serde_json::Value::Object(map) = value else {
+        return;
+    };
+    for (key, child) in map.iter_mut() {
+        if let serde_json::Value::Array(items) = child {
+            for item in items.iter_mut() {
+                if key == "conditions" {
+                    let id = (
+                        location.clone(),
+                        item["type"].to_string(),
+                        item["status"].to_string(),
+                    );
+                    item["lastTransitionTime"] = times.get(&id).unwrap_or(now).clone();
+                } else {
+                    let at = child_location(&location, key, item);
+                    fill_times(item, at, times, now);
+                }
+            }
+        } else {
+            fill_times(child, format!("{location}/{key}"), times, now);
+        }
+    }
+}
+
+/// Shows the Gateway API part as the JSON it is, not as a string of JSON.
+fn serialize_api_status<S: serde::Serializer>(
+    text: &Option<std::sync::Arc<str>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let value: Option<serde_json::Value> = text
+        .as_deref()
+        .and_then(|text| serde_json::from_str(text).ok());
+    value.serialize(serializer)
 }

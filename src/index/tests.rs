@@ -88,6 +88,7 @@ fn mk_policy_spec(client: &str, hosts: &[&str], backend: Option<(&str, u16)>) ->
         pass_authorization_header: false,
         signed_headers: None,
         google_compatible_headers: false,
+        target_refs: vec![],
     }
 }
 
@@ -197,6 +198,7 @@ fn upstreams(snapshot: &Snapshot, host: &str, path: &str) -> Vec<String> {
             .map(|u| u.authority.to_string())
             .collect(),
         RouteAction::FailClosed { reason, .. } => panic!("route fails closed: {reason}"),
+        RouteAction::Unprotected { reason } => panic!("route is refused: {reason}"),
     }
 }
 
@@ -208,7 +210,9 @@ fn fail_closed_code(snapshot: &Snapshot, host: &str, path: &str) -> Option<u32> 
         .action
     {
         RouteAction::FailClosed { code, .. } => code.map(|code| code.number()),
-        RouteAction::Forward(_) => panic!("route forwards but should fail closed"),
+        RouteAction::Forward(_) | RouteAction::Unprotected { .. } => {
+            panic!("route does not fail closed")
+        }
     }
 }
 

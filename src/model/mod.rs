@@ -7,6 +7,7 @@ mod identity;
 pub mod path;
 mod policy;
 mod rate_limit;
+mod route_match;
 mod sign_in;
 mod table;
 mod tunnel;
@@ -18,6 +19,7 @@ pub use policy::{
     AccessRule, Condition, Conditions, Decision, Denial, RequestFacts, RuleList, RuleOutcome,
 };
 pub use rate_limit::{AddressLimit, RateLimit};
+pub use route_match::{MatchConditions, Precedence, RequestView};
 pub use sign_in::{
     BackendIdentity, ClientSecret, DEFAULT_SESSION_MAX_AGE, OidcClient, SignIn, TrustedIssuer,
 };

@@ -9,7 +9,7 @@ use rustls::sign::CertifiedKey;
 use crate::auth::assertion::SigningKeys;
 use crate::auth::session::KeyRing;
 
-use super::path::has_prefix;
+use super::route_match::{MatchConditions, Precedence, RequestView};
 use super::{AccessPolicy, Backend, BackendIdentity, RateLimit, SignIn, TunnelGrant};
 use crate::error_codes::ErrorCode;
 
@@ -23,6 +23,9 @@ pub enum RouteAction {
         code: Option<ErrorCode>,
         reason: String,
     },
+    /// No policy protects the route (a Gateway API route nobody attached an IapPolicy to):
+    /// refuse every request with 403, never serve it open.
+    Unprotected { reason: String },
 }
 
 /// One host + path prefix and what serves it.
@@ -30,8 +33,13 @@ pub enum RouteAction {
 pub struct Route {
     /// `namespace/name` of the IapPolicy, the route's name in logs and metrics.
     pub policy: String,
+    /// A host name, a wildcard (`*.example.com`) or `*` for every host.
     pub host: String,
     pub prefix: String,
+    /// Further conditions (Gateway API routes); `None` matches on host and prefix alone.
+    pub conditions: Option<Arc<MatchConditions>>,
+    /// Order among routes of equal precedence: lower first (see [`Precedence`]).
+    pub rank: u64,
     pub access: Arc<AccessPolicy>,
     pub action: RouteAction,
     /// How users sign in here; `None` when the route fails closed before sign-in matters.
@@ -44,6 +52,19 @@ pub struct Route {
     pub tunnel: Option<Arc<TunnelGrant>>,
 }
 
+impl Route {
+    pub fn matches(&self, request: &RequestView<'_>) -> bool {
+        match &self.conditions {
+            None => super::path::has_prefix(request.path, &self.prefix),
+            Some(conditions) => conditions.holds(&self.prefix, request),
+        }
+    }
+
+    fn precedence(&self) -> Precedence {
+        Precedence::of(&self.prefix, self.conditions.as_deref(), self.rank)
+    }
+}
+
 /// TLS certificates by server name.
 #[derive(Debug, Default)]
 pub struct TlsCertificates {
@@ -51,8 +72,13 @@ pub struct TlsCertificates {
 }
 
 impl TlsCertificates {
+    /// The certificate for `server_name`, else for the most specific wildcard covering it.
     pub fn get(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
-        self.by_name.get(&server_name.to_ascii_lowercase()).cloned()
+        let name = server_name.to_ascii_lowercase();
+        if let Some(key) = self.by_name.get(&name) {
+            return Some(key.clone());
+        }
+        wildcards_of(&name).find_map(|wildcard| self.by_name.get(&wildcard).cloned())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -60,10 +86,20 @@ impl TlsCertificates {
     }
 }
 
-/// Routes by host, each host's routes ordered longest prefix first.
+/// The wildcard names that cover `host`, most specific first: `*.b.c` then `*.c` for `a.b.c`,
+/// then `*` (every host).
+fn wildcards_of(host: &str) -> impl Iterator<Item = String> + '_ {
+    host.match_indices('.')
+        .map(|(at, _)| format!("*{}", &host[at..]))
+        .chain(std::iter::once("*".to_string()))
+}
+
+/// Routes by host, each host's routes in precedence order (longest prefix first).
 #[derive(Debug, Default)]
 pub struct RoutingTable {
     hosts: HashMap<String, Vec<Arc<Route>>>,
+    /// Whether any host is a wildcard; only then does a lookup try more than the exact name.
+    has_wildcards: bool,
     pub certificates: TlsCertificates,
     /// Session keys from the configured Secret; `None` when it is absent or holds no usable key.
     pub session_keys: Option<Arc<KeyRing>>,
@@ -72,16 +108,40 @@ pub struct RoutingTable {
 }
 
 impl RoutingTable {
-    /// The route for `host` (any case, with or without port) and a normalised `path`.
+    /// The route for `host` (any case, with or without port) and a normalised `path`, for
+    /// callers that know nothing else of the request.
     pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
-        let routes = self.hosts.get(canonical_host(host).as_ref())?;
-        routes.iter().find(|route| has_prefix(path, &route.prefix))
+        self.route_for(host, &RequestView::path_only(path))
     }
 
-    /// Every route of `host` (any case, with or without port), longest prefix first.
+    /// The first route, in precedence order, that matches the request: among the routes of the
+    /// exact host name, then of each wildcard covering it, most specific first.
+    pub fn route_for(&self, host: &str, request: &RequestView<'_>) -> Option<&Arc<Route>> {
+        let host = canonical_host(host);
+        let exact = self.hosts.get(host.as_ref());
+        let found = exact.and_then(|routes| routes.iter().find(|route| route.matches(request)));
+        if found.is_some() || !self.has_wildcards {
+            return found;
+        }
+        wildcards_of(&host).find_map(|wildcard| {
+            self.hosts
+                .get(&wildcard)
+                .and_then(|routes| routes.iter().find(|route| route.matches(request)))
+        })
+    }
+
+    /// Every route of `host` (any case, with or without port) in precedence order: those of the
+    /// exact name, else of the most specific wildcard covering it.
     pub fn host_routes(&self, host: &str) -> &[Arc<Route>] {
-        self.hosts
-            .get(canonical_host(host).as_ref())
+        let host = canonical_host(host);
+        if let Some(routes) = self.hosts.get(host.as_ref()) {
+            return routes;
+        }
+        if !self.has_wildcards {
+            return &[];
+        }
+        wildcards_of(&host)
+            .find_map(|wildcard| self.hosts.get(&wildcard))
             .map_or(&[], Vec::as_slice)
     }
 
@@ -143,6 +203,7 @@ impl RoutingTableBuilder {
     /// already resolved conflicts: one route per host and prefix.
     pub fn add_route(&mut self, route: Arc<Route>) {
         let host = canonical_host(&route.host).into_owned();
+        self.table.has_wildcards |= host.starts_with('*');
         self.table.hosts.entry(host).or_default().push(route);
     }
 
@@ -163,8 +224,9 @@ impl RoutingTableBuilder {
 
     pub fn build(mut self) -> RoutingTable {
         for routes in self.table.hosts.values_mut() {
-            // Longest prefix first, so the first match is the most specific one.
-            routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.trim_end_matches('/').len()));
+            // Most specific first (longest prefix, for routes without conditions), so the first
+            // match is the one that applies.
+            routes.sort_by_key(|route| route.precedence());
         }
         self.table
     }
@@ -179,6 +241,8 @@ mod tests {
             policy: policy.into(),
             host: host.into(),
             prefix: prefix.into(),
+            conditions: None,
+            rank: 0,
             access: Arc::default(),
             action: RouteAction::FailClosed {
                 code: None,
@@ -223,6 +287,35 @@ mod tests {
             let got = table.route(host, path).map(|route| route.policy.as_str());
             assert_eq!(got, *want, "route({host:?}, {path:?})");
         }
+    }
+
+    #[test]
+    fn wildcard_hosts_cover_subdomains_most_specific_first_and_exact_names_win() {
+        let mut builder = RoutingTableBuilder::default();
+        builder.add_route(Arc::new(route("*", "/", "ns/any")));
+        builder.add_route(Arc::new(route("*.example.com", "/", "ns/wide")));
+        builder.add_route(Arc::new(route("*.api.example.com", "/", "ns/narrow")));
+        builder.add_route(Arc::new(route(
+            "exact.api.example.com",
+            "/only",
+            "ns/exact",
+        )));
+        let table = builder.build();
+        let cases: &[(&str, &str, &str)] = &[
+            ("a.example.com", "/", "ns/wide"),
+            ("a.b.example.com", "/", "ns/wide"),
+            ("v1.api.example.com", "/", "ns/narrow"),
+            ("exact.api.example.com", "/only/x", "ns/exact"),
+            // Nothing of the exact name matches: the covering wildcard's routes are next.
+            ("exact.api.example.com", "/", "ns/narrow"),
+            ("example.com", "/", "ns/any"),
+            ("other.test", "/", "ns/any"),
+        ];
+        for (host, path, want) in cases {
+            let got = table.route(host, path).map(|route| route.policy.as_str());
+            assert_eq!(got, Some(*want), "route({host:?}, {path:?})");
+        }
+        assert_eq!(table.host_routes("b.example.com")[0].policy, "ns/wide");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::auth::session::{KeyRing, unix_now};
 use crate::model::path;
 use crate::model::{Decision, RequestFacts};
 use crate::model::{Identity, canonical_host};
-use crate::model::{Route, RouteAction, RoutingTable};
+use crate::model::{RequestView, Route, RouteAction, RoutingTable};
 
 /// Forwarded (not answered) with an assertion broken as its `type` says.
 pub const SECURE_TOKEN_TEST: &str = "/_iap/secure_token_test";
@@ -198,8 +198,15 @@ impl Proxy {
                 request_id.clone(),
             ))));
         }
+        let view = RequestView {
+            path: &admitting.path,
+            method: admitting.request.method().as_str(),
+            headers: Some(admitting.request.headers()),
+            query: admitting.request.uri().query().unwrap_or(""),
+            tls: admitting.tls,
+        };
         let route = table
-            .route(&admitting.host, &admitting.path)
+            .route_for(&admitting.host, &view)
             .cloned()
             .ok_or(Answer::NoRoute)?;
         outcome.route = Some(route.clone());
@@ -208,6 +215,10 @@ impl Proxy {
             RouteAction::FailClosed { code, reason } => {
                 tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), route = %route.policy, reason = %reason, "route fails closed");
                 return Err(Answer::Misconfigured(*code));
+            }
+            RouteAction::Unprotected { reason } => {
+                tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), route = %route.policy, reason = %reason, "route has no policy");
+                return Err(Answer::Unprotected);
             }
             RouteAction::Forward(backend) => backend.clone(),
         };

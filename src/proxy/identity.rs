@@ -155,7 +155,7 @@ impl Proxy {
                 let Some(route) = table.route(&host, &path) else {
                     return "the route was removed";
                 };
-                if matches!(route.action, crate::model::RouteAction::FailClosed { .. }) {
+                if !matches!(route.action, crate::model::RouteAction::Forward(_)) {
                     return "the route fails closed";
                 }
                 let facts = crate::model::RequestFacts {

@@ -27,6 +27,8 @@ pub enum Answer {
     UnknownReservedPath,
     /// The route's resource is invalid; it fails closed.
     Misconfigured(Option<ErrorCode>),
+    /// A Gateway API route no IapPolicy protects: refused, never served open.
+    Unprotected,
     /// Authentication is required and none was presented.
     Unauthenticated,
     /// Over the policy's (or the sign-in endpoints' per-address) request rate.
@@ -68,7 +70,7 @@ impl Answer {
             Answer::Unauthenticated | Answer::InvalidToken => StatusCode::UNAUTHORIZED,
             Answer::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Answer::PreflightNeedsCredentials => StatusCode::METHOD_NOT_ALLOWED,
-            Answer::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Answer::Forbidden { .. } | Answer::Unprotected => StatusCode::FORBIDDEN,
             Answer::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Answer::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Answer::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -93,6 +95,7 @@ impl Answer {
             Answer::NoRoute => "Not found",
             Answer::UnknownReservedPath => "Not found",
             Answer::Misconfigured(_) => "This application is not configured correctly",
+            Answer::Unprotected => "No policy protects this address",
             Answer::Unauthenticated => "Authentication required",
             Answer::InvalidToken => "Invalid token",
             Answer::RateLimited { .. } => "Too many requests",
@@ -115,6 +118,10 @@ impl Answer {
             Answer::Misconfigured(None) => {
                 "The IapPolicy for this address is invalid, so access is closed. Its status says why.".into()
             }
+            Answer::Unprotected => "This address is routed by a Gateway API route, but no IapPolicy protects it, \
+                 so kube-iap refuses every request to it. Attach an IapPolicy to the route or its Gateway with \
+                 spec.targetRefs (an allUsers access rule opens it to everyone); the route's status says the same."
+                .into(),
             Answer::RateLimited { retry_after_secs } => format!(
                 "{} Try again in {retry_after_secs} s.",
                 ErrorCode::RateLimited.headline()

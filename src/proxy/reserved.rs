@@ -255,7 +255,8 @@ fn host_sign_in(routes: &[Arc<Route>]) -> Result<&crate::model::SignIn, Answer> 
             // Every route of the host fails closed; say why with the first one's code.
             let code = routes.iter().find_map(|route| match &route.action {
                 crate::model::RouteAction::FailClosed { code, .. } => *code,
-                crate::model::RouteAction::Forward(_) => None,
+                crate::model::RouteAction::Forward(_)
+                | crate::model::RouteAction::Unprotected { .. } => None,
             });
             Answer::Misconfigured(code)
         })

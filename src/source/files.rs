@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute};
 use crate::api::{IapPolicy, OAuthClient};
 use crate::index::{Index, Kind, ObjectKey, Resource};
 use crate::metrics::Metrics;
@@ -134,6 +135,15 @@ fn parse_object(value: serde_yaml::Value, manifests: &mut Manifests) -> Result<(
             Resource::EndpointSlice(typed::<EndpointSlice>(value, &kind)?)
         }
         ("networking.k8s.io/v1", "Ingress") => Resource::Ingress(typed::<Ingress>(value, &kind)?),
+        ("gateway.networking.k8s.io/v1", "GatewayClass") => {
+            Resource::GatewayClass(typed::<GatewayClass>(value, &kind)?)
+        }
+        ("gateway.networking.k8s.io/v1", "Gateway") => {
+            Resource::Gateway(typed::<Gateway>(value, &kind)?)
+        }
+        ("gateway.networking.k8s.io/v1", "HTTPRoute") => {
+            Resource::HttpRoute(typed::<HTTPRoute>(value, &kind)?)
+        }
         ("v1", "Secret") => {
             Resource::Secret(Box::new(with_string_data(*typed::<Secret>(value, &kind)?)))
         }
@@ -178,7 +188,7 @@ impl FirstSeen {
         for resource in resources {
             let id = (resource.kind(), resource.key());
             let meta = resource.meta_mut();
-            if meta.namespace.is_none() {
+            if meta.namespace.is_none() && id.0 != Kind::GatewayClass {
                 meta.namespace = Some("default".to_string());
             }
             if meta.creation_timestamp.is_none() {

@@ -22,6 +22,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute};
 use crate::api::{IapPolicy, OAuthClient};
 use crate::index::{Index, Kind, ObjectKey, Resource};
 use crate::metrics::Metrics;
@@ -56,6 +57,9 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
         Kind::Secret => ApiResource::erase::<Secret>(&()),
         Kind::Ingress => ApiResource::erase::<Ingress>(&()),
+        Kind::GatewayClass => ApiResource::erase::<GatewayClass>(&()),
+        Kind::Gateway => ApiResource::erase::<Gateway>(&()),
+        Kind::HttpRoute => ApiResource::erase::<HTTPRoute>(&()),
     }
 }
 
@@ -90,6 +94,9 @@ pub fn to_resource(kind: Kind, mut object: DynamicObject) -> Result<Resource, St
         Kind::EndpointSlice => Resource::EndpointSlice(typed(value)?),
         Kind::Secret => Resource::Secret(typed(value)?),
         Kind::Ingress => Resource::Ingress(typed(value)?),
+        Kind::GatewayClass => Resource::GatewayClass(typed(value)?),
+        Kind::Gateway => Resource::Gateway(typed(value)?),
+        Kind::HttpRoute => Resource::HttpRoute(typed(value)?),
     })
 }
 
@@ -147,6 +154,11 @@ impl ClusterState {
     /// Every kind has been listed once: the index describes the cluster.
     pub fn synced(&self) -> bool {
         self.listed.len() == Kind::ALL.len()
+    }
+
+    /// Counts `kind` as listed, and empty, without watching it: its CRD is not installed.
+    pub fn assume_empty(&mut self, kind: Kind) {
+        self.listed.insert(kind);
     }
 
     pub fn listed(&self, kind: Kind) -> bool {
@@ -280,8 +292,10 @@ fn watch_kind(
 ) -> impl futures_util::Stream<Item = Change> + Send + 'static {
     let resource = api_resource(kind);
     let api: Api<DynamicObject> = match namespace {
-        Some(namespace) => Api::namespaced_with(client, namespace, &resource),
-        None => Api::all_with(client, &resource),
+        Some(namespace) if kind != Kind::GatewayClass => {
+            Api::namespaced_with(client, namespace, &resource)
+        }
+        _ => Api::all_with(client, &resource),
     };
     watcher(api, watcher::Config::default())
         .default_backoff()
@@ -291,22 +305,66 @@ fn watch_kind(
         })
 }
 
+/// Whether the cluster serves the Gateway API kinds kube-iap reads. Without their CRDs those
+/// kinds are not watched (a watch would fail forever and hold the first table back); installing
+/// the CRDs later takes a restart.
+async fn gateway_api_served(client: &kube::Client) -> bool {
+    let wanted = Kind::GATEWAY_API.map(|kind| api_resource(kind).plural);
+    let version = format!("{}/v1", crate::api::gateway::GATEWAY_GROUP);
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        match client.list_api_group_resources(&version).await {
+            Ok(list) => {
+                let served = wanted
+                    .iter()
+                    .all(|plural| list.resources.iter().any(|r| &r.name == plural));
+                if !served {
+                    tracing::info!(
+                        "the Gateway API CRDs ({version}) are not all installed: Gateways and HTTPRoutes are not served"
+                    );
+                }
+                return served;
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                tracing::info!(
+                    "the Gateway API CRDs ({version}) are not installed: Gateways and HTTPRoutes are not served"
+                );
+                return false;
+            }
+            Err(error) => {
+                // Not knowing would mean guessing: an unreachable API server is waited for,
+                // as the watches would wait.
+                tracing::warn!(%error, retry_in_secs = wait.as_secs(), "cannot ask the API server whether it serves the Gateway API");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 impl ClusterSource {
     /// Watches until the task is dropped, publishing a table after every burst of changes.
     pub async fn run(self, published: Arc<Published>, metrics: Arc<Metrics>) {
         let watch = |kind| watch_kind(self.client.clone(), self.namespace.as_deref(), kind).boxed();
+        let mut state = ClusterState::new(self.session_keys_secret.clone(), &self.ingress_class);
+        let gateway_api = gateway_api_served(&self.client).await;
+        if !gateway_api {
+            for kind in Kind::GATEWAY_API {
+                state.assume_empty(kind);
+            }
+        }
         // Secrets are watched once the objects naming them are known, so their first list
         // keeps only the named ones instead of fetching each of those one by one.
         let mut changes = futures_util::stream::select_all(
             Kind::ALL
                 .into_iter()
                 .filter(|kind| *kind != Kind::Secret)
+                .filter(|kind| gateway_api || !Kind::GATEWAY_API.contains(kind))
                 .map(watch),
         );
         let mut secrets_watched = false;
         let mut warned_about_keys = false;
         let (fetched_tx, mut fetched_rx) = mpsc::channel::<Change>(64);
-        let mut state = ClusterState::new(self.session_keys_secret.clone(), &self.ingress_class);
         // Status-only changes (mostly echoes of our own writes, thousands after a start) are
         // folded in at most once per STATUS_REFRESH, so they never queue ahead of real changes.
         let mut statuses_stale_since: Option<tokio::time::Instant> = None;

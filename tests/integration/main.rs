@@ -13,6 +13,7 @@ mod controller;
 mod crds;
 mod docs;
 mod framing;
+mod gateway;
 mod layers;
 mod policy;
 mod proxy;

@@ -1,0 +1,408 @@
+//! The Gateway API, translated: GatewayClasses of kube-iap's controller, their Gateways and the
+//! HTTPRoutes attached to them become table entries (each protected by the IapPolicy attached
+//! most specifically, or refused when none is), plus the spec's statuses for each object and
+//! the `ancestors` of each attached policy.
+
+mod conditions;
+mod listeners;
+mod routes;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use foldhash::HashMap;
+use serde_json::{Value, json};
+
+use self::conditions::Cond;
+use self::listeners::ServedGateway;
+pub use self::routes::RouteEntry;
+use super::status::ComputedStatus;
+use super::{Index, Kind, ObjectKey};
+use crate::api::IapPolicy;
+use crate::api::gateway::{GATEWAY_CONTROLLER, GATEWAY_GROUP};
+
+/// Where kube-iap serves Gateway listeners: the ports its Service exposes (a listener on any
+/// other port is not served), and the addresses Gateways report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayPorts {
+    pub http_port: i32,
+    pub https_port: i32,
+    pub addresses: Vec<String>,
+}
+
+impl Default for GatewayPorts {
+    fn default() -> Self {
+        GatewayPorts {
+            http_port: 80,
+            https_port: 443,
+            addresses: Vec::new(),
+        }
+    }
+}
+
+pub(super) type GatewaySettings = GatewayPorts;
+
+/// What the Gateway API objects add to a build.
+#[derive(Default)]
+pub struct Attachments {
+    /// Table entries, each with the policy that protects it.
+    pub entries: Vec<RouteEntry>,
+    pub statuses: Vec<ComputedStatus>,
+    /// Each attached policy's `{"ancestors": [...]}`, without times.
+    pub ancestors: HashMap<ObjectKey, Value>,
+    /// Certificates of HTTPS listeners, by hostname (`*` for a listener without one).
+    pub certificates: Vec<(String, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+/// Whether `hostname` is a DNS name or a wildcard `*.name`, in lower case.
+pub(super) fn hostname_is_valid(hostname: &str) -> bool {
+    let name = hostname.strip_prefix("*.").unwrap_or(hostname);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+/// A policy's `spec.targetRefs` entry, by what it names: (kind, namespace/name, sectionName).
+type Target = (&'static str, ObjectKey, Option<String>);
+
+pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)]) -> Attachments {
+    let mut attachments = Attachments::default();
+    if index.gateway_classes.is_empty() {
+        return attachments;
+    }
+    let settings = &index.gateway_ports;
+    let mut ours = foldhash::HashSet::default();
+    for (key, class) in &index.gateway_classes {
+        if class.spec.controller_name != GATEWAY_CONTROLLER {
+            continue;
+        }
+        ours.insert(key.name.as_str());
+        let accepted = [Cond::yes("Accepted", "Accepted", "Served by kube-iap.")];
+        attachments.statuses.push(status(
+            Kind::GatewayClass,
+            key,
+            class.metadata.generation,
+            &accepted,
+            json!({"conditions": conditions::to_json(&accepted, class.metadata.generation)}),
+        ));
+    }
+    let mut gateways: Vec<ServedGateway> = index
+        .gateways
+        .iter()
+        .filter(|(_, gateway)| ours.contains(gateway.spec.gateway_class_name.as_str()))
+        .map(|(key, gateway)| listeners::evaluate(index, key, gateway, settings))
+        .collect();
+
+    // Routes oldest first, then by name: the spec's tie-break between equally specific rules.
+    let mut routes: Vec<_> = index.http_routes.iter().collect();
+    routes.sort_by(|(a_key, a), (b_key, b)| {
+        let age = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            let created = meta.creation_timestamp.as_ref().map(|time| time.0);
+            (created.is_none(), created)
+        };
+        age(&a.metadata)
+            .cmp(&age(&b.metadata))
+            .then_with(|| a_key.cmp(b_key))
+    });
+    let targets = policy_targets(policies_oldest_first);
+    let mut entries = Vec::new();
+    let mut rank_base = 0u64;
+    let mut attached_routes: foldhash::HashSet<ObjectKey> = Default::default();
+    for (key, route) in routes {
+        let outcomes = routes::attach(index, key, route, &mut gateways, rank_base, &mut entries);
+        // Room for every match of every rule: at most 16 rules of 64 matches each.
+        rank_base += 1 + 16 * 64;
+        if outcomes.is_empty() {
+            continue;
+        }
+        let mut parents = Vec::new();
+        let mut summary: Vec<Cond> = Vec::new();
+        for outcome in outcomes {
+            if outcome.accepted.holds {
+                attached_routes.insert(key.clone());
+            }
+            let mut unprotected = 0;
+            let mut protectors: Vec<String> = Vec::new();
+            for entry in &mut entries[outcome.entries.clone()] {
+                let policy = protector(&targets, entry);
+                match &policy {
+                    Some(policy) if !protectors.contains(&policy.to_string()) => {
+                        protectors.push(policy.to_string())
+                    }
+                    Some(_) => {}
+                    None => unprotected += 1,
+                }
+                entry.policy = policy;
+            }
+            let protected = if !outcome.accepted.holds {
+                None
+            } else if unprotected > 0 {
+                Some(Cond::no(
+                    "kube-iap.io/Protected",
+                    "NoPolicy",
+                    "No IapPolicy attaches to this route, its rules or its Gateway, so kube-iap \
+                     refuses its requests with 403. Attach one with spec.targetRefs.",
+                ))
+            } else {
+                Some(Cond::yes(
+                    "kube-iap.io/Protected",
+                    "Protected",
+                    format!("Protected by IapPolicy {}.", protectors.join(", ")),
+                ))
+            };
+            let mut conds = vec![outcome.accepted, outcome.resolved];
+            conds.extend(outcome.partially_invalid);
+            conds.extend(protected);
+            let mut parent_ref = serde_json::to_value(&outcome.parent_ref).expect("serializes");
+            parent_ref["group"] = json!(GATEWAY_GROUP);
+            parent_ref["kind"] = json!("Gateway");
+            parents.push(json!({
+                "parentRef": parent_ref,
+                "controllerName": GATEWAY_CONTROLLER,
+                "conditions": conditions::to_json(&conds, route.metadata.generation),
+            }));
+            summary.extend(conds);
+        }
+        attachments.statuses.push(status(
+            Kind::HttpRoute,
+            key,
+            route.metadata.generation,
+            &summary,
+            json!({ "parents": parents }),
+        ));
+    }
+    attachments.entries = entries;
+
+    for gateway in &gateways {
+        for listener in &gateway.listeners {
+            if let Some(certificate) = &listener.certificate {
+                let name = listener.hostname.clone().unwrap_or_else(|| "*".to_string());
+                attachments.certificates.push((name, certificate.clone()));
+            }
+        }
+        attachments
+            .statuses
+            .push(gateway_status(gateway, &settings.addresses));
+    }
+    attachments.ancestors = ancestors(index, policies_oldest_first, &gateways, &attached_routes);
+    attachments
+}
+
+/// The policy for an entry, most specific first: the route's rule (by `sectionName`, or an
+/// `ExtensionRef` filter), the route, the Gateway's listener, the Gateway.
+fn protector(targets: &HashMap<Target, ObjectKey>, entry: &RouteEntry) -> Option<ObjectKey> {
+    let attached = |target: Target| targets.get(&target).cloned();
+    entry
+        .rule_name
+        .as_ref()
+        .and_then(|rule| attached(("HTTPRoute", entry.route.clone(), Some(rule.clone()))))
+        .or_else(|| entry.extension_policy.clone())
+        .or_else(|| attached(("HTTPRoute", entry.route.clone(), None)))
+        .or_else(|| {
+            attached((
+                "Gateway",
+                entry.gateway.clone(),
+                Some(entry.listener.clone()),
+            ))
+        })
+        .or_else(|| attached(("Gateway", entry.gateway.clone(), None)))
+}
+
+/// What each policy's `spec.targetRefs` names; the oldest policy holds a target another also
+/// names.
+fn policy_targets(policies: &[(&ObjectKey, &IapPolicy)]) -> HashMap<Target, ObjectKey> {
+    let mut targets: HashMap<Target, ObjectKey> = HashMap::default();
+    for (key, policy) in policies {
+        for target in &policy.spec.target_refs {
+            let Some(kind) = target_kind(&target.kind) else {
+                continue;
+            };
+            let named = ObjectKey::new(&key.namespace, &target.name);
+            targets
+                .entry((kind, named, target.section_name.clone()))
+                .or_insert_with(|| (*key).clone());
+        }
+    }
+    targets
+}
+
+fn target_kind(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Gateway" => Some("Gateway"),
+        "HTTPRoute" => Some("HTTPRoute"),
+        _ => None,
+    }
+}
+
+/// Each policy's `ancestors`: for every target, whether the policy took effect there.
+fn ancestors(
+    index: &Index,
+    policies: &[(&ObjectKey, &IapPolicy)],
+    gateways: &[ServedGateway],
+    attached_routes: &foldhash::HashSet<ObjectKey>,
+) -> HashMap<ObjectKey, Value> {
+    let targets = policy_targets(policies);
+    let mut by_policy = HashMap::default();
+    for (key, policy) in policies {
+        if policy.spec.target_refs.is_empty() {
+            continue;
+        }
+        let generation = policy.metadata.generation;
+        let mut list = Vec::new();
+        for target in &policy.spec.target_refs {
+            let named = ObjectKey::new(&key.namespace, &target.name);
+            let section = target.section_name.as_deref();
+            let found = match target_kind(&target.kind) {
+                Some("Gateway") => gateways.iter().find(|g| g.key == named).map(|gateway| {
+                    section.is_none_or(|section| gateway.listener(section).is_some())
+                }),
+                Some(_) => index.http_routes.get(&named).map(|route| {
+                    attached_routes.contains(&named)
+                        && section.is_none_or(|section| {
+                            route
+                                .spec
+                                .rules
+                                .iter()
+                                .any(|rule| rule.name.as_deref() == Some(section))
+                        })
+                }),
+                None => None,
+            };
+            let holder = target_kind(&target.kind)
+                .and_then(|kind| targets.get(&(kind, named.clone(), target.section_name.clone())));
+            let condition = match (found, holder) {
+                (Some(true), Some(holder)) if holder == *key => {
+                    Cond::yes("Accepted", "Accepted", "The policy protects this target.")
+                }
+                (Some(true), Some(holder)) => Cond::no(
+                    "Accepted",
+                    "Conflicted",
+                    format!("The older IapPolicy {holder} already attaches to this target."),
+                ),
+                _ => Cond::no(
+                    "Accepted",
+                    "TargetNotFound",
+                    format!(
+                        "No {} {named}{} served by a kube-iap Gateway.",
+                        target.kind,
+                        section.map(|s| format!(" section {s}")).unwrap_or_default()
+                    ),
+                ),
+            };
+            let mut ancestor_ref = json!({
+                "group": GATEWAY_GROUP,
+                "kind": target.kind,
+                "name": target.name,
+                "namespace": key.namespace,
+            });
+            if let Some(section) = section {
+                ancestor_ref["sectionName"] = json!(section);
+            }
+            list.push(json!({
+                "ancestorRef": ancestor_ref,
+                "controllerName": GATEWAY_CONTROLLER,
+                "conditions": [condition.to_json(generation)],
+            }));
+        }
+        by_policy.insert((*key).clone(), json!({ "ancestors": list }));
+    }
+    by_policy
+}
+
+fn gateway_status(gateway: &ServedGateway, addresses: &[String]) -> ComputedStatus {
+    let generation = gateway.generation;
+    let any_ready = gateway.listeners.iter().any(|listener| listener.ready);
+    let all_ready = gateway.listeners.iter().all(|listener| listener.ready);
+    let accepted = if all_ready {
+        Cond::yes("Accepted", "Accepted", "Served by kube-iap.")
+    } else {
+        Cond::yes(
+            "Accepted",
+            "ListenersNotValid",
+            "Some listeners are not served; their conditions say why.",
+        )
+    };
+    let programmed = if any_ready {
+        Cond::yes("Programmed", "Programmed", "kube-iap serves this Gateway.")
+    } else {
+        Cond::no("Programmed", "Invalid", "No listener can be served.")
+    };
+    let gateway_conditions = [accepted, programmed];
+    let mut summary: Vec<&Cond> = gateway_conditions.iter().collect();
+    let listeners: Vec<Value> = gateway
+        .listeners
+        .iter()
+        .map(|listener| {
+            summary.extend(listener.conditions.iter());
+            json!({
+                "name": listener.name,
+                "supportedKinds": listener.supported_kinds,
+                "attachedRoutes": listener.attached_routes,
+                "conditions": conditions::to_json(&listener.conditions, generation),
+            })
+        })
+        .collect();
+    let addresses: Vec<Value> = addresses
+        .iter()
+        .map(|address| match address.parse::<std::net::IpAddr>() {
+            Ok(_) => json!({"type": "IPAddress", "value": address}),
+            Err(_) => json!({"type": "Hostname", "value": address}),
+        })
+        .collect();
+    let mut body = json!({
+        "conditions": conditions::to_json(&gateway_conditions, generation),
+        "listeners": listeners,
+    });
+    if !addresses.is_empty() {
+        body["addresses"] = Value::Array(addresses);
+    }
+    let problem = summary
+        .iter()
+        .find(|condition| condition.holds == (condition.type_ == "Conflicted"))
+        .map(|condition| (condition.reason, condition.message.clone()));
+    summarize(Kind::Gateway, &gateway.key, generation, problem, body)
+}
+
+fn status(
+    kind: Kind,
+    key: &ObjectKey,
+    generation: Option<i64>,
+    conditions: &[Cond],
+    body: Value,
+) -> ComputedStatus {
+    let problem = conditions::first_problem(conditions)
+        .map(|condition| (condition.reason, condition.message.clone()));
+    summarize(kind, key, generation, problem, body)
+}
+
+/// A computed status whose summary (Ready, reason, message) is the first problem, and whose
+/// Gateway API status is `body`.
+fn summarize(
+    kind: Kind,
+    key: &ObjectKey,
+    generation: Option<i64>,
+    problem: Option<(&'static str, String)>,
+    body: Value,
+) -> ComputedStatus {
+    let problems: Vec<super::Problem> = problem
+        .into_iter()
+        .map(|(reason, message)| super::Problem::new(reason, None, message))
+        .collect();
+    let mut status = ComputedStatus::from_problems(
+        kind,
+        key.clone(),
+        generation,
+        &problems,
+        "Served by kube-iap.".to_string(),
+    );
+    status.api_status = Some(Arc::from(body.to_string()));
+    status
+}

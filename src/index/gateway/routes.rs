@@ -1,0 +1,443 @@
+//! HTTPRoutes attached to kube-iap's Gateways: which listeners take them (status per parent),
+//! and the table entries their rules become.
+
+use std::sync::Arc;
+
+use http::header::HeaderName;
+
+use super::conditions::Cond;
+use super::listeners::{AllowedNamespaces, ServedGateway};
+use crate::api::gateway::{
+    GATEWAY_GROUP, HTTPRoute, HttpBackendRef, HttpRouteMatch, HttpRouteRule, ParentReference,
+};
+use crate::index::backends::{self, PortSelector, SlicesByService};
+use crate::index::{Index, ObjectKey};
+use crate::model::{Backend, MatchConditions, path};
+
+/// One match of one rule on one hostname: a route of the table, once a policy is found for it.
+pub struct RouteEntry {
+    pub route: ObjectKey,
+    pub rule_name: Option<String>,
+    pub gateway: ObjectKey,
+    pub listener: String,
+    /// An exact name, a wildcard (`*.example.com`) or `*`.
+    pub hostname: String,
+    pub path: String,
+    pub conditions: MatchConditions,
+    pub rank: u64,
+    /// The policy the rule names with an `ExtensionRef` filter.
+    pub extension_policy: Option<ObjectKey>,
+    /// Where to forward, or why the rule answers 500.
+    pub backend: Result<Arc<Backend>, String>,
+    /// The IapPolicy that protects it, once found; `None` refuses it with 403.
+    pub policy: Option<ObjectKey>,
+}
+
+/// How a route fared at one of kube-iap's Gateways.
+pub struct ParentOutcome {
+    pub parent_ref: ParentReference,
+    pub accepted: Cond,
+    pub resolved: Cond,
+    /// Rules that cannot be served as written (they answer 500); `None` when every rule is.
+    pub partially_invalid: Option<Cond>,
+    /// Indexes into the entries this parent produced.
+    pub entries: std::ops::Range<usize>,
+}
+
+/// A rule translated once, whatever parent it is served under.
+struct Rule {
+    name: Option<String>,
+    matches: Vec<(String, MatchConditions)>,
+    extension_policy: Option<ObjectKey>,
+    backend: Result<Arc<Backend>, String>,
+    /// Why the rule cannot be served as written (it then answers 500).
+    invalid: Option<String>,
+    /// A reference that does not resolve: the ResolvedRefs reason and message.
+    unresolved: Option<(&'static str, String)>,
+}
+
+/// Evaluates `route` against every Gateway it names that kube-iap serves, appending its entries.
+pub fn attach(
+    index: &Index,
+    key: &ObjectKey,
+    route: &HTTPRoute,
+    gateways: &mut [ServedGateway],
+    rank_base: u64,
+    entries: &mut Vec<RouteEntry>,
+) -> Vec<ParentOutcome> {
+    let slices = SlicesByService::new(index);
+    let rules: Vec<Rule> = route
+        .spec
+        .rules
+        .iter()
+        .map(|rule| translate_rule(index, &slices, key, rule))
+        .collect();
+    let mut outcomes = Vec::new();
+    for parent in &route.spec.parent_refs {
+        let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
+        let kind = parent.kind.as_deref().unwrap_or("Gateway");
+        if group != GATEWAY_GROUP || kind != "Gateway" {
+            continue;
+        }
+        let gateway_key = ObjectKey::new(
+            parent.namespace.as_deref().unwrap_or(&key.namespace),
+            &parent.name,
+        );
+        let Some(gateway) = gateways.iter_mut().find(|g| g.key == gateway_key) else {
+            // Not a Gateway of kube-iap's: its own controller reports on it.
+            continue;
+        };
+        let start = entries.len();
+        let accepted = attach_to_listeners(key, route, parent, gateway, &rules, rank_base, entries);
+        let resolved = match rules.iter().find_map(|rule| rule.unresolved.clone()) {
+            Some((reason, message)) => Cond::no("ResolvedRefs", reason, message),
+            None => Cond::yes("ResolvedRefs", "ResolvedRefs", "Every reference resolved."),
+        };
+        let invalid: Vec<String> = rules
+            .iter()
+            .enumerate()
+            .filter_map(|(at, rule)| {
+                rule.invalid.as_ref().map(|why| {
+                    format!(
+                        "rule {}: {why}",
+                        rule.name.clone().unwrap_or(at.to_string())
+                    )
+                })
+            })
+            .collect();
+        outcomes.push(ParentOutcome {
+            parent_ref: parent.clone(),
+            accepted,
+            resolved,
+            partially_invalid: (!invalid.is_empty()).then(|| {
+                Cond::yes(
+                    "PartiallyInvalid",
+                    "UnsupportedValue",
+                    format!("These rules answer 500: {}.", invalid.join("; ")),
+                )
+            }),
+            entries: start..entries.len(),
+        });
+    }
+    outcomes
+}
+
+/// Attaches the route to the listeners `parent` selects, adding an entry per rule, match and
+/// hostname; says whether it was accepted.
+fn attach_to_listeners(
+    key: &ObjectKey,
+    route: &HTTPRoute,
+    parent: &ParentReference,
+    gateway: &mut ServedGateway,
+    rules: &[Rule],
+    rank_base: u64,
+    entries: &mut Vec<RouteEntry>,
+) -> Cond {
+    let named: Vec<usize> = (0..gateway.listeners.len())
+        .filter(|at| {
+            let listener = &gateway.listeners[*at];
+            parent
+                .section_name
+                .as_ref()
+                .is_none_or(|name| *name == listener.name)
+                && parent.port.is_none_or(|port| port == listener.port)
+                && listener.ready
+        })
+        .collect();
+    if named.is_empty() {
+        return Cond::no(
+            "Accepted",
+            "NoMatchingParent",
+            "No ready listener of the Gateway has this sectionName and port.",
+        );
+    }
+    let allowed: Vec<usize> = named
+        .into_iter()
+        .filter(|at| {
+            let listener = &gateway.listeners[*at];
+            let namespace_ok = match listener.namespaces {
+                AllowedNamespaces::Same => key.namespace == gateway.key.namespace,
+                AllowedNamespaces::All => true,
+                AllowedNamespaces::Selector => false,
+            };
+            namespace_ok && listener.allows_http_routes
+        })
+        .collect();
+    if allowed.is_empty() {
+        return Cond::no(
+            "Accepted",
+            "NotAllowedByListeners",
+            "The listeners' allowedRoutes do not admit an HTTPRoute from this namespace \
+             (a namespace selector is not read yet, so it admits none).",
+        );
+    }
+    let mut attached = false;
+    for at in allowed {
+        let listener = &mut gateway.listeners[at];
+        let hostnames = effective_hostnames(listener.hostname.as_deref(), &route.spec.hostnames);
+        if hostnames.is_empty() {
+            continue;
+        }
+        attached = true;
+        listener.attached_routes += 1;
+        let mut rank = rank_base;
+        for rule in rules {
+            for (path, conditions) in &rule.matches {
+                rank += 1;
+                let conditions = MatchConditions {
+                    tls_only: listener.tls,
+                    ..conditions.clone()
+                };
+                for hostname in &hostnames {
+                    entries.push(RouteEntry {
+                        route: key.clone(),
+                        rule_name: rule.name.clone(),
+                        gateway: gateway.key.clone(),
+                        listener: listener.name.clone(),
+                        hostname: hostname.clone(),
+                        path: path.clone(),
+                        conditions: conditions.clone(),
+                        rank,
+                        extension_policy: rule.extension_policy.clone(),
+                        backend: match &rule.invalid {
+                            Some(why) => Err(why.clone()),
+                            None => rule.backend.clone(),
+                        },
+                        policy: None,
+                    });
+                }
+            }
+        }
+    }
+    if attached {
+        Cond::yes("Accepted", "Accepted", "Accepted by kube-iap.")
+    } else {
+        Cond::no(
+            "Accepted",
+            "NoMatchingListenerHostname",
+            "None of the route's hostnames falls under a listener's hostname.",
+        )
+    }
+}
+
+/// The hostnames a route is served on under a listener: each route hostname that intersects
+/// the listener's (the more specific of the two), or the listener's when the route names none.
+pub fn effective_hostnames(listener: Option<&str>, route: &[String]) -> Vec<String> {
+    if route.is_empty() {
+        return vec![listener.unwrap_or("*").to_string()];
+    }
+    let mut hostnames = Vec::new();
+    for hostname in route {
+        let hostname = hostname.to_ascii_lowercase();
+        if let Some(served) = intersect(listener, &hostname) {
+            if !hostnames.contains(&served) {
+                hostnames.push(served);
+            }
+        }
+    }
+    hostnames
+}
+
+fn intersect(listener: Option<&str>, route: &str) -> Option<String> {
+    let Some(listener) = listener else {
+        return Some(route.to_string());
+    };
+    // `*.x` covers `a.x` and `a.b.x`, never `x` itself.
+    let covers = |wildcard: &str, name: &str| {
+        wildcard
+            .strip_prefix('*')
+            .is_some_and(|suffix| name.len() > suffix.len() && name.ends_with(suffix))
+    };
+    if listener == route || covers(listener, route) {
+        Some(route.to_string())
+    } else if covers(route, listener) {
+        Some(listener.to_string())
+    } else {
+        None
+    }
+}
+
+fn translate_rule(
+    index: &Index,
+    slices: &SlicesByService<'_>,
+    key: &ObjectKey,
+    rule: &HttpRouteRule,
+) -> Rule {
+    let mut invalid = None;
+    let mut matches = Vec::new();
+    for found in &rule.matches {
+        match translate_match(found) {
+            Ok(translated) => matches.push(translated),
+            Err(why) => {
+                invalid.get_or_insert(why);
+            }
+        }
+    }
+    let mut extension_policy = None;
+    for filter in &rule.filters {
+        match (filter.type_.as_str(), &filter.extension_ref) {
+            ("ExtensionRef", Some(reference))
+                if reference.group.as_deref() == Some(crate::api::GROUP)
+                    && reference.kind.as_deref() == Some("IapPolicy") =>
+            {
+                let policy = ObjectKey::new(&key.namespace, &reference.name);
+                if index.policies.contains_key(&policy) {
+                    extension_policy = Some(policy);
+                } else {
+                    invalid.get_or_insert(format!(
+                        "the ExtensionRef IapPolicy {policy} does not exist"
+                    ));
+                }
+            }
+            (other, _) => {
+                invalid.get_or_insert(format!("filter {other} is not served yet"));
+            }
+        }
+    }
+    let (backend, unresolved) = rule_backend(index, slices, key, &rule.backend_refs);
+    if let Err(why) = &backend {
+        invalid.get_or_insert(why.clone());
+    }
+    Rule {
+        name: rule.name.clone(),
+        matches,
+        extension_policy,
+        backend,
+        invalid,
+        unresolved,
+    }
+}
+
+fn translate_match(found: &HttpRouteMatch) -> Result<(String, MatchConditions), String> {
+    let (exact_path, raw) = match &found.path {
+        None => (false, "/"),
+        Some(path) => {
+            let value = path.value.as_deref().unwrap_or("/");
+            match path.type_.as_deref().unwrap_or("PathPrefix") {
+                "PathPrefix" => (false, value),
+                "Exact" => (true, value),
+                other => return Err(format!("path match type {other} is not served")),
+            }
+        }
+    };
+    let path = path::normalize(raw).map_err(|error| format!("path {raw:?}: {error}"))?;
+    let mut conditions = MatchConditions {
+        exact_path,
+        method: found.method.as_ref().map(|m| m.to_ascii_uppercase()),
+        ..MatchConditions::default()
+    };
+    for header in &found.headers {
+        if header.type_.as_deref().is_some_and(|t| t != "Exact") {
+            return Err("only Exact header matches are served".to_string());
+        }
+        let name = HeaderName::from_bytes(header.name.to_ascii_lowercase().as_bytes())
+            .map_err(|_| format!("header name {:?} is not valid", header.name))?;
+        // Only the first match on a name counts, as the spec says.
+        if !conditions
+            .headers
+            .iter()
+            .any(|(present, _)| *present == name)
+        {
+            conditions.headers.push((name, header.value.clone()));
+        }
+    }
+    for query in &found.query_params {
+        if query.type_.as_deref().is_some_and(|t| t != "Exact") {
+            return Err("only Exact query parameter matches are served".to_string());
+        }
+        if !conditions
+            .query
+            .iter()
+            .any(|(present, _)| *present == query.name)
+        {
+            conditions
+                .query
+                .push((query.name.clone(), query.value.clone()));
+        }
+    }
+    Ok((path, conditions))
+}
+
+type Unresolved = Option<(&'static str, String)>;
+
+/// The rule's backend: its one backendRef of non-zero weight, resolved. Several weighted
+/// backends are not served yet; such a rule answers 500 rather than sending all to one.
+fn rule_backend(
+    index: &Index,
+    slices: &SlicesByService<'_>,
+    key: &ObjectKey,
+    refs: &[HttpBackendRef],
+) -> (Result<Arc<Backend>, String>, Unresolved) {
+    let mut unresolved: Unresolved = None;
+    let mut resolved = Vec::new();
+    for reference in refs {
+        match resolve_ref(index, slices, key, reference) {
+            Ok(backend) => {
+                if reference.weight.unwrap_or(1) > 0 {
+                    resolved.push(backend);
+                }
+            }
+            Err(problem) => {
+                unresolved.get_or_insert(problem);
+            }
+        }
+        if !reference.filters.is_empty() {
+            return (
+                Err("backendRef filters are not served yet".to_string()),
+                unresolved,
+            );
+        }
+    }
+    let backend = match (resolved.len(), &unresolved) {
+        (_, Some((_, message))) => Err(message.clone()),
+        (0, None) if refs.is_empty() => Err("the rule has no backendRefs".to_string()),
+        (0, None) => Err("every backendRef has weight 0".to_string()),
+        (1, None) => Ok(resolved.remove(0)),
+        (_, None) => Err("several weighted backendRefs are not served yet".to_string()),
+    };
+    (backend, unresolved)
+}
+
+fn resolve_ref(
+    index: &Index,
+    slices: &SlicesByService<'_>,
+    key: &ObjectKey,
+    reference: &HttpBackendRef,
+) -> Result<Arc<Backend>, (&'static str, String)> {
+    let group = reference.group.as_deref().unwrap_or("");
+    let kind = reference.kind.as_deref().unwrap_or("Service");
+    if !group.is_empty() || kind != "Service" {
+        return Err((
+            "InvalidKind",
+            format!(
+                "backendRef {kind} {:?} (group {group:?}) is not a Service.",
+                reference.name
+            ),
+        ));
+    }
+    let namespace = reference.namespace.as_deref().unwrap_or(&key.namespace);
+    let service_key = ObjectKey::new(namespace, &reference.name);
+    if namespace != key.namespace {
+        return Err((
+            "RefNotPermitted",
+            format!(
+                "backendRef Service {service_key} is in another namespace, and no ReferenceGrant is read yet."
+            ),
+        ));
+    }
+    let port = reference
+        .port
+        .and_then(|port| u16::try_from(port).ok())
+        .ok_or((
+            "BackendNotFound",
+            format!("backendRef Service {service_key} names no port."),
+        ))?;
+    backends::resolve(
+        &service_key,
+        index.service(&service_key),
+        &PortSelector::Number(port),
+        slices,
+    )
+    .map(|resolved| Arc::new(Backend::new(resolved.name, resolved.upstreams)))
+    .map_err(|error| ("BackendNotFound", format!("{error}.")))
+}

@@ -1,0 +1,463 @@
+//! Gateway API objects in, table entries and statuses out, each world written as the YAML a
+//! user would apply and read with the manifests parser.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::index::{ComputedStatus, Index, Kind, Snapshot};
+use crate::model::{RequestView, RouteAction};
+
+const BASE: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: oidc, namespace: apps}
+stringData: {secret: s3cret}
+---
+apiVersion: kube-iap.io/v1alpha1
+kind: OAuthClient
+metadata: {name: idp, namespace: apps}
+spec: {issuer: "https://idp.example.com", clientId: web, clientSecretRef: {name: oidc, key: secret}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: iap}
+spec: {controllerName: kube-iap.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: someone-else}
+spec: {controllerName: example.com/other}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: apps}
+spec:
+  gatewayClassName: iap
+  listeners:
+  - {name: http, protocol: HTTP, port: 80, hostname: "*.example.com"}
+  - {name: shared, protocol: HTTP, port: 80, hostname: "shared.test", allowedRoutes: {namespaces: {from: All}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: one, namespace: apps}
+spec: {type: ExternalName, externalName: one.internal, ports: [{port: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: two, namespace: apps}
+spec: {type: ExternalName, externalName: two.internal, ports: [{port: 8080}]}
+"#;
+
+fn snapshot(extra: &str) -> Snapshot {
+    let text = format!("{BASE}\n---\n{extra}");
+    let manifests = crate::source::files::parse(&[(PathBuf::from("test.yaml"), text)]);
+    assert!(manifests.errors.is_empty(), "{:?}", manifests.errors);
+    let mut index = Index::default();
+    let mut resources = manifests.resources;
+    crate::source::files::FirstSeen::default().stamp(
+        &mut resources,
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+        ),
+    );
+    for resource in resources {
+        index.apply(resource);
+    }
+    index.build()
+}
+
+fn policy(name: &str, targets: &str) -> String {
+    format!(
+        r#"
+apiVersion: kube-iap.io/v1alpha1
+kind: IapPolicy
+metadata: {{name: {name}, namespace: apps}}
+spec:
+  oauthClientRef: {{name: idp}}
+  access: [{{members: [allAuthenticatedUsers]}}]
+  targetRefs: {targets}
+"#
+    )
+}
+
+fn route(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n{spec}"
+    )
+}
+
+fn status<'a>(snapshot: &'a Snapshot, kind: Kind, name: &str) -> &'a ComputedStatus {
+    snapshot
+        .statuses
+        .iter()
+        .find(|status| status.kind == kind && status.key.name == name)
+        .unwrap_or_else(|| panic!("no status for {kind:?} {name}"))
+}
+
+fn api_status(snapshot: &Snapshot, kind: Kind, name: &str) -> Value {
+    let status = status(snapshot, kind, name);
+    serde_json::from_str(
+        status
+            .api_status
+            .as_deref()
+            .expect("has a Gateway API status"),
+    )
+    .unwrap()
+}
+
+/// `type=reason` of every condition of the route's first parent.
+fn parent_conditions(snapshot: &Snapshot, name: &str) -> Vec<String> {
+    let status = api_status(snapshot, Kind::HttpRoute, name);
+    status["parents"][0]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}={}:{}",
+                c["type"].as_str().unwrap(),
+                c["status"].as_str().unwrap(),
+                c["reason"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// What a request gets: `forward <upstream>`, `refused`, `fails <reason>`, or `none`.
+fn outcome(snapshot: &Snapshot, host: &str, request: RequestView<'_>) -> String {
+    match snapshot.table.route_for(host, &request) {
+        None => "none".to_string(),
+        Some(route) => match &route.action {
+            RouteAction::Forward(backend) => format!(
+                "forward {} by {}",
+                backend.upstreams[0].authority, route.policy
+            ),
+            RouteAction::Unprotected { .. } => "refused".to_string(),
+            RouteAction::FailClosed { reason, .. } => format!("fails {reason}"),
+        },
+    }
+}
+
+fn get(path: &str) -> RequestView<'_> {
+    RequestView::path_only(path)
+}
+
+#[test]
+fn only_classes_of_kube_iaps_controller_are_accepted_and_reported() {
+    let snapshot = snapshot("");
+    let class = api_status(&snapshot, Kind::GatewayClass, "iap");
+    assert_eq!(class["conditions"][0]["type"], "Accepted");
+    assert_eq!(class["conditions"][0]["status"], "True");
+    assert!(
+        !snapshot
+            .statuses
+            .iter()
+            .any(|s| s.key.name == "someone-else"),
+        "another controller's class is left alone"
+    );
+}
+
+#[test]
+fn a_route_no_policy_covers_is_refused_and_its_status_says_so() {
+    let snapshot = snapshot(&route(
+        "open",
+        "  parentRefs: [{name: web}]\n  hostnames: [app.example.com]\n  rules: [{backendRefs: [{name: one, port: 8080}]}]",
+    ));
+    assert_eq!(outcome(&snapshot, "app.example.com", get("/")), "refused");
+    assert!(
+        parent_conditions(&snapshot, "open")
+            .contains(&"kube-iap.io/Protected=False:NoPolicy".to_string())
+    );
+    assert!(!status(&snapshot, Kind::HttpRoute, "open").ready);
+}
+
+#[test]
+fn the_most_specific_policy_attachment_wins() {
+    let world = [
+        policy("gateway-wide", "[{group: gateway.networking.k8s.io, kind: Gateway, name: web}]"),
+        policy("whole-route", "[{group: gateway.networking.k8s.io, kind: HTTPRoute, name: app}]"),
+        policy("admin-rule", "[{group: gateway.networking.k8s.io, kind: HTTPRoute, name: app, sectionName: admin}]"),
+        route(
+            "app",
+            "  parentRefs: [{name: web}]\n  hostnames: [app.example.com]\n  rules:\n  - {matches: [{path: {value: /}}], backendRefs: [{name: one, port: 8080}]}\n  - {name: admin, matches: [{path: {value: /admin}}], backendRefs: [{name: two, port: 8080}]}",
+        ),
+        route(
+            "other",
+            "  parentRefs: [{name: web}]\n  hostnames: [other.example.com]\n  rules: [{backendRefs: [{name: one, port: 8080}]}]",
+        ),
+    ]
+    .join("\n---\n");
+    let snapshot = snapshot(&world);
+    assert_eq!(
+        outcome(&snapshot, "app.example.com", get("/x")),
+        "forward one.internal:8080 by apps/whole-route"
+    );
+    assert_eq!(
+        outcome(&snapshot, "app.example.com", get("/admin/x")),
+        "forward two.internal:8080 by apps/admin-rule"
+    );
+    assert_eq!(
+        outcome(&snapshot, "other.example.com", get("/")),
+        "forward one.internal:8080 by apps/gateway-wide"
+    );
+    let ancestors = &api_status(&snapshot, Kind::IapPolicy, "admin-rule")["ancestors"];
+    assert_eq!(ancestors[0]["ancestorRef"]["sectionName"], "admin");
+    assert_eq!(ancestors[0]["conditions"][0]["reason"], "Accepted");
+    assert!(
+        parent_conditions(&snapshot, "app")
+            .contains(&"kube-iap.io/Protected=True:Protected".to_string())
+    );
+}
+
+#[test]
+fn a_policy_named_by_an_extension_ref_filter_protects_its_rule() {
+    let world = [
+        policy("by-filter", "[]"),
+        route(
+            "app",
+            "  parentRefs: [{name: web}]\n  hostnames: [app.example.com]\n  rules:\n  - filters: [{type: ExtensionRef, extensionRef: {group: kube-iap.io, kind: IapPolicy, name: by-filter}}]\n    backendRefs: [{name: one, port: 8080}]",
+        ),
+    ]
+    .join("\n---\n");
+    let snapshot = snapshot(&world);
+    assert_eq!(
+        outcome(&snapshot, "app.example.com", get("/")),
+        "forward one.internal:8080 by apps/by-filter"
+    );
+}
+
+#[test]
+fn policy_ancestors_say_accepted_conflicted_or_target_not_found() {
+    let world = [
+        policy("first", "[{group: gateway.networking.k8s.io, kind: Gateway, name: web}]"),
+        policy("second", "[{group: gateway.networking.k8s.io, kind: Gateway, name: web}, {group: gateway.networking.k8s.io, kind: Gateway, name: missing}, {group: gateway.networking.k8s.io, kind: Gateway, name: web, sectionName: nope}]"),
+    ]
+    .join("\n---\n")
+    // Creation times come from first sight; names break the tie, so "first" is older.
+    ;
+    let snapshot = snapshot(&world);
+    let reasons = |name: &str| -> Vec<String> {
+        api_status(&snapshot, Kind::IapPolicy, name)["ancestors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["conditions"][0]["reason"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(reasons("first"), ["Accepted"]);
+    assert_eq!(
+        reasons("second"),
+        ["Conflicted", "TargetNotFound", "TargetNotFound"]
+    );
+}
+
+#[test]
+fn rules_are_ordered_as_the_spec_says_across_routes() {
+    let world = [
+        policy("p", "[{group: gateway.networking.k8s.io, kind: Gateway, name: web}]"),
+        route(
+            "a-prefix",
+            "  parentRefs: [{name: web}]\n  hostnames: [app.example.com]\n  rules:\n  - {matches: [{path: {type: PathPrefix, value: /v1}}], backendRefs: [{name: one, port: 8080}]}",
+        ),
+        route(
+            "b-exact-and-headers",
+            "  parentRefs: [{name: web}]\n  hostnames: [app.example.com]\n  rules:\n  - {matches: [{path: {type: Exact, value: /v1}}], backendRefs: [{name: two, port: 8080}]}\n  - {matches: [{path: {value: /v1}, headers: [{name: Version, value: two}]}], backendRefs: [{name: two, port: 8080}]}\n  - {matches: [{path: {value: /v1}, queryParams: [{name: q, value: two}], method: POST}], backendRefs: [{name: two, port: 8080}]}",
+        ),
+    ]
+    .join("\n---\n");
+    let snapshot = snapshot(&world);
+    let mut headers = http::HeaderMap::new();
+    headers.insert("version", "two".parse().unwrap());
+    let with = |path, method, query, headers| RequestView {
+        path,
+        method,
+        headers,
+        query,
+        tls: false,
+    };
+    let none = http::HeaderMap::new();
+    let cases = [
+        (with("/v1", "GET", "", Some(&none)), "two"),
+        (with("/v1/x", "GET", "", Some(&none)), "one"),
+        (with("/v1/x", "GET", "", Some(&headers)), "two"),
+        (with("/v1/x", "POST", "q=two", Some(&none)), "two"),
+        (with("/v1/x", "GET", "q=two", Some(&none)), "one"),
+    ];
+    for (request, want) in cases {
+        let got = outcome(&snapshot, "app.example.com", request);
+        assert!(
+            got.starts_with(&format!("forward {want}.internal")),
+            "{request:?}: {got}"
+        );
+    }
+}
+
+#[test]
+fn hostnames_are_intersected_with_the_listeners() {
+    let world = [
+        policy("p", "[{group: gateway.networking.k8s.io, kind: Gateway, name: web}]"),
+        route(
+            "mixed",
+            "  parentRefs: [{name: web, sectionName: http}]\n  hostnames: [a.example.com, other.test, \"*.deep.example.com\"]\n  rules: [{backendRefs: [{name: one, port: 8080}]}]",
+        ),
+        route(
+            "elsewhere",
+            "  parentRefs: [{name: web, sectionName: http}]\n  hostnames: [nothing.test]\n  rules: [{backendRefs: [{name: one, port: 8080}]}]",
+        ),
+        route(
+            "all-of-listener",
+            "  parentRefs: [{name: web, sectionName: http}]\n  rules: [{matches: [{path: {value: /wide}}], backendRefs: [{name: two, port: 8080}]}]",
+        ),
+    ]
+    .join("\n---\n");
+    let snapshot = snapshot(&world);
+    assert!(outcome(&snapshot, "a.example.com", get("/")).starts_with("forward one"));
+    assert!(outcome(&snapshot, "x.deep.example.com", get("/")).starts_with("forward one"));
+    assert_eq!(outcome(&snapshot, "other.test", get("/")), "none");
+    assert!(outcome(&snapshot, "b.example.com", get("/wide")).starts_with("forward two"));
+    assert!(
+        parent_conditions(&snapshot, "elsewhere")
+            .contains(&"Accepted=False:NoMatchingListenerHostname".to_string())
+    );
+    let gateway = api_status(&snapshot, Kind::Gateway, "web");
+    assert_eq!(gateway["listeners"][0]["attachedRoutes"], 2);
+}
+
+#[test]
+fn listeners_admit_routes_only_from_the_namespaces_they_allow() {
+    let foreign = |name: &str, section: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: team}}\nspec:\n  parentRefs: [{{name: web, namespace: apps, sectionName: {section}}}]\n  rules: [{{backendRefs: [{{name: one, port: 8080}}]}}]"
+        )
+    };
+    let world = [foreign("same-only", "http"), foreign("from-all", "shared")].join("\n---\n");
+    let snapshot = snapshot(&world);
+    assert!(
+        parent_conditions(&snapshot, "same-only")
+            .contains(&"Accepted=False:NotAllowedByListeners".to_string())
+    );
+    assert!(
+        parent_conditions(&snapshot, "from-all").contains(&"Accepted=True:Accepted".to_string())
+    );
+}
+
+#[test]
+fn listeners_kube_iap_cannot_serve_say_why() {
+    let world = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: odd, namespace: apps}
+spec:
+  gatewayClassName: iap
+  listeners:
+  - {name: tcp, protocol: TCP, port: 80}
+  - {name: elsewhere, protocol: HTTP, port: 8081}
+  - {name: a, protocol: HTTP, port: 80, hostname: dup.test}
+  - {name: b, protocol: HTTP, port: 80, hostname: dup.test}
+  - {name: tls, protocol: HTTPS, port: 443, hostname: secure.test, tls: {certificateRefs: [{name: missing}]}}
+  - {name: kinds, protocol: HTTP, port: 80, hostname: k.test, allowedRoutes: {kinds: [{kind: TCPRoute}]}}
+"#;
+    let snapshot = snapshot(world);
+    let gateway = api_status(&snapshot, Kind::Gateway, "odd");
+    let reasons: Vec<String> = gateway["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|listener| {
+            let problem = listener["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| (c["status"] == "True") == (c["type"] == "Conflicted"))
+                .map(|c| c["reason"].as_str().unwrap().to_string());
+            format!(
+                "{}:{}",
+                listener["name"].as_str().unwrap(),
+                problem.unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "tcp:UnsupportedProtocol",
+            "elsewhere:PortUnavailable",
+            "a:Invalid",
+            "b:Invalid",
+            "tls:Invalid",
+            "kinds:Invalid",
+        ]
+    );
+    let conditions = |name: &str| -> Vec<String> {
+        let listener = gateway["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap();
+        listener["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}={}",
+                    c["type"].as_str().unwrap(),
+                    c["reason"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert!(conditions("a").contains(&"Conflicted=HostnameConflict".to_string()));
+    assert!(conditions("tls").contains(&"ResolvedRefs=InvalidCertificateRef".to_string()));
+    assert!(conditions("kinds").contains(&"ResolvedRefs=InvalidRouteKinds".to_string()));
+    assert_eq!(
+        gateway["conditions"][1]["reason"], "Invalid",
+        "no listener is served"
+    );
+}
+
+#[test]
+fn unresolvable_backends_answer_500_and_the_other_rules_keep_working() {
+    let world = [
+        policy("p", "[{group: gateway.networking.k8s.io, kind: Gateway, name: web}]"),
+        route(
+            "partly",
+            "  parentRefs: [{name: web}]\n  hostnames: [app.example.com]\n  rules:\n  - {matches: [{path: {value: /missing}}], backendRefs: [{name: nope, port: 8080}]}\n  - {matches: [{path: {value: /foreign}}], backendRefs: [{name: one, namespace: other, port: 8080}]}\n  - {matches: [{path: {value: /kind}}], backendRefs: [{kind: ConfigMap, group: \"\", name: one}]}\n  - {matches: [{path: {value: /filter}}], filters: [{type: RequestMirror}], backendRefs: [{name: one, port: 8080}]}\n  - {matches: [{path: {value: /}}], backendRefs: [{name: one, port: 8080}]}",
+        ),
+    ]
+    .join("\n---\n");
+    let snapshot = snapshot(&world);
+    assert!(outcome(&snapshot, "app.example.com", get("/missing")).starts_with("fails"));
+    assert!(outcome(&snapshot, "app.example.com", get("/foreign")).starts_with("fails"));
+    assert!(outcome(&snapshot, "app.example.com", get("/kind")).starts_with("fails"));
+    assert!(outcome(&snapshot, "app.example.com", get("/filter")).contains("RequestMirror"));
+    assert!(outcome(&snapshot, "app.example.com", get("/ok")).starts_with("forward one"));
+    let conditions = parent_conditions(&snapshot, "partly");
+    assert!(
+        conditions.contains(&"ResolvedRefs=False:BackendNotFound".to_string()),
+        "{conditions:?}"
+    );
+    assert!(
+        conditions.contains(&"PartiallyInvalid=True:UnsupportedValue".to_string()),
+        "{conditions:?}"
+    );
+}
+
+#[test]
+fn a_cross_namespace_backend_is_refused_with_ref_not_permitted() {
+    let world = [
+        policy("p", "[{group: gateway.networking.k8s.io, kind: Gateway, name: web}]"),
+        route(
+            "foreign",
+            "  parentRefs: [{name: web}]\n  hostnames: [app.example.com]\n  rules: [{backendRefs: [{name: one, namespace: other, port: 8080}]}]",
+        ),
+    ]
+    .join("\n---\n");
+    let snapshot = snapshot(&world);
+    assert!(
+        parent_conditions(&snapshot, "foreign")
+            .contains(&"ResolvedRefs=False:RefNotPermitted".to_string())
+    );
+}
