@@ -216,9 +216,17 @@ struct ControllerArgs {
     #[arg(long, default_value = "kube-iap")]
     ingress_class: String,
     /// Addresses (IPs or hostnames, comma-separated) written to served Ingresses'
-    /// status.loadBalancer: the proxy Service's external address.
+    /// status.loadBalancer and Gateways' status.addresses: the proxy Service's external address.
     #[arg(long, value_delimiter = ',', env = "KUBE_IAP_INGRESS_ADDRESS")]
     ingress_address: Vec<String>,
+    /// The port the proxy Service exposes for HTTP: Gateway listeners with protocol HTTP are
+    /// served only on this port.
+    #[arg(long, default_value_t = 80, env = "KUBE_IAP_GATEWAY_HTTP_PORT")]
+    gateway_http_port: i32,
+    /// The port the proxy Service exposes for HTTPS: Gateway listeners with protocol HTTPS are
+    /// served only on this port.
+    #[arg(long, default_value_t = 443, env = "KUBE_IAP_GATEWAY_HTTPS_PORT")]
+    gateway_https_port: i32,
     /// The Secret holding session keys, as NAMESPACE/NAME (default:
     /// POD_NAMESPACE/kube-iap-session-keys; the signing keys are kube-iap-signing-keys next to it).
     #[arg(long, value_parser = parse_object_key)]
@@ -484,7 +492,7 @@ fn main() -> anyhow::Result<()> {
                     anyhow::anyhow!("cannot configure a Kubernetes client: {error}")
                 })?;
             let config = ServeConfig {
-                source: serve::Source::Cluster(ClusterConfig {
+                source: serve::Source::Cluster(Box::new(ClusterConfig {
                     client,
                     watch_namespace: args.namespace,
                     lease_namespace: args.pod_namespace,
@@ -492,7 +500,8 @@ fn main() -> anyhow::Result<()> {
                     identity,
                     ingress_class: args.ingress_class,
                     ingress_addresses: args.ingress_address,
-                }),
+                    gateway_ports: (args.gateway_http_port, args.gateway_https_port),
+                })),
                 http_addr: Some(args.http_addr),
                 https_addr: (!args.no_https).then_some(args.https_addr),
                 admin_addr: args.admin_addr,

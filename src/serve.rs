@@ -35,7 +35,7 @@ pub enum Source {
         reload_interval: Duration,
     },
     /// The Kubernetes API: watches, leader election and the status writer.
-    Cluster(ClusterConfig),
+    Cluster(Box<ClusterConfig>),
 }
 
 #[derive(Clone)]
@@ -212,7 +212,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     }
     if let Source::Cluster(cluster) = config.source.clone() {
         controller::spawn(
-            cluster,
+            *cluster,
             session_keys_secret(&config),
             published.clone(),
             metrics.clone(),

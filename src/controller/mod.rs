@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::auth::providers::Providers;
-use crate::index::ObjectKey;
+use crate::index::{GatewaySettings, ObjectKey};
 use crate::metrics::Metrics;
 use crate::publish::Published;
 use crate::shutdown::until_stopped;
@@ -30,8 +30,12 @@ pub struct ClusterConfig {
     pub identity: String,
     /// Ingresses of this IngressClass are served.
     pub ingress_class: String,
-    /// Written to served Ingresses' `status.loadBalancer` (IPs or hostnames); nothing when empty.
+    /// Written to served Ingresses' `status.loadBalancer` and Gateways' `status.addresses`
+    /// (IPs or hostnames); nothing when empty.
     pub ingress_addresses: Vec<String>,
+    /// The ports kube-iap's Service exposes for HTTP and HTTPS: Gateway listeners on other
+    /// ports are not served.
+    pub gateway_ports: (i32, i32),
 }
 
 /// Starts the watches, the election and the status writer as tasks of `tasks`.
@@ -49,6 +53,11 @@ pub fn spawn(
         namespace: config.watch_namespace.clone(),
         session_keys_secret,
         ingress_class: config.ingress_class.clone(),
+        gateway: GatewaySettings {
+            http_port: config.gateway_ports.0,
+            https_port: config.gateway_ports.1,
+            addresses: config.ingress_addresses.clone(),
+        },
     };
     {
         let (published, metrics, mut stop) = (published.clone(), metrics.clone(), stop.clone());

@@ -312,6 +312,11 @@ fn same(sent: &u64, status: &ComputedStatus) -> bool {
 /// new policies that was 10,000 Events for the API server, and as many held in the recorder's
 /// cache for its series TTL.
 fn is_transition(status: &ComputedStatus) -> bool {
+    if Kind::GATEWAY_API.contains(&status.kind) {
+        // Their statuses have no single readiness to compare: a Warning when a problem is
+        // written, nothing when all is well.
+        return !status.ready;
+    }
     match &status.current {
         Some(current) => {
             current.ready != Some(status.ready) || current.error_code != status.error_code

@@ -33,7 +33,7 @@ use crate::api::{IapPolicy, OAuthClient};
 use crate::model::RoutingTable;
 
 pub use backends::SERVICE_NAME_LABEL;
-pub use gateway::GatewayPorts;
+pub use gateway::GatewaySettings;
 pub use ingress::DEFAULT_INGRESS_CLASS;
 pub use resources::{Kind, ObjectKey, Resource};
 pub use session_keys::DEFAULT_SECRET_NAME as DEFAULT_SESSION_KEYS_SECRET;
@@ -61,7 +61,7 @@ pub struct Index {
     http_routes: BTreeMap<ObjectKey, Box<HTTPRoute>>,
     /// The ports kube-iap's own Service exposes for plain HTTP and for HTTPS: the only ports
     /// a Gateway listener can be served on.
-    gateway_ports: GatewayPorts,
+    gateway_settings: GatewaySettings,
     /// The IngressClass served; `kube-iap` unless set.
     ingress_class: Option<String>,
     /// Where the session keys live; `default/kube-iap-session-keys` unless set.
@@ -195,8 +195,8 @@ impl Index {
     }
 
     /// Sets the ports Gateway listeners may use (those kube-iap's Service exposes).
-    pub fn set_gateway_ports(&mut self, ports: GatewayPorts) {
-        self.gateway_ports = ports;
+    pub fn set_gateway_settings(&mut self, ports: GatewaySettings) {
+        self.gateway_settings = ports;
     }
 
     /// Names the IngressClass whose Ingresses are served.

@@ -37,6 +37,8 @@ pub struct ClusterSource {
     pub session_keys_secret: ObjectKey,
     /// Ingresses of this IngressClass are served.
     pub ingress_class: String,
+    /// Where Gateway listeners are served.
+    pub gateway: crate::index::GatewaySettings,
 }
 
 /// An object the API server holds that kube-iap cannot read.
@@ -347,6 +349,7 @@ impl ClusterSource {
     pub async fn run(self, published: Arc<Published>, metrics: Arc<Metrics>) {
         let watch = |kind| watch_kind(self.client.clone(), self.namespace.as_deref(), kind).boxed();
         let mut state = ClusterState::new(self.session_keys_secret.clone(), &self.ingress_class);
+        state.index.set_gateway_settings(self.gateway.clone());
         let gateway_api = gateway_api_served(&self.client).await;
         if !gateway_api {
             for kind in Kind::GATEWAY_API {

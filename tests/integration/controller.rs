@@ -22,7 +22,7 @@ use crate::support::{backends, get, loopback, within};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-async fn start_controller(
+pub(crate) async fn start_controller(
     client: kube::Client,
     namespace: &str,
     lease_namespace: &str,
@@ -32,7 +32,7 @@ async fn start_controller(
         kube_iap::telemetry::init(kube_iap::telemetry::LogFormat::Text);
     }
     serve::start(ServeConfig {
-        source: Source::Cluster(ClusterConfig {
+        source: Source::Cluster(Box::new(ClusterConfig {
             client,
             watch_namespace: Some(namespace.into()),
             lease_namespace: lease_namespace.into(),
@@ -40,7 +40,8 @@ async fn start_controller(
             identity: identity.into(),
             ingress_class: "kube-iap".into(),
             ingress_addresses: vec!["203.0.113.7".into()],
-        }),
+            gateway_ports: (80, 443),
+        })),
         http_addr: Some(loopback()),
         https_addr: None,
         admin_addr: loopback(),
@@ -57,7 +58,7 @@ async fn start_controller(
 
 /// The healthy OAuthClient `idp` (its issuer refuses connections, so its status says 11) with its
 /// Secret, and the Service `web` reaching `backend`.
-fn client_and_service(backend: SocketAddr) -> String {
+pub(crate) fn client_and_service(backend: SocketAddr) -> String {
     format!(
         r#"apiVersion: kube-iap.io/v1alpha1
 kind: OAuthClient
@@ -142,7 +143,10 @@ async fn wait_until_ready(testbed: &Testbed, namespace: &str, kind: &str, name: 
 /// The install's RBAC (`deploy/rbac.yaml`, which a chart test keeps equal to the chart's) in the
 /// namespace `kube-iap`, and a kubeconfig with a token the API server issued to its
 /// ServiceAccount.
-async fn service_account_client(testbed: &Testbed, dir: &std::path::Path) -> kube::Client {
+pub(crate) async fn service_account_client(
+    testbed: &Testbed,
+    dir: &std::path::Path,
+) -> kube::Client {
     testbed
         .apply(
             "",

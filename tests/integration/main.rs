@@ -14,6 +14,7 @@ mod crds;
 mod docs;
 mod framing;
 mod gateway;
+mod gateway_controller;
 mod layers;
 mod policy;
 mod proxy;

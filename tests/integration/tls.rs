@@ -158,3 +158,78 @@ async fn sni_chooses_between_two_certificates_and_both_http_versions_work() {
     assert!(refused.is_err());
     server.shutdown().await;
 }
+
+/// `GatewayInvalidTLSConfiguration`'s healthy counterpart: an HTTPS listener of a Gateway serves
+/// its routes with the certificate its `certificateRefs` name (a wildcard, chosen by SNI), and
+/// only over TLS.
+#[tokio::test]
+async fn a_gateway_https_listener_serves_its_routes_over_tls_only() {
+    let backend = backends::echo("web").await;
+    let wildcard = certificate("*.secure.test", "wildcard-tls");
+    let dir = manifests::folder(&[("web", backend.port())]);
+    write(
+        dir.path(),
+        "gateway.yaml",
+        &format!(
+            r#"{}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: kube-iap}}
+spec: {{controllerName: kube-iap.io/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: web, namespace: default}}
+spec:
+  gatewayClassName: kube-iap
+  listeners:
+  - name: https
+    protocol: HTTPS
+    port: 443
+    hostname: "*.secure.test"
+    tls: {{certificateRefs: [{{name: wildcard-tls}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: app, namespace: default}}
+spec:
+  parentRefs: [{{name: web}}]
+  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]
+---
+apiVersion: kube-iap.io/v1alpha1
+kind: IapPolicy
+metadata: {{name: open, namespace: default}}
+spec:
+  oauthClientRef: {{name: idp}}
+  access: [{{members: [allUsers]}}]
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: web}}]
+"#,
+            wildcard.secret_yaml
+        ),
+    );
+    let server = start_server(dir.path()).await;
+    let https = server.https_addr.expect("https listener");
+    let stream = connect(https, &[&wildcard], "app.secure.test", &[b"http/1.1"]).await;
+    assert_eq!(
+        stream.get_ref().1.peer_certificates().unwrap()[0],
+        wildcard.der
+    );
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("/hello")
+        .header("host", "app.secure.test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(response).await["backend"], "web");
+
+    let plain = support::get(server.http_addr.unwrap(), "app.secure.test", "/hello", &[]).await;
+    assert_eq!(
+        plain.status, 404,
+        "an HTTPS listener's routes are not served in the clear"
+    );
+    server.shutdown().await;
+}

@@ -30,7 +30,9 @@ pub struct ServedListener {
     pub tls: bool,
     pub namespaces: AllowedNamespaces,
     pub allows_http_routes: bool,
-    /// Accepted, programmed and not conflicted: routes can attach.
+    /// Accepted and not conflicted: routes attach to it (and count in `attachedRoutes`).
+    pub accepted: bool,
+    /// Also every reference resolved: it is served, and its routes get traffic.
     pub ready: bool,
     pub certificate: Option<Arc<CertifiedKey>>,
     pub conditions: Vec<Cond>,
@@ -185,7 +187,8 @@ fn evaluate_listener(
         Some(_) => AllowedNamespaces::Selector,
     };
 
-    let ready = accepted.is_none() && resolved.is_none() && conflict.is_none();
+    let attachable = accepted.is_none() && conflict.is_none();
+    let ready = attachable && resolved.is_none();
     let programmed = if ready {
         Cond::yes("Programmed", "Programmed", "Served by kube-iap.")
     } else {
@@ -209,6 +212,7 @@ fn evaluate_listener(
         tls,
         namespaces,
         allows_http_routes: !supported_kinds.is_empty(),
+        accepted: attachable,
         ready,
         certificate,
         conditions,

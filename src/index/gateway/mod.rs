@@ -26,23 +26,22 @@ use crate::api::gateway::{GATEWAY_CONTROLLER, GATEWAY_GROUP};
 /// Where kube-iap serves Gateway listeners: the ports its Service exposes (a listener on any
 /// other port is not served), and the addresses Gateways report.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GatewayPorts {
+pub struct GatewaySettings {
+    /// The port kube-iap's Service exposes for plain HTTP (80 unless set).
     pub http_port: i32,
     pub https_port: i32,
     pub addresses: Vec<String>,
 }
 
-impl Default for GatewayPorts {
+impl Default for GatewaySettings {
     fn default() -> Self {
-        GatewayPorts {
+        GatewaySettings {
             http_port: 80,
             https_port: 443,
             addresses: Vec::new(),
         }
     }
 }
-
-pub(super) type GatewaySettings = GatewayPorts;
 
 /// What the Gateway API objects add to a build.
 #[derive(Default)]
@@ -78,7 +77,7 @@ pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)])
     if index.gateway_classes.is_empty() {
         return attachments;
     }
-    let settings = &index.gateway_ports;
+    let settings = &index.gateway_settings;
     let mut ours = foldhash::HashSet::default();
     for (key, class) in &index.gateway_classes {
         if class.spec.controller_name != GATEWAY_CONTROLLER {
@@ -364,9 +363,13 @@ fn gateway_status(gateway: &ServedGateway, addresses: &[String]) -> ComputedStat
     if !addresses.is_empty() {
         body["addresses"] = Value::Array(addresses);
     }
+    // A listener that is not programmed says why in its other conditions: report that cause.
+    let is_problem = |c: &&&Cond| c.holds == (c.type_ == "Conflicted");
     let problem = summary
         .iter()
-        .find(|condition| condition.holds == (condition.type_ == "Conflicted"))
+        .filter(is_problem)
+        .find(|condition| condition.type_ != "Programmed")
+        .or_else(|| summary.iter().find(is_problem))
         .map(|condition| (condition.reason, condition.message.clone()));
     summarize(Kind::Gateway, &gateway.key, generation, problem, body)
 }

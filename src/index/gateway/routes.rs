@@ -50,7 +50,8 @@ struct Rule {
     matches: Vec<(String, MatchConditions)>,
     extension_policy: Option<ObjectKey>,
     backend: Result<Arc<Backend>, String>,
-    /// Why the rule cannot be served as written (it then answers 500).
+    /// Why the rule cannot be served as written, a feature kube-iap does not implement (it
+    /// then answers 500, and the route is `PartiallyInvalid`).
     invalid: Option<String>,
     /// A reference that does not resolve: the ResolvedRefs reason and message.
     unresolved: Option<(&'static str, String)>,
@@ -141,14 +142,14 @@ fn attach_to_listeners(
                 .as_ref()
                 .is_none_or(|name| *name == listener.name)
                 && parent.port.is_none_or(|port| port == listener.port)
-                && listener.ready
+                && listener.accepted
         })
         .collect();
     if named.is_empty() {
         return Cond::no(
             "Accepted",
             "NoMatchingParent",
-            "No ready listener of the Gateway has this sectionName and port.",
+            "No accepted listener of the Gateway has this sectionName and port.",
         );
     }
     let allowed: Vec<usize> = named
@@ -180,6 +181,10 @@ fn attach_to_listeners(
         }
         attached = true;
         listener.attached_routes += 1;
+        if !listener.ready {
+            // Attached, but the listener is not served (its status says why).
+            continue;
+        }
         let mut rank = rank_base;
         for rule in rules {
             for (path, conditions) in &rule.matches {
@@ -295,9 +300,13 @@ fn translate_rule(
         }
     }
     let (backend, unresolved) = rule_backend(index, slices, key, &rule.backend_refs);
-    if let Err(why) = &backend {
-        invalid.get_or_insert(why.clone());
-    }
+    let backend = backend.map_err(|problem| match problem {
+        NoBackend::Unresolved(why) => why,
+        NoBackend::Unsupported(why) => {
+            invalid.get_or_insert(why.clone());
+            why
+        }
+    });
     Rule {
         name: rule.name.clone(),
         matches,
@@ -360,6 +369,13 @@ fn translate_match(found: &HttpRouteMatch) -> Result<(String, MatchConditions), 
 
 type Unresolved = Option<(&'static str, String)>;
 
+/// Why a rule has no backend: a reference that does not resolve (`ResolvedRefs` says so), or a
+/// use of backendRefs kube-iap does not serve yet (the route is `PartiallyInvalid`).
+enum NoBackend {
+    Unresolved(String),
+    Unsupported(String),
+}
+
 /// The rule's backend: its one backendRef of non-zero weight, resolved. Several weighted
 /// backends are not served yet; such a rule answers 500 rather than sending all to one.
 fn rule_backend(
@@ -367,7 +383,7 @@ fn rule_backend(
     slices: &SlicesByService<'_>,
     key: &ObjectKey,
     refs: &[HttpBackendRef],
-) -> (Result<Arc<Backend>, String>, Unresolved) {
+) -> (Result<Arc<Backend>, NoBackend>, Unresolved) {
     let mut unresolved: Unresolved = None;
     let mut resolved = Vec::new();
     for reference in refs {
@@ -381,19 +397,23 @@ fn rule_backend(
                 unresolved.get_or_insert(problem);
             }
         }
-        if !reference.filters.is_empty() {
-            return (
-                Err("backendRef filters are not served yet".to_string()),
-                unresolved,
-            );
-        }
     }
-    let backend = match (resolved.len(), &unresolved) {
-        (_, Some((_, message))) => Err(message.clone()),
-        (0, None) if refs.is_empty() => Err("the rule has no backendRefs".to_string()),
-        (0, None) => Err("every backendRef has weight 0".to_string()),
-        (1, None) => Ok(resolved.remove(0)),
-        (_, None) => Err("several weighted backendRefs are not served yet".to_string()),
+    let unsupported =
+        |what: &str| Err(NoBackend::Unsupported(format!("{what} are not served yet")));
+    let backend = if refs.iter().any(|reference| !reference.filters.is_empty()) {
+        unsupported("backendRef filters")
+    } else {
+        match (resolved.len(), &unresolved) {
+            (_, Some((_, message))) => Err(NoBackend::Unresolved(message.clone())),
+            (0, None) if refs.is_empty() => Err(NoBackend::Unresolved(
+                "the rule has no backendRefs".to_string(),
+            )),
+            (0, None) => Err(NoBackend::Unresolved(
+                "every backendRef has weight 0".to_string(),
+            )),
+            (1, None) => Ok(resolved.remove(0)),
+            (_, None) => unsupported("several weighted backendRefs"),
+        }
     };
     (backend, unresolved)
 }

@@ -36,11 +36,14 @@ pub struct Testbed {
 }
 
 /// The server every test may share. The kube-iap CRDs are installed on it (by `kubectl apply`,
-/// as a user installs them); [`crd_install_output`] is what that printed.
+/// as a user installs them; [`crd_install_output`] is what that printed), and the Gateway API's
+/// as the chart installs them. (Servers of a test's own have only what the test installs: the
+/// controller must work without the Gateway API too.)
 pub fn shared() -> &'static Testbed {
     static SHARED: OnceLock<Testbed> = OnceLock::new();
     SHARED.get_or_init(|| {
         let testbed = Testbed::start();
+        testbed.install_gateway_api();
         let output = testbed.kubectl(&["apply", "-f", &format!("{ROOT}/crds/")]);
         let _ = CRD_INSTALL.set(output);
         testbed.kubectl(&[
@@ -110,6 +113,39 @@ impl Testbed {
             _scratch: scratch,
             supervisor: Mutex::new(Some((child, stdin))),
         }
+    }
+
+    /// The Gateway API CRDs from the chart (`gatewayAPI.installCRDs=true`), applied
+    /// server-side (the HTTPRoute CRD is too big for kubectl's client-side last-applied
+    /// annotation), and established.
+    pub fn install_gateway_api(&self) {
+        let rendered = Command::new(tool("helm"))
+            .args(["template", "kube-iap", &format!("{ROOT}/charts/kube-iap")])
+            .args(["--set", "gatewayAPI.installCRDs=true"])
+            .args(["--show-only", "templates/gateway-api.yaml"])
+            .output()
+            .expect("helm runs");
+        assert!(
+            rendered.status.success(),
+            "{}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+        let file = self.dir.join("gateway-api.yaml");
+        std::fs::write(&file, &rendered.stdout).expect("written");
+        self.kubectl(&[
+            "apply",
+            "--server-side",
+            "-f",
+            file.to_str().expect("utf-8"),
+        ]);
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/gatewayclasses.gateway.networking.k8s.io",
+            "crd/gateways.gateway.networking.k8s.io",
+            "crd/httproutes.gateway.networking.k8s.io",
+        ]);
     }
 
     /// A client as the admin (`system:masters`). Made per call, not kept: a kube client's
