@@ -98,6 +98,17 @@ pub fn explain(question: &Question) -> anyhow::Result<Answer> {
         "route:    {}{} -> IapPolicy {}",
         route.host, route.prefix, route.policy
     );
+    if let RouteAction::Redirect(redirect) = &route.action {
+        let _ = writeln!(
+            report,
+            "decision: REDIRECT ({}), before any sign-in",
+            redirect.status
+        );
+        return Ok(Answer {
+            report,
+            allowed: true,
+        });
+    }
     if let RouteAction::Unprotected { reason } = &route.action {
         let _ = writeln!(report, "decision: DENY (403): {reason}");
         return Ok(Answer {

@@ -597,6 +597,7 @@ fn emit<'a>(
                     prefix: prefix.clone(),
                     conditions: None,
                     rank: 0,
+                    filters: None,
                     access: compiled.access.clone(),
                     action,
                     sign_in: compiled.sign_in.clone(),
@@ -621,6 +622,7 @@ fn gateway_route<'a>(
         Some(policy) => policy.to_string(),
         None => format!("httproute:{}", entry.route),
     };
+    let redirect = entry.redirect.clone().map(RouteAction::Redirect);
     let Some(compiled) = compiled else {
         return Route {
             policy: name,
@@ -628,10 +630,12 @@ fn gateway_route<'a>(
             prefix: entry.path.clone(),
             conditions: Some(Arc::new(entry.conditions.clone())),
             rank: entry.rank,
+            filters: entry.filters.clone(),
             access: Arc::default(),
-            action: RouteAction::Unprotected {
+            // A redirect reaches no backend: it needs no policy.
+            action: redirect.unwrap_or_else(|| RouteAction::Unprotected {
                 reason: format!("no IapPolicy protects HTTPRoute {}", entry.route),
-            },
+            }),
             sign_in: None,
             backend_identity: Arc::new(BackendIdentity {
                 assertion_audience: String::new(),
@@ -656,6 +660,7 @@ fn gateway_route<'a>(
         &mut ignored,
     );
     let action = match (&compiled.fatal, &host_problem, &entry.backend) {
+        _ if redirect.is_some() => redirect.expect("just checked"),
         (Some(problem), _, _) | (None, Some(problem), _) => RouteAction::FailClosed {
             code: problem.code,
             reason: problem.detail.clone(),
@@ -672,6 +677,7 @@ fn gateway_route<'a>(
         prefix: entry.path.clone(),
         conditions: Some(Arc::new(entry.conditions.clone())),
         rank: entry.rank,
+        filters: entry.filters.clone(),
         access: compiled.access.clone(),
         action,
         sign_in: compiled.sign_in.clone(),

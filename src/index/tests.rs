@@ -199,6 +199,7 @@ fn upstreams(snapshot: &Snapshot, host: &str, path: &str) -> Vec<String> {
             .collect(),
         RouteAction::FailClosed { reason, .. } => panic!("route fails closed: {reason}"),
         RouteAction::Unprotected { reason } => panic!("route is refused: {reason}"),
+        RouteAction::Redirect(_) => panic!("route redirects"),
     }
 }
 
@@ -210,7 +211,7 @@ fn fail_closed_code(snapshot: &Snapshot, host: &str, path: &str) -> Option<u32> 
         .action
     {
         RouteAction::FailClosed { code, .. } => code.map(|code| code.number()),
-        RouteAction::Forward(_) | RouteAction::Unprotected { .. } => {
+        RouteAction::Forward(_) | RouteAction::Unprotected { .. } | RouteAction::Redirect(_) => {
             panic!("route does not fail closed")
         }
     }

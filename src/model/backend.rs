@@ -16,7 +16,34 @@ pub struct Backend {
     /// `namespace/service:port`, for logs, pages and metrics.
     pub name: String,
     pub upstreams: Vec<Upstream>,
+    /// Weighted shares of `upstreams`, one per Service (Gateway API weighted `backendRefs`);
+    /// empty when the backend is one Service.
+    shares: Vec<Share>,
     next: AtomicUsize,
+}
+
+/// One Service's share of a weighted backend: `len` upstreams from `start`, chosen for the
+/// turns below `until` (weights summed so far).
+#[derive(Debug)]
+struct Share {
+    start: usize,
+    len: usize,
+    until: u64,
+    /// The reference did not resolve: its share of requests fails.
+    invalid: bool,
+}
+
+/// A part of a weighted backend: a Service's ready upstreams, or `None` when the reference
+/// does not resolve; and its weight.
+pub type WeightedPart = (Option<Vec<Upstream>>, u32);
+
+/// Why no upstream was picked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoUpstream {
+    /// The Service has no ready endpoint.
+    NoEndpoints,
+    /// This share of requests goes to a reference that does not resolve.
+    Invalid,
 }
 
 impl Backend {
@@ -24,23 +51,72 @@ impl Backend {
         Backend {
             name,
             upstreams,
+            shares: Vec::new(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Several Services, each taking a share of requests proportional to its weight. Parts of
+    /// weight 0 take none.
+    pub fn weighted(name: String, parts: Vec<WeightedPart>) -> Self {
+        let mut upstreams = Vec::new();
+        let mut shares = Vec::new();
+        let mut until = 0u64;
+        for (part, weight) in parts {
+            if weight == 0 {
+                continue;
+            }
+            until += u64::from(weight);
+            let invalid = part.is_none();
+            let part = part.unwrap_or_default();
+            shares.push(Share {
+                start: upstreams.len(),
+                len: part.len(),
+                until,
+                invalid,
+            });
+            upstreams.extend(part);
+        }
+        Backend {
+            name,
+            upstreams,
+            shares,
             next: AtomicUsize::new(0),
         }
     }
 
     /// The next upstream in round-robin order; `None` when the Service has no ready endpoint.
     pub fn pick(&self) -> Option<&Upstream> {
-        self.pick_index().map(|index| &self.upstreams[index])
+        self.pick_index().ok().map(|index| &self.upstreams[index])
     }
 
     /// The index in `upstreams` of the next upstream, for a caller that keeps the backend.
-    pub fn pick_index(&self) -> Option<usize> {
-        if self.upstreams.is_empty() {
-            return None;
-        }
+    pub fn pick_index(&self) -> Result<usize, NoUpstream> {
         // Relaxed is enough: the counter only spreads load, it orders nothing.
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(turn % self.upstreams.len())
+        if self.shares.is_empty() {
+            if self.upstreams.is_empty() {
+                return Err(NoUpstream::NoEndpoints);
+            }
+            return Ok(turn % self.upstreams.len());
+        }
+        let total = self.shares.last().map_or(1, |share| share.until);
+        let turn = turn as u64;
+        let slot = turn % total;
+        let share = self
+            .shares
+            .iter()
+            .find(|share| slot < share.until)
+            .expect("the last share ends at the total");
+        if share.invalid {
+            return Err(NoUpstream::Invalid);
+        }
+        if share.len == 0 {
+            return Err(NoUpstream::NoEndpoints);
+        }
+        // Round-robin within the share, over the turns that fell to it.
+        let round = usize::try_from(turn / total).unwrap_or_default();
+        Ok(share.start + round % share.len)
     }
 }
 
@@ -66,6 +142,41 @@ mod tests {
         assert_eq!(
             picks,
             ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.1:80", "10.0.0.2:80"]
+        );
+    }
+
+    #[test]
+    fn weighted_shares_get_requests_in_proportion_and_an_invalid_share_fails() {
+        let backend = Backend::weighted(
+            "split".into(),
+            vec![
+                (
+                    Some(vec![upstream("10.0.0.1:80"), upstream("10.0.0.2:80")]),
+                    3,
+                ),
+                (Some(vec![upstream("10.0.1.1:80")]), 1),
+                (Some(vec![upstream("10.0.9.9:80")]), 0),
+                (None, 1),
+            ],
+        );
+        let mut counts = std::collections::BTreeMap::new();
+        for _ in 0..500 {
+            let key = match backend.pick_index() {
+                Ok(index) => backend.upstreams[index].authority.to_string(),
+                Err(NoUpstream::Invalid) => "invalid".to_string(),
+                Err(NoUpstream::NoEndpoints) => "none".to_string(),
+            };
+            *counts.entry(key).or_insert(0) += 1;
+        }
+        let got: Vec<(String, i32)> = counts.into_iter().collect();
+        assert_eq!(
+            got,
+            [
+                ("10.0.0.1:80".to_string(), 150),
+                ("10.0.0.2:80".to_string(), 150),
+                ("10.0.1.1:80".to_string(), 100),
+                ("invalid".to_string(), 100),
+            ]
         );
     }
 

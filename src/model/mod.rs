@@ -3,6 +3,7 @@
 
 mod access;
 mod backend;
+mod filters;
 mod identity;
 pub mod path;
 mod policy;
@@ -13,7 +14,8 @@ mod table;
 mod tunnel;
 
 pub use access::{AccessPolicy, Member, MemberParseError};
-pub use backend::{Backend, Upstream};
+pub use backend::{Backend, NoUpstream, Upstream, WeightedPart};
+pub use filters::{HeaderEdits, PathRewrite, Redirect, Rewrite, RouteFilters};
 pub use identity::Identity;
 pub use policy::{
     AccessRule, Condition, Conditions, Decision, Denial, RequestFacts, RuleList, RuleOutcome,

@@ -10,7 +10,9 @@ use crate::auth::assertion::SigningKeys;
 use crate::auth::session::KeyRing;
 
 use super::route_match::{MatchConditions, Precedence, RequestView};
-use super::{AccessPolicy, Backend, BackendIdentity, RateLimit, SignIn, TunnelGrant};
+use super::{
+    AccessPolicy, Backend, BackendIdentity, RateLimit, Redirect, RouteFilters, SignIn, TunnelGrant,
+};
 use crate::error_codes::ErrorCode;
 
 /// What a matched route does.
@@ -26,6 +28,8 @@ pub enum RouteAction {
     /// No policy protects the route (a Gateway API route nobody attached an IapPolicy to):
     /// refuse every request with 403, never serve it open.
     Unprotected { reason: String },
+    /// Answer with a redirect (a Gateway API `RequestRedirect` filter); nothing is forwarded.
+    Redirect(Arc<Redirect>),
 }
 
 /// One host + path prefix and what serves it.
@@ -40,6 +44,8 @@ pub struct Route {
     pub conditions: Option<Arc<MatchConditions>>,
     /// Order among routes of equal precedence: lower first (see [`Precedence`]).
     pub rank: u64,
+    /// Header edits and rewrites of a Gateway API rule; `None` forwards the request as it is.
+    pub filters: Option<Arc<RouteFilters>>,
     pub access: Arc<AccessPolicy>,
     pub action: RouteAction,
     /// How users sign in here; `None` when the route fails closed before sign-in matters.
@@ -243,6 +249,7 @@ mod tests {
             prefix: prefix.into(),
             conditions: None,
             rank: 0,
+            filters: None,
             access: Arc::default(),
             action: RouteAction::FailClosed {
                 code: None,

@@ -19,7 +19,7 @@ use super::pages::Answer;
 use super::request_body::RequestBody;
 use super::upstream::{UpstreamError, UpstreamPool};
 use super::{BoxError, ProxyBody, ProxyConfig};
-use crate::model::{Backend, Upstream};
+use crate::model::{Backend, NoUpstream, Upstream};
 
 pub struct UpstreamClient {
     /// Requests with a body, and upgrades.
@@ -108,7 +108,11 @@ impl UpstreamClient {
         path: &str,
         mut origin: Origin<'_>,
     ) -> Result<Sending<'_>, Answer> {
-        let upstream = backend.pick_index().ok_or(Answer::NoHealthyUpstream)?;
+        let upstream = backend.pick_index().map_err(|missing| match missing {
+            NoUpstream::NoEndpoints => Answer::NoHealthyUpstream,
+            // The spec's answer for requests sent to a backendRef that does not resolve.
+            NoUpstream::Invalid => Answer::Misconfigured(None),
+        })?;
         let upgrade =
             headers::is_upgrade_request(request.headers()) && request.version() == Version::HTTP_11;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));

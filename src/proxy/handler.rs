@@ -87,8 +87,16 @@ impl Proxy {
                 Ok(Ready::Answered(response)) => Ok(response),
                 Ok(Ready::Send(sending)) => {
                     let sent = Instant::now();
-                    let response = sending.send().await;
+                    let mut response = sending.send().await;
                     outcome.upstream_seconds = Some(sent.elapsed().as_secs_f64());
+                    let edits = outcome
+                        .route
+                        .as_ref()
+                        .and_then(|route| route.filters.as_ref())
+                        .and_then(|filters| filters.response_headers.as_ref());
+                    if let (Some(edits), Ok(response)) = (edits, response.as_mut()) {
+                        edits.apply(response.headers_mut());
+                    }
                     response
                 }
                 Err(answer) => Err(answer),
@@ -219,6 +227,17 @@ impl Proxy {
             RouteAction::Unprotected { reason } => {
                 tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), route = %route.policy, reason = %reason, "route has no policy");
                 return Err(Answer::Unprotected);
+            }
+            RouteAction::Redirect(redirect) => {
+                let location = redirect.location(
+                    admitting.tls,
+                    &admitting.host,
+                    &admitting.path,
+                    admitting.request.uri().query(),
+                    &route.prefix,
+                );
+                let response = pages::redirect(redirect.status, &location, request_id)?;
+                return Ok(Step::Ready(Ready::Answered(response)));
             }
             RouteAction::Forward(backend) => backend.clone(),
         };
@@ -362,6 +381,21 @@ impl Proxy {
             )),
             _ => None,
         };
+        let mut upstream_path = None;
+        if let Some(filters) = &route.filters {
+            if let Some(edits) = &filters.request_headers {
+                edits.apply(request.headers_mut());
+            }
+            if let Some(rewrite) = &filters.rewrite {
+                if let Some(host) = &rewrite.hostname {
+                    request.headers_mut().insert(header::HOST, host.clone());
+                }
+                upstream_path = rewrite
+                    .path
+                    .as_ref()
+                    .map(|path| path.apply(&admitting.path, &route.prefix));
+            }
+        }
         // Written into the request by whichever client forwards it: the lean one puts them
         // straight into the head, which costs no header-map insertions.
         let identity = credential.as_ref().map(|credential| {
@@ -388,6 +422,7 @@ impl Proxy {
             request_id,
             identity,
         };
+        let path = upstream_path.unwrap_or(path);
         let sending = self.upstream.prepare(request, backend, &path, origin)?;
         Ok(Step::Ready(Ready::Send(sending)))
     }

@@ -195,6 +195,24 @@ pub fn respond(answer: &Answer, html: bool, request_id: &HeaderValue) -> Respons
     response
 }
 
+/// A Gateway API route's redirect: `status` (301, 302, 303, 307 or 308) to `location`.
+pub fn redirect(
+    status: u16,
+    location: &str,
+    request_id: &HeaderValue,
+) -> Result<Response<ProxyBody>, Answer> {
+    let location = HeaderValue::from_str(location).map_err(|_| Answer::Misconfigured(None))?;
+    let status = StatusCode::from_u16(status).map_err(|_| Answer::Misconfigured(None))?;
+    let mut response = generated(
+        status,
+        "text/plain; charset=utf-8",
+        String::new(),
+        request_id,
+    );
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
+}
+
 /// A response the proxy generates itself: never cached, never sniffed, marked as generated.
 pub fn generated(
     status: StatusCode,

@@ -256,7 +256,8 @@ fn host_sign_in(routes: &[Arc<Route>]) -> Result<&crate::model::SignIn, Answer> 
             let code = routes.iter().find_map(|route| match &route.action {
                 crate::model::RouteAction::FailClosed { code, .. } => *code,
                 crate::model::RouteAction::Forward(_)
-                | crate::model::RouteAction::Unprotected { .. } => None,
+                | crate::model::RouteAction::Unprotected { .. }
+                | crate::model::RouteAction::Redirect(_) => None,
             });
             Answer::Misconfigured(code)
         })

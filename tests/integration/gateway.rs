@@ -323,3 +323,150 @@ spec:
     );
     world.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn http_route_request_and_response_header_modifiers() {
+    let world = World::start(&[
+        GATEWAY_POLICY,
+        &route(
+            "headers",
+            r#"  hostnames: [app.test]
+  rules:
+  - filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Set, value: by-route}]
+        add: [{name: X-Add, value: added}]
+        remove: [X-Remove]
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        set: [{name: X-Response, value: from-route}]
+        remove: [Set-Cookie]
+    backendRefs: [{name: one, port: 80}]"#,
+        ),
+    ])
+    .await;
+    let cookie = support::sessions::cookie(KEY, "app.test", "ann@example.com", &[], 600);
+    let reply = support::get(
+        world.server.http_addr.unwrap(),
+        "app.test",
+        "/",
+        &[
+            ("cookie", &cookie),
+            ("x-set", "from-client"),
+            ("x-add", "from-client"),
+            ("x-remove", "gone"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-response"), Some("from-route"));
+    assert_eq!(
+        reply.header("set-cookie"),
+        None,
+        "the backend's cookie is removed"
+    );
+    let seen = &reply.json()["headers"];
+    assert_eq!(seen["x-set"], "by-route");
+    assert_eq!(seen["x-add"], "from-client, added");
+    assert!(seen["x-remove"].is_null());
+    assert_eq!(
+        seen["x-kube-iap-authenticated-user-email"],
+        "ann@example.com"
+    );
+    world.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_route_rewrite_path_and_host() {
+    let world = World::start(&[
+        GATEWAY_POLICY,
+        &route(
+            "rewrite",
+            r#"  hostnames: [app.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: internal.test, path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+    backendRefs: [{name: one, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /full}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /one/page}}
+    backendRefs: [{name: one, port: 80}]"#,
+        ),
+    ])
+    .await;
+    let cookie = support::sessions::cookie(KEY, "app.test", "ann@example.com", &[], 600);
+    let http = world.server.http_addr.unwrap();
+    let reply = support::get(http, "app.test", "/old/page?x=1", &[("cookie", &cookie)]).await;
+    let seen = reply.json();
+    assert_eq!(seen["path"], "/new/page");
+    assert_eq!(seen["query"], "x=1");
+    assert_eq!(seen["headers"]["host"], "internal.test");
+    let reply = support::get(http, "app.test", "/full/anything", &[("cookie", &cookie)]).await;
+    assert_eq!(reply.json()["path"], "/one/page");
+    world.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_route_redirects_answer_before_sign_in() {
+    let world = World::start(&[&route(
+        "redirects",
+        r#"  hostnames: [app.test]
+  rules:
+  - matches: [{path: {value: /scheme}}]
+    filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]
+  - matches: [{path: {value: /elsewhere}}]
+    filters: [{type: RequestRedirect, requestRedirect: {hostname: other.test, port: 8080, path: {type: ReplacePrefixMatch, replacePrefixMatch: /moved}}}]"#,
+    )])
+    .await;
+    let http = world.server.http_addr.unwrap();
+    let reply = support::get(http, "app.test", "/scheme/a?b=c", &[]).await;
+    assert_eq!(reply.status, 301);
+    assert_eq!(
+        reply.header("location"),
+        Some("https://app.test/scheme/a?b=c")
+    );
+    let reply = support::get(http, "app.test", "/elsewhere/page", &[]).await;
+    assert_eq!(reply.status, 302);
+    assert_eq!(
+        reply.header("location"),
+        Some("http://other.test:8080/moved/page")
+    );
+    let route = world.status_of("HTTPRoute", "redirects").await;
+    let protected = route["parents"][0]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "kube-iap.io/Protected")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        protected["status"], "True",
+        "a redirect reaches no backend: {protected}"
+    );
+    world.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_route_weight_splits_requests_in_proportion() {
+    let world = World::start(&[
+        GATEWAY_POLICY,
+        &route(
+            "split",
+            "  hostnames: [app.test]\n  rules:\n  - backendRefs: [{name: one, port: 80, weight: 3}, {name: two, port: 80, weight: 1}, {name: nobody, port: 80, weight: 0}]",
+        ),
+    ])
+    .await;
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        *counts
+            .entry(world.call("GET", "app.test", "/", &[]).await)
+            .or_insert(0) += 1;
+    }
+    assert_eq!(counts.get("one"), Some(&150), "{counts:?}");
+    assert_eq!(counts.get("two"), Some(&50), "{counts:?}");
+    world.server.shutdown().await;
+}

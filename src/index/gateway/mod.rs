@@ -4,6 +4,7 @@
 //! the `ancestors` of each attached policy.
 
 mod conditions;
+mod filters;
 mod listeners;
 mod routes;
 
@@ -74,9 +75,6 @@ type Target = (&'static str, ObjectKey, Option<String>);
 
 pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)]) -> Attachments {
     let mut attachments = Attachments::default();
-    if index.gateway_classes.is_empty() {
-        return attachments;
-    }
     let settings = &index.gateway_settings;
     let mut ours = foldhash::HashSet::default();
     for (key, class) in &index.gateway_classes {
@@ -133,6 +131,8 @@ pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)])
             for entry in &mut entries[outcome.entries.clone()] {
                 let policy = protector(&targets, entry);
                 match &policy {
+                    // A redirect reaches no backend: nothing to protect.
+                    None if entry.redirect.is_some() => {}
                     Some(policy) if !protectors.contains(&policy.to_string()) => {
                         protectors.push(policy.to_string())
                     }

@@ -12,7 +12,7 @@ use crate::api::gateway::{
 };
 use crate::index::backends::{self, PortSelector, SlicesByService};
 use crate::index::{Index, ObjectKey};
-use crate::model::{Backend, MatchConditions, path};
+use crate::model::{Backend, MatchConditions, Redirect, RouteFilters, Upstream, path};
 
 /// One match of one rule on one hostname: a route of the table, once a policy is found for it.
 pub struct RouteEntry {
@@ -27,6 +27,10 @@ pub struct RouteEntry {
     pub rank: u64,
     /// The policy the rule names with an `ExtensionRef` filter.
     pub extension_policy: Option<ObjectKey>,
+    /// Header edits and rewrites; `None` when the rule has none.
+    pub filters: Option<Arc<RouteFilters>>,
+    /// The redirect the rule answers with instead of forwarding.
+    pub redirect: Option<Arc<Redirect>>,
     /// Where to forward, or why the rule answers 500.
     pub backend: Result<Arc<Backend>, String>,
     /// The IapPolicy that protects it, once found; `None` refuses it with 403.
@@ -49,6 +53,8 @@ struct Rule {
     name: Option<String>,
     matches: Vec<(String, MatchConditions)>,
     extension_policy: Option<ObjectKey>,
+    filters: Option<Arc<RouteFilters>>,
+    redirect: Option<Redirect>,
     backend: Result<Arc<Backend>, String>,
     /// Why the rule cannot be served as written, a feature kube-iap does not implement (it
     /// then answers 500, and the route is `PartiallyInvalid`).
@@ -186,7 +192,14 @@ fn attach_to_listeners(
             continue;
         }
         let mut rank = rank_base;
+        let listener_port = u16::try_from(listener.port).unwrap_or_default();
         for rule in rules {
+            let redirect = rule.redirect.as_ref().map(|redirect| {
+                Arc::new(Redirect {
+                    listener_port,
+                    ..redirect.clone()
+                })
+            });
             for (path, conditions) in &rule.matches {
                 rank += 1;
                 let conditions = MatchConditions {
@@ -204,6 +217,8 @@ fn attach_to_listeners(
                         conditions: conditions.clone(),
                         rank,
                         extension_policy: rule.extension_policy.clone(),
+                        filters: rule.filters.clone(),
+                        redirect: redirect.clone(),
                         backend: match &rule.invalid {
                             Some(why) => Err(why.clone()),
                             None => rule.backend.clone(),
@@ -278,27 +293,16 @@ fn translate_rule(
             }
         }
     }
-    let mut extension_policy = None;
-    for filter in &rule.filters {
-        match (filter.type_.as_str(), &filter.extension_ref) {
-            ("ExtensionRef", Some(reference))
-                if reference.group.as_deref() == Some(crate::api::GROUP)
-                    && reference.kind.as_deref() == Some("IapPolicy") =>
-            {
-                let policy = ObjectKey::new(&key.namespace, &reference.name);
-                if index.policies.contains_key(&policy) {
-                    extension_policy = Some(policy);
-                } else {
-                    invalid.get_or_insert(format!(
-                        "the ExtensionRef IapPolicy {policy} does not exist"
-                    ));
-                }
-            }
-            (other, _) => {
-                invalid.get_or_insert(format!("filter {other} is not served yet"));
-            }
+    let has_exact_match = matches.iter().any(|(_, conditions)| conditions.exact_path);
+    let translated = match super::filters::translate(index, key, &rule.filters, has_exact_match) {
+        Ok(translated) => translated,
+        Err(why) => {
+            invalid.get_or_insert(why);
+            super::filters::Translated::default()
         }
-    }
+    };
+    let filters = translated.filters;
+    let filters = (filters != RouteFilters::default()).then(|| Arc::new(filters));
     let (backend, unresolved) = rule_backend(index, slices, key, &rule.backend_refs);
     let backend = backend.map_err(|problem| match problem {
         NoBackend::Unresolved(why) => why,
@@ -307,10 +311,17 @@ fn translate_rule(
             why
         }
     });
+    // A redirect answers without a backend: a missing one is no problem then.
+    let (backend, unresolved) = match &translated.redirect {
+        Some(_) => (Err(String::new()), None),
+        None => (backend, unresolved),
+    };
     Rule {
         name: rule.name.clone(),
         matches,
-        extension_policy,
+        extension_policy: translated.extension_policy,
+        filters,
+        redirect: translated.redirect,
         backend,
         invalid,
         unresolved,
@@ -376,44 +387,55 @@ enum NoBackend {
     Unsupported(String),
 }
 
-/// The rule's backend: its one backendRef of non-zero weight, resolved. Several weighted
-/// backends are not served yet; such a rule answers 500 rather than sending all to one.
+/// The rule's backend: its backendRefs resolved, each taking a share of requests by its
+/// weight (a reference that does not resolve keeps its share, which answers 500).
 fn rule_backend(
     index: &Index,
     slices: &SlicesByService<'_>,
     key: &ObjectKey,
     refs: &[HttpBackendRef],
 ) -> (Result<Arc<Backend>, NoBackend>, Unresolved) {
+    if refs.iter().any(|reference| !reference.filters.is_empty()) {
+        let why = "backendRef filters are not served yet".to_string();
+        return (Err(NoBackend::Unsupported(why)), None);
+    }
     let mut unresolved: Unresolved = None;
-    let mut resolved = Vec::new();
+    let mut parts = Vec::new();
+    let mut names = Vec::new();
     for reference in refs {
+        let weight = u32::try_from(reference.weight.unwrap_or(1)).unwrap_or_default();
         match resolve_ref(index, slices, key, reference) {
-            Ok(backend) => {
-                if reference.weight.unwrap_or(1) > 0 {
-                    resolved.push(backend);
+            Ok((name, upstreams)) => {
+                if weight > 0 {
+                    names.push(name);
                 }
+                parts.push((Some(upstreams), weight));
             }
             Err(problem) => {
+                parts.push((None, weight));
                 unresolved.get_or_insert(problem);
             }
         }
     }
-    let unsupported =
-        |what: &str| Err(NoBackend::Unsupported(format!("{what} are not served yet")));
-    let backend = if refs.iter().any(|reference| !reference.filters.is_empty()) {
-        unsupported("backendRef filters")
-    } else {
-        match (resolved.len(), &unresolved) {
-            (_, Some((_, message))) => Err(NoBackend::Unresolved(message.clone())),
-            (0, None) if refs.is_empty() => Err(NoBackend::Unresolved(
-                "the rule has no backendRefs".to_string(),
-            )),
-            (0, None) => Err(NoBackend::Unresolved(
-                "every backendRef has weight 0".to_string(),
-            )),
-            (1, None) => Ok(resolved.remove(0)),
-            (_, None) => unsupported("several weighted backendRefs"),
+    let served: Vec<_> = parts.iter().filter(|(_, weight)| *weight > 0).collect();
+    let backend = match (served.as_slice(), &unresolved) {
+        ([], _) if refs.is_empty() => {
+            Err(NoBackend::Unresolved("the rule has no backendRefs".into()))
         }
+        ([], _) => Err(NoBackend::Unresolved(
+            "every backendRef has weight 0".into(),
+        )),
+        ([(None, _)], Some((_, message))) => Err(NoBackend::Unresolved(message.clone())),
+        ([(Some(upstreams), _)], _) => {
+            Ok(Arc::new(Backend::new(names.remove(0), upstreams.clone())))
+        }
+        _ if served.iter().all(|(part, _)| part.is_none()) => Err(NoBackend::Unresolved(
+            unresolved
+                .as_ref()
+                .map(|(_, message)| message.clone())
+                .unwrap_or_default(),
+        )),
+        _ => Ok(Arc::new(Backend::weighted(names.join(" + "), parts))),
     };
     (backend, unresolved)
 }
@@ -423,7 +445,7 @@ fn resolve_ref(
     slices: &SlicesByService<'_>,
     key: &ObjectKey,
     reference: &HttpBackendRef,
-) -> Result<Arc<Backend>, (&'static str, String)> {
+) -> Result<(String, Vec<Upstream>), (&'static str, String)> {
     let group = reference.group.as_deref().unwrap_or("");
     let kind = reference.kind.as_deref().unwrap_or("Service");
     if !group.is_empty() || kind != "Service" {
@@ -458,6 +480,6 @@ fn resolve_ref(
         &PortSelector::Number(port),
         slices,
     )
-    .map(|resolved| Arc::new(Backend::new(resolved.name, resolved.upstreams)))
+    .map(|resolved| (resolved.name, resolved.upstreams))
     .map_err(|error| ("BackendNotFound", format!("{error}.")))
 }

@@ -135,6 +135,7 @@ fn outcome(snapshot: &Snapshot, host: &str, request: RequestView<'_>) -> String 
             ),
             RouteAction::Unprotected { .. } => "refused".to_string(),
             RouteAction::FailClosed { reason, .. } => format!("fails {reason}"),
+            RouteAction::Redirect(redirect) => format!("redirect {}", redirect.status),
         },
     }
 }
@@ -249,6 +250,25 @@ fn policy_ancestors_say_accepted_conflicted_or_target_not_found() {
     assert_eq!(
         reasons("second"),
         ["Conflicted", "TargetNotFound", "TargetNotFound"]
+    );
+}
+
+#[test]
+fn a_policy_whose_gateway_is_not_kube_iaps_says_target_not_found() {
+    let world = [
+        policy("lost", "[{group: gateway.networking.k8s.io, kind: Gateway, name: theirs}]"),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: theirs, namespace: apps}\nspec: {gatewayClassName: someone-else, listeners: [{name: http, protocol: HTTP, port: 80}]}".to_string(),
+    ]
+    .join("\n---\n");
+    let snapshot = snapshot(&world);
+    let ancestors = &api_status(&snapshot, Kind::IapPolicy, "lost")["ancestors"];
+    assert_eq!(ancestors[0]["conditions"][0]["reason"], "TargetNotFound");
+    assert!(
+        !snapshot
+            .statuses
+            .iter()
+            .any(|s| s.kind == Kind::Gateway && s.key.name == "theirs"),
+        "another controller's Gateway gets no status from kube-iap"
     );
 }
 
@@ -459,5 +479,29 @@ fn a_cross_namespace_backend_is_refused_with_ref_not_permitted() {
     assert!(
         parent_conditions(&snapshot, "foreign")
             .contains(&"ResolvedRefs=False:RefNotPermitted".to_string())
+    );
+}
+
+#[test]
+fn filters_that_could_forge_identity_or_contradict_the_match_make_the_rule_invalid() {
+    let world = [
+        policy("p", "[{group: gateway.networking.k8s.io, kind: Gateway, name: web}]"),
+        route(
+            "bad",
+            "  parentRefs: [{name: web}]\n  hostnames: [app.example.com]\n  rules:\n  - matches: [{path: {value: /forge}}]\n    filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Kube-Iap-Authenticated-User-Email, value: boss@example.com}]}}]\n    backendRefs: [{name: one, port: 8080}]\n  - matches: [{path: {type: Exact, value: /exact}}]\n    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /x}}}]\n    backendRefs: [{name: one, port: 8080}]",
+        ),
+    ]
+    .join("\n---\n");
+    let snapshot = snapshot(&world);
+    let forged = outcome(&snapshot, "app.example.com", get("/forge"));
+    assert!(
+        forged.contains("identity headers are kube-iap's"),
+        "{forged}"
+    );
+    let exact = outcome(&snapshot, "app.example.com", get("/exact"));
+    assert!(exact.contains("needs PathPrefix"), "{exact}");
+    assert!(
+        parent_conditions(&snapshot, "bad")
+            .contains(&"PartiallyInvalid=True:UnsupportedValue".to_string())
     );
 }
