@@ -28,7 +28,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute};
+use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::{IapPolicy, OAuthClient};
 use crate::model::RoutingTable;
 
@@ -59,6 +59,7 @@ pub struct Index {
     gateway_classes: BTreeMap<ObjectKey, Box<GatewayClass>>,
     gateways: BTreeMap<ObjectKey, Box<Gateway>>,
     http_routes: BTreeMap<ObjectKey, Box<HTTPRoute>>,
+    reference_grants: BTreeMap<ObjectKey, Box<ReferenceGrant>>,
     /// The ports kube-iap's own Service exposes for plain HTTP and for HTTPS: the only ports
     /// a Gateway listener can be served on.
     gateway_settings: GatewaySettings,
@@ -98,6 +99,7 @@ impl Index {
             Resource::GatewayClass(o) => drop(self.gateway_classes.insert(key, o)),
             Resource::Gateway(o) => drop(self.gateways.insert(key, o)),
             Resource::HttpRoute(o) => drop(self.http_routes.insert(key, o)),
+            Resource::ReferenceGrant(o) => drop(self.reference_grants.insert(key, o)),
         }
     }
 
@@ -117,6 +119,7 @@ impl Index {
             Kind::GatewayClass => drop(self.gateway_classes.remove(key)),
             Kind::Gateway => drop(self.gateways.remove(key)),
             Kind::HttpRoute => drop(self.http_routes.remove(key)),
+            Kind::ReferenceGrant => drop(self.reference_grants.remove(key)),
         }
     }
 
@@ -137,6 +140,7 @@ impl Index {
             Kind::GatewayClass => self.gateway_classes.clear(),
             Kind::Gateway => self.gateways.clear(),
             Kind::HttpRoute => self.http_routes.clear(),
+            Kind::ReferenceGrant => self.reference_grants.clear(),
         }
         for object in objects {
             self.apply(object);
@@ -269,12 +273,14 @@ impl Index {
             Kind::GatewayClass => self.gateway_classes.contains_key(key),
             Kind::Gateway => self.gateways.contains_key(key),
             Kind::HttpRoute => self.http_routes.contains_key(key),
+            Kind::ReferenceGrant => self.reference_grants.contains_key(key),
         }
     }
 
     /// How many objects of each kind the index holds.
-    pub fn counts(&self) -> [(Kind, usize); 9] {
+    pub fn counts(&self) -> [(Kind, usize); 10] {
         [
+            (Kind::ReferenceGrant, self.reference_grants.len()),
             (Kind::GatewayClass, self.gateway_classes.len()),
             (Kind::Gateway, self.gateways.len()),
             (Kind::HttpRoute, self.http_routes.len()),

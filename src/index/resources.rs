@@ -6,7 +6,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
-use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute};
+use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::{IapPolicy, OAuthClient};
 
 /// The kinds of object the index reads.
@@ -22,10 +22,11 @@ pub enum Kind {
     Gateway,
     #[serde(rename = "HTTPRoute")]
     HttpRoute,
+    ReferenceGrant,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::IapPolicy,
         Kind::OAuthClient,
         Kind::Service,
@@ -35,10 +36,16 @@ impl Kind {
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
+        Kind::ReferenceGrant,
     ];
 
     /// The Gateway API kinds, read only where the cluster serves their CRDs.
-    pub const GATEWAY_API: [Kind; 3] = [Kind::GatewayClass, Kind::Gateway, Kind::HttpRoute];
+    pub const GATEWAY_API: [Kind; 4] = [
+        Kind::GatewayClass,
+        Kind::Gateway,
+        Kind::HttpRoute,
+        Kind::ReferenceGrant,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -51,6 +58,7 @@ impl Kind {
             Kind::GatewayClass => "GatewayClass",
             Kind::Gateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
         }
     }
 }
@@ -98,6 +106,7 @@ pub enum Resource {
     GatewayClass(Box<GatewayClass>),
     Gateway(Box<Gateway>),
     HttpRoute(Box<HTTPRoute>),
+    ReferenceGrant(Box<ReferenceGrant>),
 }
 
 impl Resource {
@@ -112,6 +121,7 @@ impl Resource {
             Resource::GatewayClass(_) => Kind::GatewayClass,
             Resource::Gateway(_) => Kind::Gateway,
             Resource::HttpRoute(_) => Kind::HttpRoute,
+            Resource::ReferenceGrant(_) => Kind::ReferenceGrant,
         }
     }
 
@@ -126,6 +136,7 @@ impl Resource {
             Resource::GatewayClass(o) => &o.metadata,
             Resource::Gateway(o) => &o.metadata,
             Resource::HttpRoute(o) => &o.metadata,
+            Resource::ReferenceGrant(o) => &o.metadata,
         }
     }
 
@@ -140,6 +151,7 @@ impl Resource {
             Resource::GatewayClass(o) => &mut o.metadata,
             Resource::Gateway(o) => &mut o.metadata,
             Resource::HttpRoute(o) => &mut o.metadata,
+            Resource::ReferenceGrant(o) => &mut o.metadata,
         }
     }
 

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Deserialize;
 use serde::Serialize;
 
-use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute};
+use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::{IapPolicy, OAuthClient};
 use crate::index::{Index, Kind, ObjectKey, Resource};
 use crate::metrics::Metrics;
@@ -144,6 +144,10 @@ fn parse_object(value: serde_yaml::Value, manifests: &mut Manifests) -> Result<(
         ("gateway.networking.k8s.io/v1", "HTTPRoute") => {
             Resource::HttpRoute(typed::<HTTPRoute>(value, &kind)?)
         }
+        (
+            "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1",
+            "ReferenceGrant",
+        ) => Resource::ReferenceGrant(typed::<ReferenceGrant>(value, &kind)?),
         ("v1", "Secret") => {
             Resource::Secret(Box::new(with_string_data(*typed::<Secret>(value, &kind)?)))
         }

@@ -22,7 +22,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute};
+use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::{IapPolicy, OAuthClient};
 use crate::index::{Index, Kind, ObjectKey, Resource};
 use crate::metrics::Metrics;
@@ -62,6 +62,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::GatewayClass => ApiResource::erase::<GatewayClass>(&()),
         Kind::Gateway => ApiResource::erase::<Gateway>(&()),
         Kind::HttpRoute => ApiResource::erase::<HTTPRoute>(&()),
+        Kind::ReferenceGrant => ApiResource::erase::<ReferenceGrant>(&()),
     }
 }
 
@@ -99,6 +100,7 @@ pub fn to_resource(kind: Kind, mut object: DynamicObject) -> Result<Resource, St
         Kind::GatewayClass => Resource::GatewayClass(typed(value)?),
         Kind::Gateway => Resource::Gateway(typed(value)?),
         Kind::HttpRoute => Resource::HttpRoute(typed(value)?),
+        Kind::ReferenceGrant => Resource::ReferenceGrant(typed(value)?),
     })
 }
 
@@ -311,37 +313,42 @@ fn watch_kind(
 /// kinds are not watched (a watch would fail forever and hold the first table back); installing
 /// the CRDs later takes a restart.
 async fn gateway_api_served(client: &kube::Client) -> bool {
-    let wanted = Kind::GATEWAY_API.map(|kind| api_resource(kind).plural);
-    let version = format!("{}/v1", crate::api::gateway::GATEWAY_GROUP);
-    let mut wait = std::time::Duration::from_secs(1);
-    loop {
-        match client.list_api_group_resources(&version).await {
-            Ok(list) => {
-                let served = wanted
-                    .iter()
-                    .all(|plural| list.resources.iter().any(|r| &r.name == plural));
-                if !served {
-                    tracing::info!(
-                        "the Gateway API CRDs ({version}) are not all installed: Gateways and HTTPRoutes are not served"
-                    );
+    let mut versions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for kind in Kind::GATEWAY_API {
+        let resource = api_resource(kind);
+        versions
+            .entry(resource.api_version)
+            .or_default()
+            .push(resource.plural);
+    }
+    for (version, plurals) in versions {
+        let mut wait = std::time::Duration::from_secs(1);
+        let served = loop {
+            match client.list_api_group_resources(&version).await {
+                Ok(list) => {
+                    break plurals
+                        .iter()
+                        .all(|plural| list.resources.iter().any(|r| &r.name == plural));
                 }
-                return served;
+                Err(kube::Error::Api(status)) if status.code == 404 => break false,
+                Err(error) => {
+                    // Not knowing would mean guessing: an unreachable API server is waited
+                    // for, as the watches would wait.
+                    tracing::warn!(%error, retry_in_secs = wait.as_secs(), "cannot ask the API server whether it serves the Gateway API");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                }
             }
-            Err(kube::Error::Api(status)) if status.code == 404 => {
-                tracing::info!(
-                    "the Gateway API CRDs ({version}) are not installed: Gateways and HTTPRoutes are not served"
-                );
-                return false;
-            }
-            Err(error) => {
-                // Not knowing would mean guessing: an unreachable API server is waited for,
-                // as the watches would wait.
-                tracing::warn!(%error, retry_in_secs = wait.as_secs(), "cannot ask the API server whether it serves the Gateway API");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(30));
-            }
+        };
+        if !served {
+            tracing::info!(
+                "the Gateway API CRDs are not installed ({version} {}): Gateways and HTTPRoutes are not served",
+                plurals.join(", ")
+            );
+            return false;
         }
     }
+    true
 }
 
 impl ClusterSource {

@@ -470,3 +470,50 @@ async fn http_route_weight_splits_requests_in_proportion() {
     assert_eq!(counts.get("two"), Some(&50), "{counts:?}");
     world.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn http_route_reference_grant_opens_a_service_of_another_namespace() {
+    let shared = backends::echo("shared").await;
+    let service = manifests::service("shared", shared.port())
+        .replace("namespace: default", "namespace: other");
+    let grant = r#"apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: from-default, namespace: other}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]
+  to: [{group: "", kind: Service}]
+"#;
+    let with_grant = World::start(&[
+        GATEWAY_POLICY,
+        &service,
+        grant,
+        &route(
+            "cross",
+            "  hostnames: [app.test]\n  rules: [{backendRefs: [{name: shared, namespace: other, port: 80}]}]",
+        ),
+    ])
+    .await;
+    assert_eq!(with_grant.call("GET", "app.test", "/", &[]).await, "shared");
+    with_grant.server.shutdown().await;
+
+    let without = World::start(&[
+        GATEWAY_POLICY,
+        &service,
+        &route(
+            "cross",
+            "  hostnames: [app.test]\n  rules: [{backendRefs: [{name: shared, namespace: other, port: 80}]}]",
+        ),
+    ])
+    .await;
+    assert_eq!(without.call("GET", "app.test", "/", &[]).await, "500");
+    let route = without.status_of("HTTPRoute", "cross").await;
+    let resolved = route["parents"][0]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ResolvedRefs")
+        .unwrap()
+        .clone();
+    assert_eq!(resolved["reason"], "RefNotPermitted");
+    without.server.shutdown().await;
+}

@@ -256,16 +256,15 @@ fn certificate_of(
         ));
     }
     let namespace = reference.namespace.as_deref().unwrap_or(&gateway.namespace);
-    if namespace != gateway.namespace {
+    let key = ObjectKey::new(namespace, &reference.name);
+    if namespace != gateway.namespace
+        && !super::reference_granted(index, "Gateway", &gateway.namespace, "Secret", &key)
+    {
         return Err((
             "RefNotPermitted",
-            format!(
-                "Secret {namespace}/{} is in another namespace, and no ReferenceGrant is read yet.",
-                reference.name
-            ),
+            format!("Secret {key} is in another namespace, and no ReferenceGrant there allows it."),
         ));
     }
-    let key = ObjectKey::new(namespace, &reference.name);
     crate::index::tls::certified_key(&key.to_string(), index.secret(&key))
         .map_err(|error| (INVALID, format!("{error}.")))
 }

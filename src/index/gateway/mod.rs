@@ -70,6 +70,35 @@ pub(super) fn hostname_is_valid(hostname: &str) -> bool {
         })
 }
 
+/// Whether a ReferenceGrant in `to.namespace` lets a `from_kind` (of the Gateway API group) in
+/// `from_namespace` refer to the object `to` of `to_kind` in the core group (a Service, a
+/// Secret).
+pub(super) fn reference_granted(
+    index: &Index,
+    from_kind: &str,
+    from_namespace: &str,
+    to_kind: &str,
+    to: &ObjectKey,
+) -> bool {
+    index
+        .reference_grants
+        .iter()
+        .filter(|(key, _)| key.namespace == to.namespace)
+        .any(|(_, grant)| {
+            let from = grant.spec.from.iter().any(|from| {
+                from.group == GATEWAY_GROUP
+                    && from.kind == from_kind
+                    && from.namespace == from_namespace
+            });
+            let target = grant.spec.to.iter().any(|target| {
+                target.group.is_empty()
+                    && target.kind == to_kind
+                    && target.name.as_deref().is_none_or(|name| name == to.name)
+            });
+            from && target
+        })
+}
+
 /// A policy's `spec.targetRefs` entry, by what it names: (kind, namespace/name, sectionName).
 type Target = (&'static str, ObjectKey, Option<String>);
 

@@ -459,11 +459,13 @@ fn resolve_ref(
     }
     let namespace = reference.namespace.as_deref().unwrap_or(&key.namespace);
     let service_key = ObjectKey::new(namespace, &reference.name);
-    if namespace != key.namespace {
+    if namespace != key.namespace
+        && !super::reference_granted(index, "HTTPRoute", &key.namespace, "Service", &service_key)
+    {
         return Err((
             "RefNotPermitted",
             format!(
-                "backendRef Service {service_key} is in another namespace, and no ReferenceGrant is read yet."
+                "backendRef Service {service_key} is in another namespace, and no ReferenceGrant there allows it."
             ),
         ));
     }

@@ -505,3 +505,40 @@ fn filters_that_could_forge_identity_or_contradict_the_match_make_the_rule_inval
             .contains(&"PartiallyInvalid=True:UnsupportedValue".to_string())
     );
 }
+
+#[test]
+fn a_reference_grant_lets_a_route_reach_a_service_of_another_namespace() {
+    let foreign_service = "apiVersion: v1\nkind: Service\nmetadata: {name: shared, namespace: other}\nspec: {type: ExternalName, externalName: shared.internal, ports: [{port: 8080}]}";
+    let grant = |to_name: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: routes-in, namespace: other}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: apps}}]\n  to: [{{group: \"\", kind: Service, name: {to_name}}}]"
+        )
+    };
+    let world = |grant: &str| {
+        [
+            policy("p", "[{group: gateway.networking.k8s.io, kind: Gateway, name: web}]"),
+            foreign_service.to_string(),
+            grant.to_string(),
+            route(
+                "cross",
+                "  parentRefs: [{name: web}]\n  hostnames: [app.example.com]\n  rules: [{backendRefs: [{name: shared, namespace: other, port: 8080}]}]",
+            ),
+        ]
+        .join("\n---\n")
+    };
+    let granted = snapshot(&world(&grant("shared")));
+    assert_eq!(
+        outcome(&granted, "app.example.com", get("/")),
+        "forward shared.internal:8080 by apps/p"
+    );
+    assert!(
+        parent_conditions(&granted, "cross")
+            .contains(&"ResolvedRefs=True:ResolvedRefs".to_string())
+    );
+    let other_name = snapshot(&world(&grant("someone-else")));
+    assert!(outcome(&other_name, "app.example.com", get("/")).starts_with("fails"));
+    assert!(
+        parent_conditions(&other_name, "cross")
+            .contains(&"ResolvedRefs=False:RefNotPermitted".to_string())
+    );
+}
