@@ -12,7 +12,10 @@
 //!    slices with pod-range addresses that nothing ever connects to; the hosts the bench asks for
 //!    (a `ready` policy, and each changed policy) go to an `ExternalName` Service to 127.0.0.1.
 //!
-//! `cargo bench --bench controller_scale [-- POLICIES CHANGES]` (defaults 10000 and 100).
+//! 3. The index alone again with as many HTTPRoutes on one Gateway, protected by one IapPolicy.
+//!
+//! `cargo bench --bench controller_scale [-- POLICIES CHANGES]` (defaults 10000 and 100; 0
+//! changes skips the API server).
 
 // The same allocator as the kube-iap binary, so the index figures are the controller's.
 #[global_allocator]
@@ -158,6 +161,97 @@ fn index_build(policies: usize) {
     after_change.sort();
     println!(
         "index: {policies} policies + services + slices -> {routes} routes; full build median {}, worst {} (target <= 100 ms); after one change median {}, worst {}",
+        ms(full[full.len() / 2]),
+        ms(full[full.len() - 1]),
+        ms(after_change[after_change.len() / 2]),
+        ms(after_change[after_change.len() - 1])
+    );
+}
+
+/// `routes` HTTPRoutes on one Gateway of kube-iap's, each to its own Service, all protected by
+/// one IapPolicy attached to the Gateway.
+fn gateway_world(routes: usize) -> Vec<Value> {
+    let mut objects = client();
+    objects.push(
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": "kube-iap"},
+        "spec": {"controllerName": "kube-iap.io/gateway-controller"}}),
+    );
+    objects.push(
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "web", "namespace": "bench", "generation": 1},
+        "spec": {"gatewayClassName": "kube-iap",
+                 "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}]}}),
+    );
+    objects.push(json!({"apiVersion": "kube-iap.io/v1alpha1", "kind": "IapPolicy",
+        "metadata": {"name": "gateway", "namespace": "bench", "generation": 1},
+        "spec": {"oauthClientRef": {"name": "idp"}, "access": [{"members": ["allUsers"]}],
+                 "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "web"}]}}));
+    for i in 0..routes {
+        objects.push(http_route(i, &format!("app{i}.bench.test")));
+        objects.push(service(i));
+        objects.push(slice(i));
+    }
+    objects
+}
+
+fn http_route(i: usize, host: &str) -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": format!("r{i}"), "namespace": "bench", "generation": 1,
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"parentRefs": [{"name": "web"}], "hostnames": [host],
+                 "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                            "backendRefs": [{"name": format!("s{i}"), "port": 80}]}]}})
+}
+
+fn resource(object: Value) -> Resource {
+    let manifests = kube_iap::source::files::parse(&[(
+        std::path::PathBuf::from("bench"),
+        serde_yaml::to_string(&object).unwrap(),
+    )]);
+    manifests
+        .resources
+        .into_iter()
+        .next()
+        .expect("a readable object")
+}
+
+/// The same figures for `routes` HTTPRoutes instead of IapPolicies.
+fn gateway_index_build(routes: usize) {
+    let mut index = Index::default();
+    for object in gateway_world(routes) {
+        index.apply(resource(object));
+    }
+    let builds: usize = std::env::var("BUILDS")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(7);
+    let mut full = Vec::new();
+    let mut served = 0;
+    for _ in 0..builds {
+        let fresh = index.clone();
+        let started = Instant::now();
+        let snapshot = fresh.build();
+        full.push(started.elapsed());
+        served = snapshot.table.route_count();
+    }
+    index.build();
+    let mut after_change = Vec::new();
+    for round in 0..builds {
+        let host = format!("rebuilt{round}.bench.test");
+        index.apply(resource(http_route(round, &host)));
+        let started = Instant::now();
+        let snapshot = index.build();
+        after_change.push(started.elapsed());
+        assert!(
+            snapshot.table.route(&host, "/").is_some(),
+            "the change is built"
+        );
+    }
+    full.sort();
+    after_change.sort();
+    println!(
+        "index: {routes} HTTPRoutes + services + slices -> {served} routes; full build median {}, worst {} (target <= 100 ms); after one change median {}, worst {}",
         ms(full[full.len() / 2]),
         ms(full[full.len() - 1]),
         ms(after_change[after_change.len() / 2]),
@@ -442,6 +536,7 @@ fn main() {
     let policies = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let changes = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
     index_build(policies);
+    gateway_index_build(policies);
     if changes == 0 {
         return;
     }

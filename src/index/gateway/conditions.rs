@@ -1,6 +1,7 @@
 //! Conditions in the Gateway API's shape, built without times: the status writer adds
 //! `lastTransitionTime` when it writes.
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 /// One condition: type, whether it holds, the spec's reason and a message.
@@ -59,4 +60,30 @@ pub fn first_problem(conditions: &[Cond]) -> Option<&Cond> {
     conditions
         .iter()
         .find(|condition| condition.holds == (condition.type_ == "Conflicted"))
+}
+
+/// A condition as written, fields in alphabetical order: serialized straight to text, it reads
+/// exactly as the same status parsed into a `serde_json::Value` prints (what statuses are
+/// compared as), without building that value first.
+#[derive(Serialize)]
+pub struct Written<'a> {
+    message: &'a str,
+    #[serde(rename = "observedGeneration", skip_serializing_if = "Option::is_none")]
+    observed_generation: Option<i64>,
+    reason: &'a str,
+    status: &'static str,
+    #[serde(rename = "type")]
+    type_: &'a str,
+}
+
+impl Cond {
+    pub fn written(&self, generation: Option<i64>) -> Written<'_> {
+        Written {
+            message: &self.message,
+            observed_generation: generation,
+            reason: self.reason,
+            status: if self.holds { "True" } else { "False" },
+            type_: self.type_,
+        }
+    }
 }

@@ -99,9 +99,6 @@ pub(super) fn reference_granted(
         })
 }
 
-/// A policy's `spec.targetRefs` entry, by what it names: (kind, namespace/name, sectionName).
-type Target = (&'static str, ObjectKey, Option<String>);
-
 pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)]) -> Attachments {
     let mut attachments = Attachments::default();
     let settings = &index.gateway_settings;
@@ -156,15 +153,13 @@ pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)])
                 attached_routes.insert(key.clone());
             }
             let mut unprotected = 0;
-            let mut protectors: Vec<String> = Vec::new();
+            let mut protectors: Vec<ObjectKey> = Vec::new();
             for entry in &mut entries[outcome.entries.clone()] {
-                let policy = protector(&targets, entry);
+                let policy = protector(&targets, entry).cloned();
                 match &policy {
                     // A redirect reaches no backend: nothing to protect.
                     None if entry.redirect.is_some() => {}
-                    Some(policy) if !protectors.contains(&policy.to_string()) => {
-                        protectors.push(policy.to_string())
-                    }
+                    Some(policy) if !protectors.contains(policy) => protectors.push(policy.clone()),
                     Some(_) => {}
                     None => unprotected += 1,
                 }
@@ -183,28 +178,47 @@ pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)])
                 Some(Cond::yes(
                     "kube-iap.io/Protected",
                     "Protected",
-                    format!("Protected by IapPolicy {}.", protectors.join(", ")),
+                    format!(
+                        "Protected by IapPolicy {}.",
+                        protectors
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 ))
             };
             let mut conds = vec![outcome.accepted, outcome.resolved];
             conds.extend(outcome.partially_invalid);
             conds.extend(protected);
-            let mut parent_ref = serde_json::to_value(&outcome.parent_ref).expect("serializes");
-            parent_ref["group"] = json!(GATEWAY_GROUP);
-            parent_ref["kind"] = json!("Gateway");
-            parents.push(json!({
-                "parentRef": parent_ref,
-                "controllerName": GATEWAY_CONTROLLER,
-                "conditions": conditions::to_json(&conds, route.metadata.generation),
-            }));
+            parents.push((outcome.parent_ref, conds.len()));
             summary.extend(conds);
         }
-        attachments.statuses.push(status(
+        let generation = route.metadata.generation;
+        let mut at = 0;
+        let written = RouteStatus {
+            parents: parents
+                .iter()
+                .map(|(parent_ref, count)| {
+                    let conditions = &summary[at..at + count];
+                    at += count;
+                    ParentStatus {
+                        conditions: conditions.iter().map(|c| c.written(generation)).collect(),
+                        controller_name: GATEWAY_CONTROLLER,
+                        parent_ref: WrittenParentRef::of(parent_ref),
+                    }
+                })
+                .collect(),
+        };
+        let text = serde_json::to_string(&written).expect("a status serializes");
+        let problem = conditions::first_problem(&summary)
+            .map(|condition| (condition.reason, condition.message.clone()));
+        attachments.statuses.push(summarize_text(
             Kind::HttpRoute,
             key,
-            route.metadata.generation,
-            &summary,
-            json!({ "parents": parents }),
+            generation,
+            problem,
+            text,
         ));
     }
     attachments.entries = entries;
@@ -226,37 +240,43 @@ pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)])
 
 /// The policy for an entry, most specific first: the route's rule (by `sectionName`, or an
 /// `ExtensionRef` filter), the route, the Gateway's listener, the Gateway.
-fn protector(targets: &HashMap<Target, ObjectKey>, entry: &RouteEntry) -> Option<ObjectKey> {
-    let attached = |target: Target| targets.get(&target).cloned();
+fn protector<'a>(targets: &Targets<'a>, entry: &'a RouteEntry) -> Option<&'a ObjectKey> {
+    let route = &entry.route;
+    let gateway = &entry.gateway;
+    let attached = |kind, key: &'a ObjectKey, section: Option<&'a str>| {
+        targets
+            .get(&(kind, key.namespace.as_str(), key.name.as_str(), section))
+            .copied()
+    };
     entry
         .rule_name
-        .as_ref()
-        .and_then(|rule| attached(("HTTPRoute", entry.route.clone(), Some(rule.clone()))))
-        .or_else(|| entry.extension_policy.clone())
-        .or_else(|| attached(("HTTPRoute", entry.route.clone(), None)))
-        .or_else(|| {
-            attached((
-                "Gateway",
-                entry.gateway.clone(),
-                Some(entry.listener.clone()),
-            ))
-        })
-        .or_else(|| attached(("Gateway", entry.gateway.clone(), None)))
+        .as_deref()
+        .and_then(|rule| attached("HTTPRoute", route, Some(rule)))
+        .or(entry.extension_policy.as_ref())
+        .or_else(|| attached("HTTPRoute", route, None))
+        .or_else(|| attached("Gateway", gateway, Some(entry.listener.as_str())))
+        .or_else(|| attached("Gateway", gateway, None))
 }
 
-/// What each policy's `spec.targetRefs` names; the oldest policy holds a target another also
-/// names.
-fn policy_targets(policies: &[(&ObjectKey, &IapPolicy)]) -> HashMap<Target, ObjectKey> {
-    let mut targets: HashMap<Target, ObjectKey> = HashMap::default();
-    for (key, policy) in policies {
+/// What each policy's `spec.targetRefs` names, by (kind, namespace, name, sectionName); the
+/// oldest policy holds a target another also names. Borrowed, so a lookup allocates nothing.
+type Targets<'a> = HashMap<(&'static str, &'a str, &'a str, Option<&'a str>), &'a ObjectKey>;
+
+fn policy_targets<'a>(policies: &[(&'a ObjectKey, &'a IapPolicy)]) -> Targets<'a> {
+    let mut targets: Targets<'a> = HashMap::default();
+    for &(key, policy) in policies {
         for target in &policy.spec.target_refs {
             let Some(kind) = target_kind(&target.kind) else {
                 continue;
             };
-            let named = ObjectKey::new(&key.namespace, &target.name);
             targets
-                .entry((kind, named, target.section_name.clone()))
-                .or_insert_with(|| (*key).clone());
+                .entry((
+                    kind,
+                    key.namespace.as_str(),
+                    target.name.as_str(),
+                    target.section_name.as_deref(),
+                ))
+                .or_insert(key);
         }
     }
     targets
@@ -304,8 +324,11 @@ fn ancestors(
                 }),
                 None => None,
             };
-            let holder = target_kind(&target.kind)
-                .and_then(|kind| targets.get(&(kind, named.clone(), target.section_name.clone())));
+            let holder = target_kind(&target.kind).and_then(|kind| {
+                targets
+                    .get(&(kind, key.namespace.as_str(), target.name.as_str(), section))
+                    .copied()
+            });
             let condition = match (found, holder) {
                 (Some(true), Some(holder)) if holder == *key => {
                     Cond::yes("Accepted", "Accepted", "The policy protects this target.")
@@ -415,6 +438,49 @@ fn status(
     summarize(kind, key, generation, problem, body)
 }
 
+/// An HTTPRoute's status as kube-iap writes it (only its own parents), fields in alphabetical
+/// order like [`conditions::Written`].
+#[derive(serde::Serialize)]
+struct RouteStatus<'a> {
+    parents: Vec<ParentStatus<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ParentStatus<'a> {
+    conditions: Vec<conditions::Written<'a>>,
+    #[serde(rename = "controllerName")]
+    controller_name: &'static str,
+    #[serde(rename = "parentRef")]
+    parent_ref: WrittenParentRef<'a>,
+}
+
+/// A route's `parentRef` with its defaults filled in, fields in alphabetical order.
+#[derive(serde::Serialize)]
+struct WrittenParentRef<'a> {
+    group: &'static str,
+    kind: &'static str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<i32>,
+    #[serde(rename = "sectionName", skip_serializing_if = "Option::is_none")]
+    section_name: Option<&'a str>,
+}
+
+impl<'a> WrittenParentRef<'a> {
+    fn of(parent: &'a crate::api::gateway::ParentReference) -> Self {
+        WrittenParentRef {
+            group: GATEWAY_GROUP,
+            kind: "Gateway",
+            name: &parent.name,
+            namespace: parent.namespace.as_deref(),
+            port: parent.port,
+            section_name: parent.section_name.as_deref(),
+        }
+    }
+}
+
 /// A computed status whose summary (Ready, reason, message) is the first problem, and whose
 /// Gateway API status is `body`.
 fn summarize(
@@ -423,6 +489,17 @@ fn summarize(
     generation: Option<i64>,
     problem: Option<(&'static str, String)>,
     body: Value,
+) -> ComputedStatus {
+    summarize_text(kind, key, generation, problem, body.to_string())
+}
+
+/// [`summarize`], the Gateway API status being already text.
+fn summarize_text(
+    kind: Kind,
+    key: &ObjectKey,
+    generation: Option<i64>,
+    problem: Option<(&'static str, String)>,
+    text: String,
 ) -> ComputedStatus {
     let problems: Vec<super::Problem> = problem
         .into_iter()
@@ -435,6 +512,6 @@ fn summarize(
         &problems,
         "Served by kube-iap.".to_string(),
     );
-    status.api_status = Some(Arc::from(body.to_string()));
+    status.api_status = Some(Arc::from(text));
     status
 }

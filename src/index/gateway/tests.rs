@@ -542,3 +542,23 @@ fn a_reference_grant_lets_a_route_reach_a_service_of_another_namespace() {
             .contains(&"ResolvedRefs=False:RefNotPermitted".to_string())
     );
 }
+
+/// Statuses are compared as the text of the object's status read back from the API server
+/// (a `serde_json::Value`, keys in order): the route status written straight from structs must
+/// read exactly the same, or every build would look like a change to write.
+#[test]
+fn a_route_status_reads_back_as_the_same_text() {
+    let world = [
+        policy("p", "[{group: gateway.networking.k8s.io, kind: Gateway, name: web}]"),
+        route(
+            "app",
+            "  parentRefs: [{name: web, sectionName: http, port: 80}, {name: web, namespace: apps}]\n  hostnames: [app.example.com]\n  rules: [{backendRefs: [{name: nope, port: 8080}]}]",
+        ),
+    ]
+    .join("\n---\n");
+    let snapshot = snapshot(&world);
+    let text = status(&snapshot, Kind::HttpRoute, "app").api_status.as_deref().unwrap().to_string();
+    let read_back: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(read_back.to_string(), text);
+    assert_eq!(read_back["parents"][0]["parentRef"]["sectionName"], "http");
+}
