@@ -71,6 +71,8 @@ pub struct Index {
     revisions: revisions::Revisions,
     /// The compiled policies of the last build, reused while their inputs are unchanged.
     compiled: reuse::CompiledPolicies,
+    /// The translated HTTPRoute rules of the last build, reused likewise.
+    gateway_rules: gateway::TranslatedRules,
 }
 
 /// What one build produces: the table for the data plane and the statuses for the status writer.

@@ -47,14 +47,14 @@ impl CompiledPolicies {
 
 /// One lookup a compilation made.
 #[derive(PartialEq)]
-enum Read {
+pub(super) enum Read {
     Object(Kind, ObjectKey),
     /// A Service and the EndpointSlices labelled with it.
     Service(ObjectKey),
 }
 
 /// The revisions a read saw: the object's, and for a Service its EndpointSlices'.
-type Seen = (u64, u64);
+pub(super) type Seen = (u64, u64);
 
 /// Everything a policy's compilation read, with the revision each had then.
 pub(super) struct Inputs {
@@ -70,7 +70,7 @@ pub(super) struct Inputs {
 }
 
 impl Read {
-    fn seen(&self, revisions: &Revisions) -> Seen {
+    pub(super) fn seen(&self, revisions: &Revisions) -> Seen {
         match self {
             Read::Object(kind, key) => (revisions.object(*kind, key), 0),
             Read::Service(service) => (

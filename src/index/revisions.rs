@@ -11,6 +11,8 @@ use super::{Kind, ObjectKey};
 pub(super) struct Revisions {
     last: u64,
     objects: HashMap<Kind, HashMap<ObjectKey, u64>>,
+    /// Per kind: the revision of its latest change.
+    kinds: HashMap<Kind, u64>,
     /// Per Service: stamped when any EndpointSlice labelled with it changes.
     service_slices: HashMap<ObjectKey, u64>,
     /// Stamped by a relist: every compilation is redone.
@@ -26,6 +28,7 @@ impl Revisions {
     /// An object was added, replaced (beyond its status) or deleted.
     pub fn object_changed(&mut self, kind: Kind, key: &ObjectKey) {
         let revision = self.next();
+        self.kinds.insert(kind, revision);
         self.objects
             .entry(kind)
             .or_default()
@@ -52,6 +55,11 @@ impl Revisions {
             .and_then(|revisions| revisions.get(key))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The revision of the latest change to any object of `kind`.
+    pub fn kind(&self, kind: Kind) -> u64 {
+        self.kinds.get(&kind).copied().unwrap_or(0)
     }
 
     pub fn slices_of(&self, service: &ObjectKey) -> u64 {

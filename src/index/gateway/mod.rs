@@ -6,6 +6,7 @@
 mod conditions;
 mod filters;
 mod listeners;
+mod reuse;
 mod routes;
 
 #[cfg(test)]
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 
 use self::conditions::Cond;
 use self::listeners::ServedGateway;
+pub use self::reuse::TranslatedRules;
 pub use self::routes::RouteEntry;
 use super::status::ComputedStatus;
 use super::{Index, Kind, ObjectKey};
@@ -139,8 +141,11 @@ pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)])
     let mut entries = Vec::new();
     let mut rank_base = 0u64;
     let mut attached_routes: foldhash::HashSet<ObjectKey> = Default::default();
+    let mut last_rules = index.gateway_rules.take();
+    let mut rules_now = reuse::RuleMap::default();
     for (key, route) in routes {
-        let outcomes = routes::attach(index, key, route, &mut gateways, rank_base, &mut entries);
+        let rules = reuse::rules_of(index, &mut last_rules, &mut rules_now, key, route);
+        let outcomes = routes::attach(key, route, &rules, &mut gateways, rank_base, &mut entries);
         // Room for every match of every rule: at most 16 rules of 64 matches each.
         rank_base += 1 + 16 * 64;
         if outcomes.is_empty() {
@@ -221,6 +226,7 @@ pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)])
             text,
         ));
     }
+    index.gateway_rules.put(rules_now);
     attachments.entries = entries;
 
     for gateway in &gateways {

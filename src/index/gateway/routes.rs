@@ -49,7 +49,7 @@ pub struct ParentOutcome {
 }
 
 /// A rule translated once, whatever parent it is served under.
-struct Rule {
+pub struct Rule {
     name: Option<String>,
     matches: Vec<(String, MatchConditions)>,
     extension_policy: Option<ObjectKey>,
@@ -65,20 +65,13 @@ struct Rule {
 
 /// Evaluates `route` against every Gateway it names that kube-iap serves, appending its entries.
 pub fn attach(
-    index: &Index,
     key: &ObjectKey,
     route: &HTTPRoute,
+    rules: &[Rule],
     gateways: &mut [ServedGateway],
     rank_base: u64,
     entries: &mut Vec<RouteEntry>,
 ) -> Vec<ParentOutcome> {
-    let slices = SlicesByService::new(index);
-    let rules: Vec<Rule> = route
-        .spec
-        .rules
-        .iter()
-        .map(|rule| translate_rule(index, &slices, key, rule))
-        .collect();
     let mut outcomes = Vec::new();
     for parent in &route.spec.parent_refs {
         let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
@@ -95,7 +88,7 @@ pub fn attach(
             continue;
         };
         let start = entries.len();
-        let accepted = attach_to_listeners(key, route, parent, gateway, &rules, rank_base, entries);
+        let accepted = attach_to_listeners(key, route, parent, gateway, rules, rank_base, entries);
         let resolved = match rules.iter().find_map(|rule| rule.unresolved.clone()) {
             Some((reason, message)) => Cond::no("ResolvedRefs", reason, message),
             None => Cond::yes("ResolvedRefs", "ResolvedRefs", "Every reference resolved."),
@@ -275,6 +268,17 @@ fn intersect(listener: Option<&str>, route: &str) -> Option<String> {
     } else {
         None
     }
+}
+
+/// Every rule of `route`, translated.
+pub fn translate_rules(index: &Index, key: &ObjectKey, route: &HTTPRoute) -> Vec<Rule> {
+    let slices = SlicesByService::new(index);
+    route
+        .spec
+        .rules
+        .iter()
+        .map(|rule| translate_rule(index, &slices, key, rule))
+        .collect()
 }
 
 fn translate_rule(

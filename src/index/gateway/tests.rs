@@ -557,8 +557,44 @@ fn a_route_status_reads_back_as_the_same_text() {
     ]
     .join("\n---\n");
     let snapshot = snapshot(&world);
-    let text = status(&snapshot, Kind::HttpRoute, "app").api_status.as_deref().unwrap().to_string();
+    let text = status(&snapshot, Kind::HttpRoute, "app")
+        .api_status
+        .as_deref()
+        .unwrap()
+        .to_string();
     let read_back: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(read_back.to_string(), text);
     assert_eq!(read_back["parents"][0]["parentRef"]["sectionName"], "http");
+}
+
+/// A route's rules are reused between builds only while what they read is unchanged: a
+/// Service it names, and a ReferenceGrant, each take effect on the next build.
+#[test]
+fn reused_rules_follow_the_services_and_grants_they_read() {
+    let world = [
+        policy("p", "[{group: gateway.networking.k8s.io, kind: Gateway, name: web}]"),
+        route(
+            "app",
+            "  parentRefs: [{name: web}]\n  hostnames: [app.example.com, cross.example.com]\n  rules:\n  - {matches: [{path: {value: /}}], backendRefs: [{name: one, port: 8080}]}\n  - {matches: [{path: {value: /cross}}], backendRefs: [{name: far, namespace: other, port: 8080}]}",
+        ),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: far, namespace: other}\nspec: {type: ExternalName, externalName: far.internal, ports: [{port: 8080}]}".to_string(),
+    ]
+    .join("\n---\n");
+    let text = format!("{BASE}\n---\n{world}");
+    let manifests = crate::source::files::parse(&[(PathBuf::from("t.yaml"), text)]);
+    let mut index = Index::default();
+    for resource in manifests.resources {
+        index.apply(resource);
+    }
+    let first = index.build();
+    assert_eq!(outcome(&first, "app.example.com", get("/")), "forward one.internal:8080 by apps/p");
+    assert!(outcome(&first, "app.example.com", get("/cross")).starts_with("fails"));
+
+    let changed = "apiVersion: v1\nkind: Service\nmetadata: {name: one, namespace: apps}\nspec: {type: ExternalName, externalName: moved.internal, ports: [{port: 8080}]}\n---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: other}\nspec: {from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: apps}], to: [{group: \"\", kind: Service}]}";
+    for resource in crate::source::files::parse(&[(PathBuf::from("c.yaml"), changed.to_string())]).resources {
+        index.apply(resource);
+    }
+    let second = index.build();
+    assert_eq!(outcome(&second, "app.example.com", get("/")), "forward moved.internal:8080 by apps/p");
+    assert_eq!(outcome(&second, "app.example.com", get("/cross")), "forward far.internal:8080 by apps/p");
 }
