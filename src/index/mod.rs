@@ -22,7 +22,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 
@@ -60,6 +60,7 @@ pub struct Index {
     gateways: BTreeMap<ObjectKey, Box<Gateway>>,
     http_routes: BTreeMap<ObjectKey, Box<HTTPRoute>>,
     reference_grants: BTreeMap<ObjectKey, Box<ReferenceGrant>>,
+    namespaces: BTreeMap<ObjectKey, Box<Namespace>>,
     /// The ports kube-iap's own Service exposes for plain HTTP and for HTTPS: the only ports
     /// a Gateway listener can be served on.
     gateway_settings: GatewaySettings,
@@ -102,6 +103,7 @@ impl Index {
             Resource::Gateway(o) => drop(self.gateways.insert(key, o)),
             Resource::HttpRoute(o) => drop(self.http_routes.insert(key, o)),
             Resource::ReferenceGrant(o) => drop(self.reference_grants.insert(key, o)),
+            Resource::Namespace(o) => drop(self.namespaces.insert(key, o)),
         }
     }
 
@@ -122,6 +124,7 @@ impl Index {
             Kind::Gateway => drop(self.gateways.remove(key)),
             Kind::HttpRoute => drop(self.http_routes.remove(key)),
             Kind::ReferenceGrant => drop(self.reference_grants.remove(key)),
+            Kind::Namespace => drop(self.namespaces.remove(key)),
         }
     }
 
@@ -143,6 +146,7 @@ impl Index {
             Kind::Gateway => self.gateways.clear(),
             Kind::HttpRoute => self.http_routes.clear(),
             Kind::ReferenceGrant => self.reference_grants.clear(),
+            Kind::Namespace => self.namespaces.clear(),
         }
         for object in objects {
             self.apply(object);
@@ -276,12 +280,14 @@ impl Index {
             Kind::Gateway => self.gateways.contains_key(key),
             Kind::HttpRoute => self.http_routes.contains_key(key),
             Kind::ReferenceGrant => self.reference_grants.contains_key(key),
+            Kind::Namespace => self.namespaces.contains_key(key),
         }
     }
 
     /// How many objects of each kind the index holds.
-    pub fn counts(&self) -> [(Kind, usize); 10] {
+    pub fn counts(&self) -> [(Kind, usize); 11] {
         [
+            (Kind::Namespace, self.namespaces.len()),
             (Kind::ReferenceGrant, self.reference_grants.len()),
             (Kind::GatewayClass, self.gateway_classes.len()),
             (Kind::Gateway, self.gateways.len()),

@@ -1,6 +1,6 @@
 //! The objects the index accepts, keyed by kind, namespace and name.
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -23,10 +23,12 @@ pub enum Kind {
     #[serde(rename = "HTTPRoute")]
     HttpRoute,
     ReferenceGrant,
+    /// Read for their labels only: a Gateway listener's `allowedRoutes` may select namespaces.
+    Namespace,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::IapPolicy,
         Kind::OAuthClient,
         Kind::Service,
@@ -37,6 +39,16 @@ impl Kind {
         Kind::Gateway,
         Kind::HttpRoute,
         Kind::ReferenceGrant,
+        Kind::Namespace,
+    ];
+
+    /// Kinds read only for the Gateway API, so only where the cluster serves it.
+    pub const FOR_GATEWAY_API: [Kind; 5] = [
+        Kind::GatewayClass,
+        Kind::Gateway,
+        Kind::HttpRoute,
+        Kind::ReferenceGrant,
+        Kind::Namespace,
     ];
 
     /// The Gateway API kinds, read only where the cluster serves their CRDs.
@@ -59,6 +71,7 @@ impl Kind {
             Kind::Gateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Namespace => "Namespace",
         }
     }
 }
@@ -107,6 +120,7 @@ pub enum Resource {
     Gateway(Box<Gateway>),
     HttpRoute(Box<HTTPRoute>),
     ReferenceGrant(Box<ReferenceGrant>),
+    Namespace(Box<Namespace>),
 }
 
 impl Resource {
@@ -122,6 +136,7 @@ impl Resource {
             Resource::Gateway(_) => Kind::Gateway,
             Resource::HttpRoute(_) => Kind::HttpRoute,
             Resource::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Resource::Namespace(_) => Kind::Namespace,
         }
     }
 
@@ -137,6 +152,7 @@ impl Resource {
             Resource::Gateway(o) => &o.metadata,
             Resource::HttpRoute(o) => &o.metadata,
             Resource::ReferenceGrant(o) => &o.metadata,
+            Resource::Namespace(o) => &o.metadata,
         }
     }
 
@@ -152,14 +168,15 @@ impl Resource {
             Resource::Gateway(o) => &mut o.metadata,
             Resource::HttpRoute(o) => &mut o.metadata,
             Resource::ReferenceGrant(o) => &mut o.metadata,
+            Resource::Namespace(o) => &mut o.metadata,
         }
     }
 
     pub fn key(&self) -> ObjectKey {
         match self {
             // Cluster-scoped: no namespace, whatever a manifest says.
-            Resource::GatewayClass(class) => {
-                ObjectKey::new("", class.metadata.name.clone().unwrap_or_default())
+            Resource::GatewayClass(_) | Resource::Namespace(_) => {
+                ObjectKey::new("", self.meta().name.clone().unwrap_or_default())
             }
             _ => ObjectKey::of(self.meta()),
         }
@@ -184,6 +201,14 @@ impl Resource {
                     });
                 }
                 Resource::Service(service)
+            }
+            Resource::Namespace(mut namespace) => {
+                // Only its name and labels are read.
+                trim_meta(&mut namespace.metadata, |_| true);
+                namespace.metadata.annotations = None;
+                namespace.spec = None;
+                namespace.status = None;
+                Resource::Namespace(namespace)
             }
             Resource::EndpointSlice(mut slice) => {
                 trim_meta(&mut slice.metadata, |label| {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -131,6 +131,7 @@ fn parse_object(value: serde_yaml::Value, manifests: &mut Manifests) -> Result<(
             Resource::OAuthClient(typed::<OAuthClient>(value, &kind)?)
         }
         ("v1", "Service") => Resource::Service(typed::<Service>(value, &kind)?),
+        ("v1", "Namespace") => Resource::Namespace(typed::<Namespace>(value, &kind)?),
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             Resource::EndpointSlice(typed::<EndpointSlice>(value, &kind)?)
         }
@@ -192,7 +193,8 @@ impl FirstSeen {
         for resource in resources {
             let id = (resource.kind(), resource.key());
             let meta = resource.meta_mut();
-            if meta.namespace.is_none() && id.0 != Kind::GatewayClass {
+            let cluster_scoped = matches!(id.0, Kind::GatewayClass | Kind::Namespace);
+            if meta.namespace.is_none() && !cluster_scoped {
                 meta.namespace = Some("default".to_string());
             }
             if meta.creation_timestamp.is_none() {

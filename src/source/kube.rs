@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures_util::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ApiResource, DynamicObject, TypeMeta};
@@ -63,6 +63,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::Gateway => ApiResource::erase::<Gateway>(&()),
         Kind::HttpRoute => ApiResource::erase::<HTTPRoute>(&()),
         Kind::ReferenceGrant => ApiResource::erase::<ReferenceGrant>(&()),
+        Kind::Namespace => ApiResource::erase::<Namespace>(&()),
     }
 }
 
@@ -101,6 +102,7 @@ pub fn to_resource(kind: Kind, mut object: DynamicObject) -> Result<Resource, St
         Kind::Gateway => Resource::Gateway(typed(value)?),
         Kind::HttpRoute => Resource::HttpRoute(typed(value)?),
         Kind::ReferenceGrant => Resource::ReferenceGrant(typed(value)?),
+        Kind::Namespace => Resource::Namespace(typed(value)?),
     })
 }
 
@@ -296,7 +298,7 @@ fn watch_kind(
 ) -> impl futures_util::Stream<Item = Change> + Send + 'static {
     let resource = api_resource(kind);
     let api: Api<DynamicObject> = match namespace {
-        Some(namespace) if kind != Kind::GatewayClass => {
+        Some(namespace) if !matches!(kind, Kind::GatewayClass | Kind::Namespace) => {
             Api::namespaced_with(client, namespace, &resource)
         }
         _ => Api::all_with(client, &resource),
@@ -359,7 +361,7 @@ impl ClusterSource {
         state.index.set_gateway_settings(self.gateway.clone());
         let gateway_api = gateway_api_served(&self.client).await;
         if !gateway_api {
-            for kind in Kind::GATEWAY_API {
+            for kind in Kind::FOR_GATEWAY_API {
                 state.assume_empty(kind);
             }
         }
@@ -369,7 +371,7 @@ impl ClusterSource {
             Kind::ALL
                 .into_iter()
                 .filter(|kind| *kind != Kind::Secret)
-                .filter(|kind| gateway_api || !Kind::GATEWAY_API.contains(kind))
+                .filter(|kind| gateway_api || !Kind::FOR_GATEWAY_API.contains(kind))
                 .map(watch),
         );
         let mut secrets_watched = false;

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use rustls::sign::CertifiedKey;
 
 use super::conditions::Cond;
@@ -13,12 +14,12 @@ use crate::api::gateway::{GATEWAY_GROUP, Gateway, Listener, RouteGroupKind};
 use crate::index::{Index, ObjectKey};
 
 /// Which namespaces may attach routes to a listener.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum AllowedNamespaces {
     Same,
     All,
-    /// A label selector on Namespaces: not read yet, so no namespace matches (closed).
-    Selector,
+    /// Namespaces whose labels the selector selects; none when the selector is missing.
+    Selector(Option<LabelSelector>),
 }
 
 /// One listener of a Gateway, as it is served.
@@ -176,15 +177,15 @@ fn evaluate_listener(
         })
     });
 
-    let namespaces = match listener
+    let from = listener
         .allowed_routes
         .as_ref()
-        .and_then(|a| a.namespaces.as_ref())
-        .and_then(|n| n.from.as_deref())
-    {
+        .and_then(|a| a.namespaces.as_ref());
+    let namespaces = match from.and_then(|n| n.from.as_deref()) {
         None | Some("Same") => AllowedNamespaces::Same,
         Some("All") => AllowedNamespaces::All,
-        Some(_) => AllowedNamespaces::Selector,
+        // `Selector`, or a value this version does not know: only what the selector selects.
+        Some(_) => AllowedNamespaces::Selector(from.and_then(|n| n.selector.clone())),
     };
 
     let attachable = accepted.is_none() && conflict.is_none();

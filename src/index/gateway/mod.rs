@@ -8,6 +8,7 @@ mod filters;
 mod listeners;
 mod reuse;
 mod routes;
+mod selector;
 
 #[cfg(test)]
 mod tests;
@@ -145,7 +146,15 @@ pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)])
     let mut rules_now = reuse::RuleMap::default();
     for (key, route) in routes {
         let rules = reuse::rules_of(index, &mut last_rules, &mut rules_now, key, route);
-        let outcomes = routes::attach(key, route, &rules, &mut gateways, rank_base, &mut entries);
+        let outcomes = routes::attach(
+            index,
+            key,
+            route,
+            &rules,
+            &mut gateways,
+            rank_base,
+            &mut entries,
+        );
         // Room for every match of every rule: at most 16 rules of 64 matches each.
         rank_base += 1 + 16 * 64;
         if outcomes.is_empty() {

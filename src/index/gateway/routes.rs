@@ -65,6 +65,7 @@ pub struct Rule {
 
 /// Evaluates `route` against every Gateway it names that kube-iap serves, appending its entries.
 pub fn attach(
+    index: &Index,
     key: &ObjectKey,
     route: &HTTPRoute,
     rules: &[Rule],
@@ -88,7 +89,9 @@ pub fn attach(
             continue;
         };
         let start = entries.len();
-        let accepted = attach_to_listeners(key, route, parent, gateway, rules, rank_base, entries);
+        let accepted = attach_to_listeners(
+            index, key, route, parent, gateway, rules, rank_base, entries,
+        );
         let resolved = match rules.iter().find_map(|rule| rule.unresolved.clone()) {
             Some((reason, message)) => Cond::no("ResolvedRefs", reason, message),
             None => Cond::yes("ResolvedRefs", "ResolvedRefs", "Every reference resolved."),
@@ -124,7 +127,9 @@ pub fn attach(
 
 /// Attaches the route to the listeners `parent` selects, adding an entry per rule, match and
 /// hostname; says whether it was accepted.
+#[allow(clippy::too_many_arguments)] // each is one plain input of the attachment
 fn attach_to_listeners(
+    index: &Index,
     key: &ObjectKey,
     route: &HTTPRoute,
     parent: &ParentReference,
@@ -155,10 +160,14 @@ fn attach_to_listeners(
         .into_iter()
         .filter(|at| {
             let listener = &gateway.listeners[*at];
-            let namespace_ok = match listener.namespaces {
+            let namespace_ok = match &listener.namespaces {
                 AllowedNamespaces::Same => key.namespace == gateway.key.namespace,
                 AllowedNamespaces::All => true,
-                AllowedNamespaces::Selector => false,
+                AllowedNamespaces::Selector(selector) => {
+                    selector.as_ref().is_some_and(|selector| {
+                        super::selector::selects_namespace(index, selector, &key.namespace)
+                    })
+                }
             };
             namespace_ok && listener.allows_http_routes
         })
@@ -167,8 +176,7 @@ fn attach_to_listeners(
         return Cond::no(
             "Accepted",
             "NotAllowedByListeners",
-            "The listeners' allowedRoutes do not admit an HTTPRoute from this namespace \
-             (a namespace selector is not read yet, so it admits none).",
+            "The listeners' allowedRoutes do not admit an HTTPRoute from this namespace.",
         );
     }
     let mut attached = false;

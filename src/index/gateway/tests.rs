@@ -363,6 +363,52 @@ fn listeners_admit_routes_only_from_the_namespaces_they_allow() {
 }
 
 #[test]
+fn a_listener_admits_routes_from_the_namespaces_its_selector_selects() {
+    let world = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: team, labels: {gateway-access: granted}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: selective, namespace: apps}
+spec:
+  gatewayClassName: iap
+  listeners:
+  - name: http
+    protocol: HTTP
+    port: 80
+    hostname: selective.test
+    allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {gateway-access: granted}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: granted, namespace: team}
+spec: {parentRefs: [{name: selective, namespace: apps}], rules: [{backendRefs: [{name: one, port: 8080}]}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: unlabelled, namespace: elsewhere}
+spec: {parentRefs: [{name: selective, namespace: apps}], rules: [{backendRefs: [{name: one, port: 8080}]}]}
+"#;
+    let snapshot = snapshot(world);
+    let accepted = |name: &str| {
+        let status = snapshot
+            .statuses
+            .iter()
+            .find(|s| s.kind == Kind::HttpRoute && s.key.name == name)
+            .unwrap();
+        let value: Value = serde_json::from_str(status.api_status.as_deref().unwrap()).unwrap();
+        value["parents"][0]["conditions"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(accepted("granted"), "Accepted");
+    assert_eq!(accepted("unlabelled"), "NotAllowedByListeners");
+}
+
+#[test]
 fn listeners_kube_iap_cannot_serve_say_why() {
     let world = r#"
 apiVersion: gateway.networking.k8s.io/v1
@@ -587,14 +633,25 @@ fn reused_rules_follow_the_services_and_grants_they_read() {
         index.apply(resource);
     }
     let first = index.build();
-    assert_eq!(outcome(&first, "app.example.com", get("/")), "forward one.internal:8080 by apps/p");
+    assert_eq!(
+        outcome(&first, "app.example.com", get("/")),
+        "forward one.internal:8080 by apps/p"
+    );
     assert!(outcome(&first, "app.example.com", get("/cross")).starts_with("fails"));
 
     let changed = "apiVersion: v1\nkind: Service\nmetadata: {name: one, namespace: apps}\nspec: {type: ExternalName, externalName: moved.internal, ports: [{port: 8080}]}\n---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: other}\nspec: {from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: apps}], to: [{group: \"\", kind: Service}]}";
-    for resource in crate::source::files::parse(&[(PathBuf::from("c.yaml"), changed.to_string())]).resources {
+    for resource in
+        crate::source::files::parse(&[(PathBuf::from("c.yaml"), changed.to_string())]).resources
+    {
         index.apply(resource);
     }
     let second = index.build();
-    assert_eq!(outcome(&second, "app.example.com", get("/")), "forward moved.internal:8080 by apps/p");
-    assert_eq!(outcome(&second, "app.example.com", get("/cross")), "forward far.internal:8080 by apps/p");
+    assert_eq!(
+        outcome(&second, "app.example.com", get("/")),
+        "forward moved.internal:8080 by apps/p"
+    );
+    assert_eq!(
+        outcome(&second, "app.example.com", get("/cross")),
+        "forward far.internal:8080 by apps/p"
+    );
 }
