@@ -2,8 +2,9 @@
 # Throughput and latency of one backend reached directly, through nginx as a plain reverse proxy
 # (sending the backend the forwarding headers and request id kube-iap sends; "nginx-bare" sends
 # only Host and X-Forwarded-For, for reference), through kube-iap on an allUsers route, through
-# kube-iap signed in (a session cookie checked against a domain: policy) and with a bearer ID
-# token (cached after its first verification), in one run on loopback. Then the cost of one
+# kube-iap signed in (a session cookie checked against a domain: policy), the same on a Gateway
+# API route, and with a bearer ID token (cached after its first verification), in one run on
+# loopback. Then the cost of one
 # uncached token verification.
 #
 #   bench/run.sh [seconds-per-run] [rounds]      (defaults: 10 s, 3 rounds)
@@ -26,6 +27,7 @@ done
 cargo build --release --quiet --bin kube-iap --example sample_app --example mint_session --example token_issuer
 # The key is the one in bench/manifests/bench.yaml's kube-iap-session-keys Secret.
 COOKIE=$(target/release/examples/mint_session "YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMzI=" signed-in.bench.local bench@example.com 86400)
+GATEWAY_COOKIE=$(target/release/examples/mint_session "YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMzI=" gateway.bench.local bench@example.com 86400)
 WORK=$(mktemp -d)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -50,20 +52,24 @@ curl -fsS -o /dev/null -H "Host: signed-in.bench.local" -H "Cookie: $COOKIE" htt
   || { echo "kube-iap refused the minted session" >&2; exit 1; }
 curl -fsS -o /dev/null -H "Host: signed-in.bench.local" -H "Authorization: Bearer $TOKEN" http://127.0.0.1:18083/plain \
   || { echo "kube-iap refused the bench ID token" >&2; exit 1; }
+curl -fsS -o /dev/null -H "Host: gateway.bench.local" -H "Cookie: $GATEWAY_COOKIE" http://127.0.0.1:18083/plain \
+  || { echo "kube-iap refused the minted session on the Gateway route" >&2; exit 1; }
 
-TARGETS="direct nginx nginx-bare kube-iap kube-iap-cookie kube-iap-bearer"
+TARGETS="direct nginx nginx-bare kube-iap kube-iap-cookie kube-iap-bearer kube-iap-gateway"
 declare -A URL=([direct]=http://127.0.0.1:18081/plain [nginx]=http://127.0.0.1:18082/plain
                 [nginx-bare]=http://127.0.0.1:18085/plain
                 [kube-iap]=http://127.0.0.1:18083/plain [kube-iap-cookie]=http://127.0.0.1:18083/plain
-                [kube-iap-bearer]=http://127.0.0.1:18083/plain)
+                [kube-iap-bearer]=http://127.0.0.1:18083/plain
+                [kube-iap-gateway]=http://127.0.0.1:18083/plain)
 # Request header arguments for target $2, one per line, in the syntax of tool $1 (hey takes the
 # Host as -host: Go's HTTP client ignores a Host header).
 headers() {
   local host=bench.local
-  case "$2" in kube-iap-cookie|kube-iap-bearer) host=signed-in.bench.local ;; esac
+  case "$2" in kube-iap-cookie|kube-iap-bearer) host=signed-in.bench.local ;; kube-iap-gateway) host=gateway.bench.local ;; esac
   if [ "$1" = hey ]; then printf '%s\n' -host "$host"; else printf '%s\n' -H "Host: $host"; fi
   [ "$2" = kube-iap-cookie ] && printf '%s\n' -H "Cookie: $COOKIE"
   [ "$2" = kube-iap-bearer ] && printf '%s\n' -H "Authorization: Bearer $TOKEN"
+  [ "$2" = kube-iap-gateway ] && printf '%s\n' -H "Cookie: $GATEWAY_COOKIE"
   return 0
 }
 declare -A RPS P50 P99 HALF_P99 ALL_RPS ALL_P50 ALL_P99
@@ -94,7 +100,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
   # Ratios within a round, where both sides saw the same minute of this machine: their median is
   # steadier than the ratio of medians taken minutes apart.
-  for name in kube-iap kube-iap-cookie kube-iap-bearer; do
+  for name in kube-iap kube-iap-cookie kube-iap-bearer kube-iap-gateway; do
     ALL_RATIO[$name]+=" $(awk -v k="${ROUND_RPS[$name]}" -v n="${ROUND_RPS[nginx]}" 'BEGIN{printf "%.3f", k/n}')"
     ALL_RATIO[$name-bare]+=" $(awk -v k="${ROUND_RPS[$name]}" -v n="${ROUND_RPS[nginx-bare]}" 'BEGIN{printf "%.3f", k/n}')"
   done
@@ -119,7 +125,7 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "half load round $round: $name p99 ${ROUND_RPS[$name]} ms" >&2
   done
   # Added latency within a round, for the same reason as the ratios.
-  for name in kube-iap kube-iap-cookie kube-iap-bearer; do
+  for name in kube-iap kube-iap-cookie kube-iap-bearer kube-iap-gateway; do
     ALL_ADDED[$name]+=" $(awk -v k="${ROUND_RPS[$name]}" -v d="${ROUND_RPS[direct]}" 'BEGIN{printf "%.3f", k-d}')"
   done
 done
@@ -133,7 +139,7 @@ done
 ratio() { median <<<"${ALL_RATIO[$1]}"; }
 span() { tr ' ' '\n' <<<"${ALL_RATIO[$1]}" | grep -v '^$' | sort -g | sed -n '1p;$p' | paste -sd- | sed 's/-/ to /'; }
 printf '\nper-round kube-iap / nginx throughput ratios (median, then lowest to highest of %s rounds):\n' "$ROUNDS"
-for name in kube-iap kube-iap-cookie kube-iap-bearer; do
+for name in kube-iap kube-iap-cookie kube-iap-bearer kube-iap-gateway; do
   printf '  %-16s %.2fx (%s)   against nginx-bare: %.2fx (%s)\n' "$name" "$(ratio "$name")" "$(span "$name")" \
     "$(ratio "$name-bare")" "$(span "$name-bare")"
 done
@@ -141,11 +147,14 @@ awk -v k="$(ratio kube-iap)" -v c="$(ratio kube-iap-cookie)" -v b="$(ratio kube-
     -v kb="$(ratio kube-iap-bare)" -v cb="$(ratio kube-iap-cookie-bare)" -v bb="$(ratio kube-iap-bearer-bare)" \
     -v bc="$(awk -v b="${RPS[kube-iap-bearer]}" -v c="${RPS[kube-iap-cookie]}" 'BEGIN{print b/c}')" \
     -v ka="$(median <<<"${ALL_ADDED[kube-iap]}")" -v ca="$(median <<<"${ALL_ADDED[kube-iap-cookie]}")" \
-    -v ba="$(median <<<"${ALL_ADDED[kube-iap-bearer]}")" -v rate="$HALF_RATE" 'BEGIN{
+    -v ba="$(median <<<"${ALL_ADDED[kube-iap-bearer]}")" -v rate="$HALF_RATE" \
+    -v gc="$(awk -v g="${RPS[kube-iap-gateway]}" -v c="${RPS[kube-iap-cookie]}" 'BEGIN{print g/c}')" \
+    -v ga="$(median <<<"${ALL_ADDED[kube-iap-gateway]}")" 'BEGIN{
   printf "\nkube-iap / nginx throughput: %.2fx allUsers, %.2fx signed in, %.2fx bearer   (target >= 1.0x)\n", k, c, b;
   printf "kube-iap / nginx-bare throughput: %.2fx allUsers, %.2fx signed in, %.2fx bearer   (reference)\n", kb, cb, bb;
   printf "bearer (cached) / cookie throughput: %.2fx   (target >= 0.9x)\n", bc;
-  printf "p99 added over direct at %d req/s (half of kube-iap peak; median of rounds): %.3f ms allUsers, %.3f ms signed in, %.3f ms bearer   (target <= 1 ms)\n", rate, ka, ca, ba }'
+  printf "p99 added over direct at %d req/s (half of kube-iap peak; median of rounds): %.3f ms allUsers, %.3f ms signed in, %.3f ms bearer   (target <= 1 ms)\n", rate, ka, ca, ba;
+  printf "signed in on a Gateway API route / on an IapPolicy host: %.2fx throughput, %.3f ms p99 added at half load   (target >= 1.0x, as signed in)\n", gc, ga }'
 echo
 # criterion prints the name, then "time: [low estimate high]" on the next line.
 cargo bench --quiet --bench verify_token 2>/dev/null | grep -A1 '^uncached ES256' | tr -s ' \n' ' '
