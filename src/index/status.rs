@@ -130,8 +130,9 @@ impl CurrentStatus {
     }
 
     pub fn of_policy(status: &IapPolicyStatus) -> Self {
+        // In the shape of `ComputedStatus::api_status`: `{"ancestors": [...]}`.
         let ancestors = (!status.ancestors.is_empty())
-            .then(|| serde_json::to_value(&status.ancestors).expect("serializes"));
+            .then(|| serde_json::json!({ "ancestors": status.ancestors }));
         let stripped = ancestors.clone().map(|mut value| {
             without_times(&mut value);
             value.to_string()
@@ -285,9 +286,14 @@ impl ComputedStatus {
 
     /// Whether the object's status already says exactly this (transition time aside).
     pub fn is_current(&self) -> bool {
-        self.current
-            .as_ref()
-            .is_some_and(|current| current.shown() == self.shown())
+        self.current.as_ref().is_some_and(|current| {
+            if Kind::GATEWAY_API.contains(&self.kind) {
+                // Their status is the Gateway API part alone: no Ready condition, no code.
+                current.api_status.as_deref() == self.api_status.as_deref()
+            } else {
+                current.shown() == self.shown()
+            }
+        })
     }
 
     /// A digest of what the status shows (transition time aside) and of the object it is for:

@@ -357,7 +357,7 @@ fn ancestors(
                     "Accepted",
                     "TargetNotFound",
                     format!(
-                        "No {} {named}{} served by a kube-iap Gateway.",
+                        "No {} {named}{} of a kube-iap Gateway class.",
                         target.kind,
                         section.map(|s| format!(" section {s}")).unwrap_or_default()
                     ),

@@ -655,3 +655,60 @@ fn reused_rules_follow_the_services_and_grants_they_read() {
         "forward far.internal:8080 by apps/p"
     );
 }
+
+/// A status written and then read back from the object is current: the writer leaves it alone
+/// instead of writing the same status again and again.
+#[test]
+fn every_status_written_reads_back_as_current() {
+    let world = [
+        policy("p", "[{group: gateway.networking.k8s.io, kind: Gateway, name: web}, {group: gateway.networking.k8s.io, kind: Gateway, name: missing}]"),
+        route(
+            "app",
+            "  parentRefs: [{name: web, sectionName: http}]\n  hostnames: [app.example.com]\n  rules: [{backendRefs: [{name: one, port: 8080}]}]",
+        ),
+    ]
+    .join("\n---\n");
+    let snapshot = snapshot(&world);
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+    );
+    let mut checked = Vec::new();
+    for status in &snapshot.statuses {
+        let written = status.subresource(now.clone());
+        let mut read_back = status.clone();
+        read_back.current = Some(match status.kind {
+            Kind::IapPolicy => {
+                crate::index::CurrentStatus::of_policy(&serde_json::from_value(written).unwrap())
+            }
+            Kind::OAuthClient => continue,
+            kind => crate::index::CurrentStatus::of_gateway_api(kind, &written),
+        });
+        assert!(
+            read_back.is_current(),
+            "{:?} {}: {:?} read back as {:?}",
+            status.kind,
+            status.key,
+            status.api_status,
+            read_back
+                .current
+                .as_ref()
+                .and_then(|c| c.api_status.clone())
+        );
+        // Written again later, unchanged: every condition keeps the time it first had.
+        let later = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_900_000_000).unwrap(),
+        );
+        let again = read_back.subresource(later).to_string();
+        assert!(!again.contains("2030-"), "{again}");
+        assert!(again.contains("2027-01-15T08:00:00Z"), "{again}");
+        checked.push(status.kind);
+    }
+    for kind in [
+        Kind::GatewayClass,
+        Kind::Gateway,
+        Kind::HttpRoute,
+        Kind::IapPolicy,
+    ] {
+        assert!(checked.contains(&kind), "{kind:?} checked");
+    }
+}
