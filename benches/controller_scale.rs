@@ -128,11 +128,21 @@ fn index_build(policies: usize) {
         };
         index.apply(resource);
     }
+    measure_builds(&mut index, &format!("{policies} policies"), |round| {
+        let host = format!("rebuilt{round}.bench.test");
+        let changed = Resource::IapPolicy(serde_json::from_value(policy(round, &host)).unwrap());
+        (changed, host)
+    });
+}
+
+/// Full builds from scratch (a clone of the index has nothing to reuse), then builds after one
+/// object changes (`change(round)` gives it and the host it now serves), printed as median and
+/// worst of `BUILDS` (default 7) each.
+fn measure_builds(index: &mut Index, what: &str, change: impl Fn(usize) -> (Resource, String)) {
     let builds: usize = std::env::var("BUILDS")
         .ok()
         .and_then(|b| b.parse().ok())
         .unwrap_or(7);
-    // From scratch: a clone of the index has no compiled policies to reuse.
     let mut full = Vec::new();
     let mut routes = 0;
     for _ in 0..builds {
@@ -142,12 +152,10 @@ fn index_build(policies: usize) {
         full.push(started.elapsed());
         routes = snapshot.table.route_count();
     }
-    // After one policy changes: the other compiled policies are reused.
     index.build();
     let mut after_change = Vec::new();
     for round in 0..builds {
-        let host = format!("rebuilt{round}.bench.test");
-        let changed = Resource::IapPolicy(serde_json::from_value(policy(round, &host)).unwrap());
+        let (changed, host) = change(round);
         index.apply(changed);
         let started = Instant::now();
         let snapshot = index.build();
@@ -160,7 +168,7 @@ fn index_build(policies: usize) {
     full.sort();
     after_change.sort();
     println!(
-        "index: {policies} policies + services + slices -> {routes} routes; full build median {}, worst {} (target <= 100 ms); after one change median {}, worst {}",
+        "index: {what} + services + slices -> {routes} routes; full build median {}, worst {} (target <= 100 ms); after one change median {}, worst {}",
         ms(full[full.len() / 2]),
         ms(full[full.len() - 1]),
         ms(after_change[after_change.len() / 2]),
@@ -204,6 +212,7 @@ fn http_route(i: usize, host: &str) -> Value {
                             "backendRefs": [{"name": format!("s{i}"), "port": 80}]}]}})
 }
 
+/// An object as local mode reads it.
 fn resource(object: Value) -> Resource {
     let manifests = kube_iap::source::files::parse(&[(
         std::path::PathBuf::from("bench"),
@@ -222,41 +231,10 @@ fn gateway_index_build(routes: usize) {
     for object in gateway_world(routes) {
         index.apply(resource(object));
     }
-    let builds: usize = std::env::var("BUILDS")
-        .ok()
-        .and_then(|b| b.parse().ok())
-        .unwrap_or(7);
-    let mut full = Vec::new();
-    let mut served = 0;
-    for _ in 0..builds {
-        let fresh = index.clone();
-        let started = Instant::now();
-        let snapshot = fresh.build();
-        full.push(started.elapsed());
-        served = snapshot.table.route_count();
-    }
-    index.build();
-    let mut after_change = Vec::new();
-    for round in 0..builds {
+    measure_builds(&mut index, &format!("{routes} HTTPRoutes"), |round| {
         let host = format!("rebuilt{round}.bench.test");
-        index.apply(resource(http_route(round, &host)));
-        let started = Instant::now();
-        let snapshot = index.build();
-        after_change.push(started.elapsed());
-        assert!(
-            snapshot.table.route(&host, "/").is_some(),
-            "the change is built"
-        );
-    }
-    full.sort();
-    after_change.sort();
-    println!(
-        "index: {routes} HTTPRoutes + services + slices -> {served} routes; full build median {}, worst {} (target <= 100 ms); after one change median {}, worst {}",
-        ms(full[full.len() / 2]),
-        ms(full[full.len() - 1]),
-        ms(after_change[after_change.len() / 2]),
-        ms(after_change[after_change.len() - 1])
-    );
+        (resource(http_route(round, &host)), host)
+    });
 }
 
 fn rss_mib(pid: u32) -> f64 {

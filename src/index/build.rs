@@ -163,36 +163,27 @@ pub(super) fn record_current_status(index: &Index, status: &mut ComputedStatus) 
             ),
             None => return,
         },
-        Kind::GatewayClass => match index.gateway_classes.get(&status.key) {
-            Some(class) => (
-                &class.metadata,
-                class
-                    .status
-                    .as_ref()
-                    .map(|s| CurrentStatus::of_gateway_api(status.kind, s)),
-            ),
-            None => return,
-        },
-        Kind::Gateway => match index.gateways.get(&status.key) {
-            Some(gateway) => (
-                &gateway.metadata,
-                gateway
-                    .status
-                    .as_ref()
-                    .map(|s| CurrentStatus::of_gateway_api(status.kind, s)),
-            ),
-            None => return,
-        },
-        Kind::HttpRoute => match index.http_routes.get(&status.key) {
-            Some(route) => (
-                &route.metadata,
-                route
-                    .status
-                    .as_ref()
-                    .map(|s| CurrentStatus::of_gateway_api(status.kind, s)),
-            ),
-            None => return,
-        },
+        Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute => {
+            let found = match status.kind {
+                Kind::GatewayClass => index
+                    .gateway_classes
+                    .get(&status.key)
+                    .map(|o| (&o.metadata, o.status.as_ref())),
+                Kind::Gateway => index
+                    .gateways
+                    .get(&status.key)
+                    .map(|o| (&o.metadata, o.status.as_ref())),
+                _ => index
+                    .http_routes
+                    .get(&status.key)
+                    .map(|o| (&o.metadata, o.status.as_ref())),
+            };
+            let Some((meta, shown)) = found else {
+                return;
+            };
+            let current = shown.map(|shown| CurrentStatus::of_gateway_api(status.kind, shown));
+            (meta, current)
+        }
         _ => return,
     };
     status.uid = meta.uid.clone();

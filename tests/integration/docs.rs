@@ -28,6 +28,19 @@ fn every_code_is_in_the_troubleshooting_table_once() {
     }
 }
 
+/// The kinds users write for their apps, which kube-iap reads.
+const USER_KINDS: [&str; 9] = [
+    "IapPolicy",
+    "OAuthClient",
+    "Secret",
+    "Service",
+    "Ingress",
+    "GatewayClass",
+    "Gateway",
+    "HTTPRoute",
+    "ReferenceGrant",
+];
+
 /// A fenced block of a Markdown file under `docs/`.
 struct Block {
     file: String,
@@ -167,18 +180,7 @@ fn every_manifest_in_the_docs_is_valid_for_the_kind_it_claims() {
                 "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant" => {}
                 _ => built_in.push(document.clone()),
             }
-            if matches!(
-                kind.as_str(),
-                "IapPolicy"
-                    | "OAuthClient"
-                    | "Secret"
-                    | "Service"
-                    | "Ingress"
-                    | "GatewayClass"
-                    | "Gateway"
-                    | "HTTPRoute"
-                    | "ReferenceGrant"
-            ) {
+            if USER_KINDS.contains(&kind.as_str()) {
                 ours.push_str(&serde_yaml::to_string(&document).unwrap());
                 ours.push_str("---\n");
             }
@@ -275,18 +277,7 @@ async fn every_documented_manifest_is_accepted_by_a_real_api_server() {
             // written by users in a cluster (its controller makes them from Pods); the demo's
             // stand-in points at 127.0.0.1, which only local mode accepts.
             let kind = document["kind"].as_str().unwrap_or_default();
-            if !matches!(
-                kind,
-                "IapPolicy"
-                    | "OAuthClient"
-                    | "Secret"
-                    | "Service"
-                    | "Ingress"
-                    | "GatewayClass"
-                    | "Gateway"
-                    | "HTTPRoute"
-                    | "ReferenceGrant"
-            ) {
+            if !USER_KINDS.contains(&kind) {
                 continue;
             }
             let yaml = serde_yaml::to_string(&document).unwrap();

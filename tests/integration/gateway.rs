@@ -81,6 +81,16 @@ impl World {
         }
     }
 
+    /// The condition of `type_` on the first parent of HTTPRoute `route`.
+    async fn route_condition(&self, route: &str, type_: &str) -> serde_json::Value {
+        let status = self.status_of("HTTPRoute", route).await;
+        status["parents"][0]["conditions"]
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["type"] == type_))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {type_} on HTTPRoute {route}: {status}"))
+    }
+
     async fn status_of(&self, kind: &str, name: &str) -> serde_json::Value {
         let status = support::get(self.server.admin_addr, "admin", "/status", &[])
             .await
@@ -157,14 +167,7 @@ async fn a_route_no_policy_protects_answers_403_and_says_why() {
         "{}",
         reply.text()
     );
-    let route = world.status_of("HTTPRoute", "open").await;
-    let protected = route["parents"][0]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "kube-iap.io/Protected")
-        .unwrap()
-        .clone();
+    let protected = world.route_condition("open", "kube-iap.io/Protected").await;
     assert_eq!(protected["status"], "False");
     assert_eq!(protected["reason"], "NoPolicy");
     world.server.shutdown().await;
@@ -277,14 +280,7 @@ async fn http_route_invalid_backend_refs_answer_500_and_other_rules_keep_working
         );
     }
     assert_eq!(world.call("GET", "app.test", "/fine", &[]).await, "one");
-    let route = world.status_of("HTTPRoute", "partly").await;
-    let resolved = route["parents"][0]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "ResolvedRefs")
-        .unwrap()
-        .clone();
+    let resolved = world.route_condition("partly", "ResolvedRefs").await;
     assert_eq!(resolved["status"], "False");
     assert_eq!(resolved["reason"], "BackendNotFound");
     world.server.shutdown().await;
@@ -435,14 +431,9 @@ async fn http_route_redirects_answer_before_sign_in() {
         reply.header("location"),
         Some("http://other.test:8080/moved/page")
     );
-    let route = world.status_of("HTTPRoute", "redirects").await;
-    let protected = route["parents"][0]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "kube-iap.io/Protected")
-        .unwrap()
-        .clone();
+    let protected = world
+        .route_condition("redirects", "kube-iap.io/Protected")
+        .await;
     assert_eq!(
         protected["status"], "True",
         "a redirect reaches no backend: {protected}"
@@ -506,14 +497,7 @@ spec:
     ])
     .await;
     assert_eq!(without.call("GET", "app.test", "/", &[]).await, "500");
-    let route = without.status_of("HTTPRoute", "cross").await;
-    let resolved = route["parents"][0]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "ResolvedRefs")
-        .unwrap()
-        .clone();
+    let resolved = without.route_condition("cross", "ResolvedRefs").await;
     assert_eq!(resolved["reason"], "RefNotPermitted");
     without.server.shutdown().await;
 }
