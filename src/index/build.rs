@@ -609,58 +609,46 @@ fn gateway_route<'a>(
     compiled: Option<&'a CompiledPolicy>,
     claims: &mut Claims<'a>,
 ) -> Route {
-    let name = match &entry.policy {
-        Some(policy) => policy.to_string(),
-        None => format!("httproute:{}", entry.route),
-    };
     let redirect = entry.redirect.clone().map(RouteAction::Redirect);
-    let Some(compiled) = compiled else {
-        return Route {
-            policy: name,
-            host: entry.hostname.clone(),
-            prefix: entry.path.clone(),
-            conditions: Some(Arc::new(entry.conditions.clone())),
-            rank: entry.rank,
-            filters: entry.filters.clone(),
-            access: Arc::default(),
-            // A redirect reaches no backend: it needs no policy.
-            action: redirect.unwrap_or_else(|| RouteAction::Unprotected {
+    let (name, action) = match (compiled, &entry.policy) {
+        (Some(compiled), Some(policy)) => {
+            let mut ignored = Vec::new();
+            let host_problem = claim_host_client(
+                claims,
+                &entry.hostname,
+                policy,
+                &compiled.client_key,
+                &mut ignored,
+            );
+            let action = match (&compiled.fatal, &host_problem, &entry.backend) {
+                _ if redirect.is_some() => redirect.expect("just checked"),
+                (Some(problem), _, _) | (None, Some(problem), _) => RouteAction::FailClosed {
+                    code: problem.code,
+                    reason: problem.detail.clone(),
+                },
+                (None, None, Ok(backend)) => RouteAction::Forward(backend.clone()),
+                (None, None, Err(reason)) => RouteAction::FailClosed {
+                    code: None,
+                    reason: format!("HTTPRoute {}: {reason}", entry.route),
+                },
+            };
+            (policy.to_string(), action)
+        }
+        // A redirect reaches no backend: it needs no policy.
+        _ => (
+            format!("httproute:{}", entry.route),
+            redirect.unwrap_or_else(|| RouteAction::Unprotected {
                 reason: format!("no IapPolicy protects HTTPRoute {}", entry.route),
             }),
-            sign_in: None,
-            backend_identity: Arc::new(BackendIdentity {
-                assertion_audience: String::new(),
-                include_groups: false,
-                google_compatible: false,
-                pass_authorization: false,
-            }),
-            rate_limit: Arc::new(RateLimit::per_minute(DEFAULT_REQUESTS_PER_MINUTE)),
-            tunnel: None,
-        };
+        ),
     };
-    let policy = entry
-        .policy
-        .as_ref()
-        .expect("a compiled policy was found by its key");
-    let mut ignored = Vec::new();
-    let host_problem = claim_host_client(
-        claims,
-        &entry.hostname,
-        policy,
-        &compiled.client_key,
-        &mut ignored,
-    );
-    let action = match (&compiled.fatal, &host_problem, &entry.backend) {
-        _ if redirect.is_some() => redirect.expect("just checked"),
-        (Some(problem), _, _) | (None, Some(problem), _) => RouteAction::FailClosed {
-            code: problem.code,
-            reason: problem.detail.clone(),
-        },
-        (None, None, Ok(backend)) => RouteAction::Forward(backend.clone()),
-        (None, None, Err(reason)) => RouteAction::FailClosed {
-            code: None,
-            reason: format!("HTTPRoute {}: {reason}", entry.route),
-        },
+    let no_policy = || {
+        Arc::new(BackendIdentity {
+            assertion_audience: String::new(),
+            include_groups: false,
+            google_compatible: false,
+            pass_authorization: false,
+        })
     };
     Route {
         policy: name,
@@ -669,12 +657,15 @@ fn gateway_route<'a>(
         conditions: Some(Arc::new(entry.conditions.clone())),
         rank: entry.rank,
         filters: entry.filters.clone(),
-        access: compiled.access.clone(),
+        access: compiled.map_or_else(Arc::default, |c| c.access.clone()),
         action,
-        sign_in: compiled.sign_in.clone(),
-        backend_identity: compiled.backend_identity.clone(),
-        rate_limit: compiled.rate_limit.clone(),
-        tunnel: compiled.tunnel.clone(),
+        sign_in: compiled.and_then(|c| c.sign_in.clone()),
+        backend_identity: compiled.map_or_else(no_policy, |c| c.backend_identity.clone()),
+        rate_limit: compiled.map_or_else(
+            || Arc::new(RateLimit::per_minute(DEFAULT_REQUESTS_PER_MINUTE)),
+            |c| c.rate_limit.clone(),
+        ),
+        tunnel: compiled.and_then(|c| c.tunnel.clone()),
     }
 }
 
