@@ -46,6 +46,9 @@ pub struct ServedGateway {
     pub key: ObjectKey,
     pub generation: Option<i64>,
     pub listeners: Vec<ServedListener>,
+    /// The Gateway asks for addresses of its own (`spec.addresses`), which kube-iap cannot
+    /// give: it is not served at all.
+    pub requests_addresses: bool,
 }
 
 impl ServedGateway {
@@ -61,14 +64,22 @@ pub fn evaluate(
     settings: &GatewaySettings,
 ) -> ServedGateway {
     let listeners = &gateway.spec.listeners;
-    let served = listeners
+    let requests_addresses = !gateway.spec.addresses.is_empty();
+    let mut served: Vec<ServedListener> = listeners
         .iter()
         .map(|listener| evaluate_listener(index, key, listener, listeners, settings))
         .collect();
+    if requests_addresses {
+        for listener in &mut served {
+            listener.accepted = false;
+            listener.ready = false;
+        }
+    }
     ServedGateway {
         key: key.clone(),
         generation: gateway.metadata.generation,
         listeners: served,
+        requests_addresses,
     }
 }
 

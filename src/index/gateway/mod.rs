@@ -387,7 +387,13 @@ fn gateway_status(gateway: &ServedGateway, addresses: &[String]) -> ComputedStat
     let generation = gateway.generation;
     let any_ready = gateway.listeners.iter().any(|listener| listener.ready);
     let all_ready = gateway.listeners.iter().all(|listener| listener.ready);
-    let accepted = if all_ready {
+    let accepted = if gateway.requests_addresses {
+        Cond::no(
+            "Accepted",
+            "UnsupportedAddress",
+            "kube-iap serves every Gateway on its own Service's addresses: remove spec.addresses.",
+        )
+    } else if all_ready {
         Cond::yes("Accepted", "Accepted", "Served by kube-iap.")
     } else {
         Cond::yes(
@@ -396,7 +402,13 @@ fn gateway_status(gateway: &ServedGateway, addresses: &[String]) -> ComputedStat
             "Some listeners are not served; their conditions say why.",
         )
     };
-    let programmed = if any_ready {
+    let programmed = if gateway.requests_addresses {
+        Cond::no(
+            "Programmed",
+            "AddressNotUsable",
+            "The requested addresses cannot be used; the Gateway is not served.",
+        )
+    } else if any_ready {
         Cond::yes("Programmed", "Programmed", "kube-iap serves this Gateway.")
     } else {
         Cond::no("Programmed", "Invalid", "No listener can be served.")

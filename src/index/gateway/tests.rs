@@ -712,3 +712,25 @@ fn every_status_written_reads_back_as_current() {
         assert!(checked.contains(&kind), "{kind:?} checked");
     }
 }
+
+#[test]
+fn a_gateway_asking_for_addresses_of_its_own_is_not_served() {
+    let world = [
+        policy("p", "[{group: gateway.networking.k8s.io, kind: Gateway, name: pinned}]"),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: pinned, namespace: apps}\nspec: {gatewayClassName: iap, addresses: [{type: IPAddress, value: 192.0.2.1}], listeners: [{name: http, protocol: HTTP, port: 80, hostname: pinned.test}]}".to_string(),
+        route(
+            "app",
+            "  parentRefs: [{name: pinned}]\n  rules: [{backendRefs: [{name: one, port: 8080}]}]",
+        ),
+    ]
+    .join("\n---\n");
+    let snapshot = snapshot(&world);
+    let gateway = api_status(&snapshot, Kind::Gateway, "pinned");
+    assert_eq!(gateway["conditions"][0]["reason"], "UnsupportedAddress");
+    assert_eq!(gateway["conditions"][1]["reason"], "AddressNotUsable");
+    assert_eq!(outcome(&snapshot, "pinned.test", get("/")), "none");
+    assert_eq!(
+        status(&snapshot, Kind::Gateway, "pinned").reason,
+        "UnsupportedAddress"
+    );
+}
