@@ -308,6 +308,25 @@ pub(super) struct CompiledPolicy {
     unopposed_status: std::sync::OnceLock<ComputedStatus>,
 }
 
+impl CompiledPolicy {
+    /// What a route of this policy does: fail closed on the policy's own problem or its host's,
+    /// else forward to `backend`, or fail closed saying why there is none.
+    fn action(
+        &self,
+        host_problem: Option<&Problem>,
+        backend: Result<&Arc<Backend>, String>,
+    ) -> RouteAction {
+        match (self.fatal.as_ref().or(host_problem), backend) {
+            (Some(problem), _) => RouteAction::FailClosed {
+                code: problem.code,
+                reason: problem.detail.clone(),
+            },
+            (None, Ok(backend)) => RouteAction::Forward(backend.clone()),
+            (None, Err(reason)) => RouteAction::FailClosed { code: None, reason },
+        }
+    }
+}
+
 struct CompiledTarget {
     hosts: Vec<String>,
     prefixes: Vec<String>,
@@ -571,17 +590,10 @@ fn emit<'a>(
                     continue;
                 }
                 claims.routes.insert(slot, key);
-                let action = match (&compiled.fatal, &host_problem, &target.backend) {
-                    (Some(problem), _, _) | (None, Some(problem), _) => RouteAction::FailClosed {
-                        code: problem.code,
-                        reason: problem.detail.clone(),
-                    },
-                    (None, None, Ok(backend)) => RouteAction::Forward(backend.clone()),
-                    (None, None, Err(reason)) => RouteAction::FailClosed {
-                        code: None,
-                        reason: reason.clone(),
-                    },
-                };
+                let action = compiled.action(
+                    host_problem.as_ref(),
+                    target.backend.as_ref().map_err(Clone::clone),
+                );
                 routes.push(Arc::new(Route {
                     policy: key.to_string(),
                     host: host.clone(),
@@ -620,18 +632,15 @@ fn gateway_route<'a>(
                 &compiled.client_key,
                 &mut ignored,
             );
-            let action = match (&compiled.fatal, &host_problem, &entry.backend) {
-                _ if redirect.is_some() => redirect.expect("just checked"),
-                (Some(problem), _, _) | (None, Some(problem), _) => RouteAction::FailClosed {
-                    code: problem.code,
-                    reason: problem.detail.clone(),
-                },
-                (None, None, Ok(backend)) => RouteAction::Forward(backend.clone()),
-                (None, None, Err(reason)) => RouteAction::FailClosed {
-                    code: None,
-                    reason: format!("HTTPRoute {}: {reason}", entry.route),
-                },
-            };
+            let action = redirect.unwrap_or_else(|| {
+                compiled.action(
+                    host_problem.as_ref(),
+                    entry
+                        .backend
+                        .as_ref()
+                        .map_err(|reason| format!("HTTPRoute {}: {reason}", entry.route)),
+                )
+            });
             (policy.to_string(), action)
         }
         // A redirect reaches no backend: it needs no policy.
