@@ -73,6 +73,28 @@ pub fn attach(
     rank_base: u64,
     entries: &mut Vec<RouteEntry>,
 ) -> Vec<ParentOutcome> {
+    // What the rules say is the same under every parent.
+    let resolved = match rules.iter().find_map(|rule| rule.unresolved.clone()) {
+        Some((reason, message)) => Cond::no("ResolvedRefs", reason, message),
+        None => Cond::yes("ResolvedRefs", "ResolvedRefs", "Every reference resolved."),
+    };
+    let invalid: Vec<String> = rules
+        .iter()
+        .enumerate()
+        .filter_map(|(at, rule)| {
+            let name = || rule.name.clone().unwrap_or(at.to_string());
+            rule.invalid
+                .as_ref()
+                .map(|why| format!("rule {}: {why}", name()))
+        })
+        .collect();
+    let partially_invalid = (!invalid.is_empty()).then(|| {
+        Cond::yes(
+            "PartiallyInvalid",
+            "UnsupportedValue",
+            format!("These rules answer 500: {}.", invalid.join("; ")),
+        )
+    });
     let mut outcomes = Vec::new();
     for parent in &route.spec.parent_refs {
         let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
@@ -92,33 +114,11 @@ pub fn attach(
         let accepted = attach_to_listeners(
             index, key, route, parent, gateway, rules, rank_base, entries,
         );
-        let resolved = match rules.iter().find_map(|rule| rule.unresolved.clone()) {
-            Some((reason, message)) => Cond::no("ResolvedRefs", reason, message),
-            None => Cond::yes("ResolvedRefs", "ResolvedRefs", "Every reference resolved."),
-        };
-        let invalid: Vec<String> = rules
-            .iter()
-            .enumerate()
-            .filter_map(|(at, rule)| {
-                rule.invalid.as_ref().map(|why| {
-                    format!(
-                        "rule {}: {why}",
-                        rule.name.clone().unwrap_or(at.to_string())
-                    )
-                })
-            })
-            .collect();
         outcomes.push(ParentOutcome {
             parent_ref: parent.clone(),
             accepted,
-            resolved,
-            partially_invalid: (!invalid.is_empty()).then(|| {
-                Cond::yes(
-                    "PartiallyInvalid",
-                    "UnsupportedValue",
-                    format!("These rules answer 500: {}.", invalid.join("; ")),
-                )
-            }),
+            resolved: resolved.clone(),
+            partially_invalid: partially_invalid.clone(),
             entries: start..entries.len(),
         });
     }
@@ -220,10 +220,7 @@ fn attach_to_listeners(
                         extension_policy: rule.extension_policy.clone(),
                         filters: rule.filters.clone(),
                         redirect: redirect.clone(),
-                        backend: match &rule.invalid {
-                            Some(why) => Err(why.clone()),
-                            None => rule.backend.clone(),
-                        },
+                        backend: rule.backend.clone(),
                         policy: None,
                     });
                 }
@@ -334,7 +331,11 @@ fn translate_rule(
         extension_policy: translated.extension_policy,
         filters,
         redirect: translated.redirect,
-        backend,
+        // A rule not served as written answers 500 whatever its backends.
+        backend: match &invalid {
+            Some(why) => Err(why.clone()),
+            None => backend,
+        },
         invalid,
         unresolved,
     }
