@@ -42,23 +42,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-fail() {
-  echo "FAIL: $*" >&2
-  kubectl -n "$ns" logs -l app.kubernetes.io/name=kube-iap --tail=40 >&2 2>/dev/null || true
-  exit 1
-}
-ok() { echo "ok - $*"; }
-
-# wait_for DESCRIPTION COMMAND [ARG...]: retries COMMAND every second for up to 120 s.
-wait_for() {
-  local what=$1 out=""
-  shift
-  local deadline=$((SECONDS + 120))
-  until out=$("$@" 2>&1); do
-    ((SECONDS < deadline)) || fail "$what: still not so after 120s${out:+ (last: $out)}"
-    sleep 1
-  done
-}
+# shellcheck source=e2e/chart-lib.sh
+source e2e/chart-lib.sh
 
 # condition KIND NAME JSONPATH WANT: the field at JSONPATH of the object says WANT.
 condition() {

@@ -8,21 +8,7 @@ use crate::support::testbed::Testbed;
 use crate::support::{backends, get, within};
 use serde_json::Value;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
-
-/// The Gateway API CRDs as the chart installs them, and kube-iap's.
-fn install_crds(testbed: &Testbed) {
-    testbed.install_gateway_api();
-    testbed.kubectl(&["apply", "-f", &format!("{ROOT}/crds/")]);
-    testbed.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/iappolicies.kube-iap.io",
-        "crd/oauthclients.kube-iap.io",
-    ]);
-}
 
 async fn status(testbed: &Testbed, namespace: &str, kind: &str, name: &str) -> Value {
     let api_version = if kind == "IapPolicy" {
@@ -48,7 +34,8 @@ fn condition<'a>(conditions: &'a Value, type_: &str) -> &'a Value {
 async fn gateways_and_http_routes_get_the_specs_statuses_and_serve_traffic_on_a_real_api_server() {
     let testbed = Testbed::start();
     let scratch = tempfile::tempdir().expect("scratch");
-    install_crds(&testbed);
+    testbed.install_gateway_api();
+    testbed.install_crds();
     let client = service_account_client(&testbed, scratch.path()).await;
     let namespace = testbed.namespace("gateway").await;
     let backend = backends::echo("web").await;

@@ -44,15 +44,7 @@ pub fn shared() -> &'static Testbed {
     SHARED.get_or_init(|| {
         let testbed = Testbed::start();
         testbed.install_gateway_api();
-        let output = testbed.kubectl(&["apply", "-f", &format!("{ROOT}/crds/")]);
-        let _ = CRD_INSTALL.set(output);
-        testbed.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/iappolicies.kube-iap.io",
-            "crd/oauthclients.kube-iap.io",
-        ]);
+        let _ = CRD_INSTALL.set(testbed.install_crds());
         testbed
     })
 }
@@ -113,6 +105,20 @@ impl Testbed {
             _scratch: scratch,
             supervisor: Mutex::new(Some((child, stdin))),
         }
+    }
+
+    /// kube-iap's CRDs, by `kubectl apply` as a user installs them, and established; what
+    /// kubectl printed (warnings included).
+    pub fn install_crds(&self) -> String {
+        let output = self.kubectl(&["apply", "-f", &format!("{ROOT}/crds/")]);
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/iappolicies.kube-iap.io",
+            "crd/oauthclients.kube-iap.io",
+        ]);
+        output
     }
 
     /// The Gateway API CRDs from the chart (`gatewayAPI.installCRDs=true`), applied
