@@ -159,7 +159,9 @@ struct VerifyArgs {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Folder of *.yaml / *.yml manifests: IapPolicy, OAuthClient, Service, EndpointSlice, Secret.
+    /// Folder of *.yaml / *.yml manifests: IapPolicy, OAuthClient, Service, EndpointSlice, Secret,
+    /// Ingress, and the Gateway API's GatewayClass, Gateway, HTTPRoute, GRPCRoute and
+    /// ReferenceGrant.
     #[arg(long, env = "KUBE_IAP_MANIFESTS")]
     manifests: PathBuf,
     /// Plain HTTP listener.

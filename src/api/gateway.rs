@@ -1,5 +1,5 @@
-//! The Gateway API kinds kube-iap reads (`gateway.networking.k8s.io/v1`): GatewayClass, Gateway
-//! and HTTPRoute, with only the fields it acts on.
+//! The Gateway API kinds kube-iap reads (`gateway.networking.k8s.io/v1`): GatewayClass, Gateway,
+//! HTTPRoute and GRPCRoute, with only the fields it acts on.
 //!
 //! Written here rather than taken from the kube-rs `gateway-api` crate: its newest release
 //! (0.22) is built on kube 4 and k8s-openapi 0.28, and depending on it would compile a second
@@ -297,6 +297,67 @@ pub struct HttpBackendRef {
     pub weight: Option<i32>,
     #[serde(default)]
     pub filters: Vec<HttpRouteFilter>,
+}
+
+/// Routes gRPC calls (HTTP/2) from Gateway listeners to Services that speak gRPC (over
+/// cleartext HTTP/2, as the spec expects of GRPCRoute backends).
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "GRPCRoute",
+    namespaced,
+    schema = "disabled",
+    status = "RawStatus"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRouteSpec {
+    #[serde(default)]
+    pub parent_refs: Vec<ParentReference>,
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// Unlike an HTTPRoute's, no rule is filled in when none is given: the route serves no call.
+    #[serde(default)]
+    pub rules: Vec<GrpcRouteRule>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRouteRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// No match given means every call.
+    #[serde(default)]
+    pub matches: Vec<GrpcRouteMatch>,
+    /// The filter types of HTTPRoute that GRPCRoute shares (header modifiers, mirror,
+    /// `ExtensionRef`); the others are refused.
+    #[serde(default)]
+    pub filters: Vec<HttpRouteFilter>,
+    #[serde(default)]
+    pub backend_refs: Vec<HttpBackendRef>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<GrpcMethodMatch>,
+    #[serde(default)]
+    pub headers: Vec<ValueMatch>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcMethodMatch {
+    /// `Exact` (the default) or `RegularExpression`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// The fully qualified service name (`package.Service`); none means any service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The method name; none means every method of the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
 }
 
 /// Lets objects of another namespace refer to objects of this one (a Service, a Secret).

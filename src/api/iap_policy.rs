@@ -95,8 +95,8 @@ pub struct IapPolicySpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub google_compatible_headers: bool,
     /// Gateway API objects this policy protects (policy attachment): a Gateway protects every
-    /// route attached to it (or to its listener `sectionName`), an HTTPRoute every rule of it
-    /// (or its rule `sectionName`). The most specific attachment wins.
+    /// route attached to it (or to its listener `sectionName`), an HTTPRoute or GRPCRoute every
+    /// rule of it (or its rule `sectionName`). The most specific attachment wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub target_refs: Vec<PolicyTargetRef>,
@@ -109,8 +109,8 @@ pub struct PolicyTargetRef {
     /// `gateway.networking.k8s.io`.
     #[schemars(regex(pattern = "^gateway\\.networking\\.k8s\\.io$"))]
     pub group: String,
-    /// `Gateway` or `HTTPRoute`.
-    #[schemars(regex(pattern = "^(Gateway|HTTPRoute)$"))]
+    /// `Gateway`, `HTTPRoute` or `GRPCRoute`.
+    #[schemars(regex(pattern = "^(Gateway|HTTPRoute|GRPCRoute)$"))]
     pub kind: String,
     /// Name of the Gateway or route.
     #[schemars(length(min = 1, max = 253))]

@@ -161,14 +161,14 @@ impl StatusWriter {
 
     async fn patch(&self, status: &ComputedStatus) -> Result<(), kube::Error> {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        if status.kind == Kind::HttpRoute {
+        if status.kind.is_gateway_route() {
             return self.write_route_parents(status, now).await;
         }
         self.apply_status(status.kind, &status.key, status.subresource(now))
             .await
     }
 
-    /// An HTTPRoute's `status.parents` is one list shared by every controller its parents
+    /// A route's `status.parents` is one list shared by every controller its parents
     /// belong to, replaced whole on each write: kube-iap's entries are swapped in among the
     /// others' as they are now, and the write is refused (and retried later) if the route
     /// changed since it was read.
@@ -177,7 +177,7 @@ impl StatusWriter {
         status: &ComputedStatus,
         now: Time,
     ) -> Result<(), kube::Error> {
-        let resource = api_resource(Kind::HttpRoute);
+        let resource = api_resource(status.kind);
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &status.key.namespace, &resource);
         let current = api.get_status(&status.key.name).await?;

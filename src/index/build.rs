@@ -163,7 +163,7 @@ pub(super) fn record_current_status(index: &Index, status: &mut ComputedStatus) 
             ),
             None => return,
         },
-        Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute => {
+        Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute => {
             let found = match status.kind {
                 Kind::GatewayClass => index
                     .gateway_classes
@@ -171,6 +171,10 @@ pub(super) fn record_current_status(index: &Index, status: &mut ComputedStatus) 
                     .map(|o| (&o.metadata, o.status.as_ref())),
                 Kind::Gateway => index
                     .gateways
+                    .get(&status.key)
+                    .map(|o| (&o.metadata, o.status.as_ref())),
+                Kind::GrpcRoute => index
+                    .grpc_routes
                     .get(&status.key)
                     .map(|o| (&o.metadata, o.status.as_ref())),
                 _ => index
@@ -635,19 +639,26 @@ fn gateway_route<'a>(
             let action = redirect.unwrap_or_else(|| {
                 compiled.action(
                     host_problem.as_ref(),
-                    entry
-                        .backend
-                        .as_ref()
-                        .map_err(|reason| format!("HTTPRoute {}: {reason}", entry.route)),
+                    entry.backend.as_ref().map_err(|reason| {
+                        format!("{} {}: {reason}", entry.route_kind.name(), entry.route)
+                    }),
                 )
             });
             (policy.to_string(), action)
         }
         // A redirect reaches no backend: it needs no policy.
         _ => (
-            format!("httproute:{}", entry.route),
+            format!(
+                "{}:{}",
+                entry.route_kind.name().to_ascii_lowercase(),
+                entry.route
+            ),
             redirect.unwrap_or_else(|| RouteAction::Unprotected {
-                reason: format!("no IapPolicy protects HTTPRoute {}", entry.route),
+                reason: format!(
+                    "no IapPolicy protects {} {}",
+                    entry.route_kind.name(),
+                    entry.route
+                ),
             }),
         ),
     };

@@ -28,7 +28,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::api::gateway::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::{IapPolicy, OAuthClient};
 use crate::model::RoutingTable;
 
@@ -59,6 +59,7 @@ pub struct Index {
     gateway_classes: BTreeMap<ObjectKey, Box<GatewayClass>>,
     gateways: BTreeMap<ObjectKey, Box<Gateway>>,
     http_routes: BTreeMap<ObjectKey, Box<HTTPRoute>>,
+    grpc_routes: BTreeMap<ObjectKey, Box<GRPCRoute>>,
     reference_grants: BTreeMap<ObjectKey, Box<ReferenceGrant>>,
     namespaces: BTreeMap<ObjectKey, Box<Namespace>>,
     /// The ports kube-iap's own Service exposes for plain HTTP and for HTTPS: the only ports
@@ -72,7 +73,7 @@ pub struct Index {
     revisions: revisions::Revisions,
     /// The compiled policies of the last build, reused while their inputs are unchanged.
     compiled: reuse::CompiledPolicies,
-    /// The translated HTTPRoute rules of the last build, reused likewise.
+    /// The translated HTTPRoute and GRPCRoute rules of the last build, reused likewise.
     gateway_rules: gateway::TranslatedRules,
 }
 
@@ -102,6 +103,7 @@ impl Index {
             Resource::GatewayClass(o) => drop(self.gateway_classes.insert(key, o)),
             Resource::Gateway(o) => drop(self.gateways.insert(key, o)),
             Resource::HttpRoute(o) => drop(self.http_routes.insert(key, o)),
+            Resource::GrpcRoute(o) => drop(self.grpc_routes.insert(key, o)),
             Resource::ReferenceGrant(o) => drop(self.reference_grants.insert(key, o)),
             Resource::Namespace(o) => drop(self.namespaces.insert(key, o)),
         }
@@ -123,6 +125,7 @@ impl Index {
             Kind::GatewayClass => drop(self.gateway_classes.remove(key)),
             Kind::Gateway => drop(self.gateways.remove(key)),
             Kind::HttpRoute => drop(self.http_routes.remove(key)),
+            Kind::GrpcRoute => drop(self.grpc_routes.remove(key)),
             Kind::ReferenceGrant => drop(self.reference_grants.remove(key)),
             Kind::Namespace => drop(self.namespaces.remove(key)),
         }
@@ -145,6 +148,7 @@ impl Index {
             Kind::GatewayClass => self.gateway_classes.clear(),
             Kind::Gateway => self.gateways.clear(),
             Kind::HttpRoute => self.http_routes.clear(),
+            Kind::GrpcRoute => self.grpc_routes.clear(),
             Kind::ReferenceGrant => self.reference_grants.clear(),
             Kind::Namespace => self.namespaces.clear(),
         }
@@ -279,19 +283,21 @@ impl Index {
             Kind::GatewayClass => self.gateway_classes.contains_key(key),
             Kind::Gateway => self.gateways.contains_key(key),
             Kind::HttpRoute => self.http_routes.contains_key(key),
+            Kind::GrpcRoute => self.grpc_routes.contains_key(key),
             Kind::ReferenceGrant => self.reference_grants.contains_key(key),
             Kind::Namespace => self.namespaces.contains_key(key),
         }
     }
 
     /// How many objects of each kind the index holds.
-    pub fn counts(&self) -> [(Kind, usize); 11] {
+    pub fn counts(&self) -> [(Kind, usize); 12] {
         [
             (Kind::Namespace, self.namespaces.len()),
             (Kind::ReferenceGrant, self.reference_grants.len()),
             (Kind::GatewayClass, self.gateway_classes.len()),
             (Kind::Gateway, self.gateways.len()),
             (Kind::HttpRoute, self.http_routes.len()),
+            (Kind::GrpcRoute, self.grpc_routes.len()),
             (Kind::IapPolicy, self.policies.len()),
             (Kind::OAuthClient, self.clients.len()),
             (Kind::Service, self.services.len()),
@@ -336,6 +342,10 @@ impl Index {
                 .is_some_and(|old| old.spec == new.spec && same_meta(&old.metadata, &new.metadata)),
             Resource::HttpRoute(new) => self
                 .http_routes
+                .get(&key)
+                .is_some_and(|old| old.spec == new.spec && same_meta(&old.metadata, &new.metadata)),
+            Resource::GrpcRoute(new) => self
+                .grpc_routes
                 .get(&key)
                 .is_some_and(|old| old.spec == new.spec && same_meta(&old.metadata, &new.metadata)),
             _ => false,

@@ -6,7 +6,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
-use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::api::gateway::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::{IapPolicy, OAuthClient};
 
 /// The kinds of object the index reads.
@@ -22,13 +22,15 @@ pub enum Kind {
     Gateway,
     #[serde(rename = "HTTPRoute")]
     HttpRoute,
+    #[serde(rename = "GRPCRoute")]
+    GrpcRoute,
     ReferenceGrant,
     /// Read for their labels only: a Gateway listener's `allowedRoutes` may select namespaces.
     Namespace,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::IapPolicy,
         Kind::OAuthClient,
         Kind::Service,
@@ -38,26 +40,34 @@ impl Kind {
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
+        Kind::GrpcRoute,
         Kind::ReferenceGrant,
         Kind::Namespace,
     ];
 
     /// Kinds read only for the Gateway API, so only where the cluster serves it.
-    pub const FOR_GATEWAY_API: [Kind; 5] = [
+    pub const FOR_GATEWAY_API: [Kind; 6] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
+        Kind::GrpcRoute,
         Kind::ReferenceGrant,
         Kind::Namespace,
     ];
 
     /// The Gateway API kinds, read only where the cluster serves their CRDs.
-    pub const GATEWAY_API: [Kind; 4] = [
+    pub const GATEWAY_API: [Kind; 5] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
+        Kind::GrpcRoute,
         Kind::ReferenceGrant,
     ];
+
+    /// The route kinds: their `status.parents` is shared with other controllers.
+    pub fn is_gateway_route(self) -> bool {
+        matches!(self, Kind::HttpRoute | Kind::GrpcRoute)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -70,6 +80,7 @@ impl Kind {
             Kind::GatewayClass => "GatewayClass",
             Kind::Gateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Namespace => "Namespace",
         }
@@ -119,6 +130,7 @@ pub enum Resource {
     GatewayClass(Box<GatewayClass>),
     Gateway(Box<Gateway>),
     HttpRoute(Box<HTTPRoute>),
+    GrpcRoute(Box<GRPCRoute>),
     ReferenceGrant(Box<ReferenceGrant>),
     Namespace(Box<Namespace>),
 }
@@ -135,6 +147,7 @@ impl Resource {
             Resource::GatewayClass(_) => Kind::GatewayClass,
             Resource::Gateway(_) => Kind::Gateway,
             Resource::HttpRoute(_) => Kind::HttpRoute,
+            Resource::GrpcRoute(_) => Kind::GrpcRoute,
             Resource::ReferenceGrant(_) => Kind::ReferenceGrant,
             Resource::Namespace(_) => Kind::Namespace,
         }
@@ -151,6 +164,7 @@ impl Resource {
             Resource::GatewayClass(o) => &o.metadata,
             Resource::Gateway(o) => &o.metadata,
             Resource::HttpRoute(o) => &o.metadata,
+            Resource::GrpcRoute(o) => &o.metadata,
             Resource::ReferenceGrant(o) => &o.metadata,
             Resource::Namespace(o) => &o.metadata,
         }
@@ -167,6 +181,7 @@ impl Resource {
             Resource::GatewayClass(o) => &mut o.metadata,
             Resource::Gateway(o) => &mut o.metadata,
             Resource::HttpRoute(o) => &mut o.metadata,
+            Resource::GrpcRoute(o) => &mut o.metadata,
             Resource::ReferenceGrant(o) => &mut o.metadata,
             Resource::Namespace(o) => &mut o.metadata,
         }

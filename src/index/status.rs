@@ -149,10 +149,10 @@ impl CurrentStatus {
         }
     }
 
-    /// A Gateway API object's status; for an HTTPRoute only the parents kube-iap reports on.
+    /// A Gateway API object's status; for a route only the parents kube-iap reports on.
     pub fn of_gateway_api(kind: Kind, status: &serde_json::Value) -> Self {
         let mut value = status.clone();
-        if kind == Kind::HttpRoute {
+        if kind.is_gateway_route() {
             let ours: Vec<serde_json::Value> = value["parents"]
                 .as_array()
                 .into_iter()
@@ -349,7 +349,7 @@ impl ComputedStatus {
     pub fn subresource(&self, now: Time) -> serde_json::Value {
         let value = match self.kind {
             Kind::OAuthClient => serde_json::to_value(self.to_client_status(now)),
-            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute => {
+            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute => {
                 return self.api_status_body(&now).unwrap_or_default();
             }
             _ => serde_json::to_value(self.to_policy_status(now)),

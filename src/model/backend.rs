@@ -20,6 +20,9 @@ pub struct Backend {
     /// empty when the backend is one Service.
     shares: Vec<Share>,
     next: AtomicUsize,
+    /// The upstreams speak HTTP/2 without TLS, with prior knowledge (h2c): a GRPCRoute's
+    /// backends. Otherwise they speak HTTP/1.1.
+    pub h2c: bool,
 }
 
 /// One Service's share of a weighted backend: `len` upstreams from `start`, chosen for the
@@ -53,7 +56,14 @@ impl Backend {
             upstreams,
             shares: Vec::new(),
             next: AtomicUsize::new(0),
+            h2c: false,
         }
+    }
+
+    /// The same backend, reached over cleartext HTTP/2 (h2c).
+    pub fn speaking_h2c(mut self) -> Self {
+        self.h2c = true;
+        self
     }
 
     /// Several Services, each taking a share of requests proportional to its weight. Parts of
@@ -82,6 +92,7 @@ impl Backend {
             upstreams,
             shares,
             next: AtomicUsize::new(0),
+            h2c: false,
         }
     }
 

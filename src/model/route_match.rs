@@ -46,6 +46,8 @@ pub struct MatchConditions {
     pub headers: Vec<(HeaderName, String)>,
     /// Query parameter names (case-sensitive) with the exact value their first value must have.
     pub query: Vec<(String, String)>,
+    /// A GRPCRoute's method match without a service: the path must be `/{any service}/{this}`.
+    pub grpc_method: Option<String>,
 }
 
 impl MatchConditions {
@@ -56,6 +58,10 @@ impl MatchConditions {
             has_prefix(request.path, prefix)
         };
         path_ok
+            && self
+                .grpc_method
+                .as_deref()
+                .is_none_or(|method| is_grpc_call_of(request.path, method))
             && (request.tls || !self.tls_only)
             && self
                 .method
@@ -77,13 +83,24 @@ impl MatchConditions {
     }
 }
 
+/// Whether `path` is a gRPC call (`/package.Service/Method`) of a method named `method`.
+fn is_grpc_call_of(path: &str, method: &str) -> bool {
+    path.strip_prefix('/')
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(service, called)| !service.is_empty() && called == method)
+}
+
 /// Where a route stands among a host's routes: the Gateway API's precedence (exact path, then
-/// the longest path, then a method, then the most header and then query matches), then `rank`
-/// (the order of the routes themselves: oldest first, then by name, then rule by rule).
+/// the longest path, then a gRPC method named without its service, then an HTTP method, then
+/// the most header and then query matches), then `rank` (the order of the routes themselves:
+/// oldest first, then by name, then rule by rule). A GRPCRoute's matches are paths too
+/// (`/service/method` exact, `/service` as a prefix), so its order — service characters, then
+/// method characters, then headers — falls out of the same comparison.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Precedence {
     exact: std::cmp::Reverse<bool>,
     path_length: std::cmp::Reverse<usize>,
+    grpc_method_length: std::cmp::Reverse<usize>,
     method: std::cmp::Reverse<bool>,
     headers: std::cmp::Reverse<usize>,
     query: std::cmp::Reverse<usize>,
@@ -97,6 +114,9 @@ impl Precedence {
         Precedence {
             exact: std::cmp::Reverse(conditions.exact_path),
             path_length: std::cmp::Reverse(prefix.trim_end_matches('/').len()),
+            grpc_method_length: std::cmp::Reverse(
+                conditions.grpc_method.as_ref().map_or(0, String::len),
+            ),
             method: std::cmp::Reverse(conditions.method.is_some()),
             headers: std::cmp::Reverse(conditions.headers.len()),
             query: std::cmp::Reverse(conditions.query.len()),
@@ -130,6 +150,7 @@ mod tests {
             method: Some("GET".into()),
             headers: vec![(HeaderName::from_static("version"), "two".into())],
             query: vec![("animal".into(), "whale cat".into())],
+            grpc_method: None,
         };
         let request = view("/exact", &headers, "animal=whale%20cat&animal=dolphin");
         assert!(conditions.holds("/exact", &request));
@@ -218,6 +239,62 @@ mod tests {
                 "query",
                 "prefix /, rank 1",
                 "prefix /, rank 2"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_grpc_method_without_service_matches_that_method_of_any_service() {
+        let headers = HeaderMap::new();
+        let method_only = MatchConditions {
+            grpc_method: Some("Say".into()),
+            ..Default::default()
+        };
+        assert!(method_only.holds("/", &view("/kube_iap.test.Echo/Say", &headers, "")));
+        assert!(method_only.holds("/", &view("/other.Svc/Say", &headers, "")));
+        assert!(!method_only.holds("/", &view("/kube_iap.test.Echo/SayMore", &headers, "")));
+        assert!(!method_only.holds("/", &view("/Say", &headers, "")));
+        assert!(!method_only.holds("//Say", &view("//Say", &headers, "")));
+        assert!(!method_only.holds("/", &view("/a/b/Say", &headers, "")));
+    }
+
+    #[test]
+    fn grpc_precedence_is_service_then_method_then_headers() {
+        let method_only = MatchConditions {
+            grpc_method: Some("Say".into()),
+            ..Default::default()
+        };
+        let exact = MatchConditions {
+            exact_path: true,
+            ..Default::default()
+        };
+        let header = MatchConditions {
+            headers: vec![(HeaderName::from_static("a"), "b".into())],
+            ..Default::default()
+        };
+        let mut order = [
+            ("every call", Precedence::of("/", None, 1)),
+            ("method only", Precedence::of("/", Some(&method_only), 9)),
+            (
+                "service with header",
+                Precedence::of("/a.Echo", Some(&header), 9),
+            ),
+            ("service", Precedence::of("/a.Echo", None, 2)),
+            (
+                "service and method",
+                Precedence::of("/a.Echo/Say", Some(&exact), 9),
+            ),
+        ];
+        order.sort_by_key(|(_, precedence)| *precedence);
+        let names: Vec<_> = order.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names,
+            [
+                "service and method",
+                "service with header",
+                "service",
+                "method only",
+                "every call"
             ]
         );
     }

@@ -26,6 +26,8 @@ pub struct UpstreamClient {
     pool: Arc<UpstreamPool>,
     /// Requests without a body.
     lean: Arc<H1Pool>,
+    /// Upstreams that speak cleartext HTTP/2 (gRPC).
+    h2c: super::h2c::H2cPool,
     response_timeout: std::time::Duration,
 }
 
@@ -95,6 +97,7 @@ impl UpstreamClient {
                 config.pool_idle_timeout,
                 config.response_timeout,
             ),
+            h2c: super::h2c::H2cPool::new(config.connect_timeout),
             response_timeout: config.response_timeout,
         }
     }
@@ -129,8 +132,6 @@ impl UpstreamClient {
                 parts.headers.insert(header::HOST, host);
             }
         }
-        parts.version = Version::HTTP_11;
-        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         let fields = ForwardingFields {
             client: origin.client,
             tls: origin.tls,
@@ -138,6 +139,11 @@ impl UpstreamClient {
             request_id: origin.request_id,
             identity: origin.identity.as_ref(),
         };
+        if backend.h2c {
+            return self.prepare_h2c(parts, body, backend, upstream, &fields);
+        }
+        parts.version = Version::HTTP_11;
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
 
         if !upgrade && body.is_end_stream() {
             let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -187,6 +193,52 @@ impl UpstreamClient {
                 }
             }
             Ok(relayed(response))
+        })))
+    }
+}
+
+impl UpstreamClient {
+    /// Readies a request for an upstream that speaks cleartext HTTP/2 (gRPC): the URI made
+    /// absolute (HTTP/2 sends scheme and authority as fields of their own, not a Host header),
+    /// and `te: trailers` kept, which gRPC requires and HTTP/2 allows.
+    fn prepare_h2c(
+        &self,
+        mut parts: http::request::Parts,
+        body: RequestBody,
+        backend: Arc<Backend>,
+        upstream: usize,
+        fields: &ForwardingFields<'_>,
+    ) -> Result<Sending<'_>, Answer> {
+        let trailers = headers::accepts_trailers(&parts.headers);
+        let authority = parts
+            .headers
+            .remove(header::HOST)
+            .and_then(|host| http::uri::Authority::try_from(host.as_bytes()).ok())
+            .unwrap_or_else(|| backend.upstreams[upstream].authority.clone());
+        let path_and_query = parts.uri.path_and_query().cloned();
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(authority);
+        uri.path_and_query = path_and_query;
+        parts.uri = Uri::from_parts(uri).map_err(|_| Answer::BadPath("unencodable".into()))?;
+        parts.version = Version::HTTP_2;
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        if trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        fields.set(&mut parts.headers);
+        let request = Request::from_parts(parts, body);
+        Ok(Sending::Hyper(Box::pin(async move {
+            let upstream = &backend.upstreams[upstream];
+            let sent = tokio::time::timeout(
+                self.response_timeout,
+                self.h2c.send(&upstream.authority, request),
+            )
+            .await
+            .unwrap_or(Err(UpstreamError::ResponseTimeout));
+            Ok(relayed(answer_of(sent, upstream)?))
         })))
     }
 }

@@ -74,7 +74,7 @@ impl Proxy {
         let started = self.config.access_log.then(Instant::now);
         let method = self.config.access_log.then(|| request.method().clone());
         let request_id = self.request_ids.next();
-        let html = pages::wants_html(request.headers());
+        let format = pages::Format::of(request.headers());
         let mut outcome = Outcome::default();
         let step = self.admit(request, connection, &request_id, &mut outcome);
         async move {
@@ -101,14 +101,22 @@ impl Proxy {
                 }
                 Err(answer) => Err(answer),
             };
-            let response = match result {
-                Ok(response) => response,
-                Err(answer) => pages::respond(&answer, html, &request_id),
+            // Metrics and the log count a refusal by what it means, also when a gRPC client
+            // gets it as HTTP 200 with a gRPC status.
+            let (response, status) = match result {
+                Ok(response) => {
+                    let status = response.status();
+                    (response, status)
+                }
+                Err(answer) => (
+                    pages::respond(&answer, format, &request_id),
+                    answer.status(),
+                ),
             };
             self.route_metrics.record(
                 &self.metrics,
                 outcome.route_name(),
-                response.status(),
+                status,
                 outcome.upstream_seconds,
             );
             if let (Some(started), Some(method)) = (started, method) {
@@ -119,7 +127,7 @@ impl Proxy {
                     method = %method,
                     host = %outcome.host,
                     path = %outcome.path,
-                    status = response.status().as_u16(),
+                    status = status.as_u16(),
                     latency_ms = started.elapsed().as_secs_f64() * 1000.0,
                     route = outcome.route_name(),
                 );

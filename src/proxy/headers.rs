@@ -71,6 +71,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Whether the client's `TE` accepts trailers (gRPC clients send `te: trailers`).
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("trailers"))
+}
+
 /// Whether the client asks to switch protocols (WebSocket) on an HTTP/1.1 request.
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     // Upgrade first: absent on nearly every request, and then the Connection options are not read.

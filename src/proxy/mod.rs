@@ -3,6 +3,7 @@
 
 mod forward;
 mod h1;
+mod h2c;
 mod handler;
 pub mod headers;
 mod identity;

@@ -141,7 +141,7 @@ impl Proxy {
                 tracing::warn!(request_id = request.request_id.to_str().unwrap_or("-"), client = %sign_in.client.name, %error, "sign-in failed");
                 let mut response = pages::respond(
                     &Answer::SignInFailed(error.code()),
-                    true,
+                    pages::Format::Html,
                     request.request_id,
                 );
                 response

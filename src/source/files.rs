@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Deserialize;
 use serde::Serialize;
 
-use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::api::gateway::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::{IapPolicy, OAuthClient};
 use crate::index::{Index, Kind, ObjectKey, Resource};
 use crate::metrics::Metrics;
@@ -144,6 +144,9 @@ fn parse_object(value: serde_yaml::Value, manifests: &mut Manifests) -> Result<(
         }
         ("gateway.networking.k8s.io/v1", "HTTPRoute") => {
             Resource::HttpRoute(typed::<HTTPRoute>(value, &kind)?)
+        }
+        ("gateway.networking.k8s.io/v1", "GRPCRoute") => {
+            Resource::GrpcRoute(typed::<GRPCRoute>(value, &kind)?)
         }
         (
             "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1",

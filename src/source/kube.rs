@@ -22,7 +22,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::api::gateway::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::{IapPolicy, OAuthClient};
 use crate::index::{Index, Kind, ObjectKey, Resource};
 use crate::metrics::Metrics;
@@ -62,6 +62,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::GatewayClass => ApiResource::erase::<GatewayClass>(&()),
         Kind::Gateway => ApiResource::erase::<Gateway>(&()),
         Kind::HttpRoute => ApiResource::erase::<HTTPRoute>(&()),
+        Kind::GrpcRoute => ApiResource::erase::<GRPCRoute>(&()),
         Kind::ReferenceGrant => ApiResource::erase::<ReferenceGrant>(&()),
         Kind::Namespace => ApiResource::erase::<Namespace>(&()),
     }
@@ -101,6 +102,7 @@ pub fn to_resource(kind: Kind, mut object: DynamicObject) -> Result<Resource, St
         Kind::GatewayClass => Resource::GatewayClass(typed(value)?),
         Kind::Gateway => Resource::Gateway(typed(value)?),
         Kind::HttpRoute => Resource::HttpRoute(typed(value)?),
+        Kind::GrpcRoute => Resource::GrpcRoute(typed(value)?),
         Kind::ReferenceGrant => Resource::ReferenceGrant(typed(value)?),
         Kind::Namespace => Resource::Namespace(typed(value)?),
     })

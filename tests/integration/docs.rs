@@ -29,7 +29,7 @@ fn every_code_is_in_the_troubleshooting_table_once() {
 }
 
 /// The kinds users write for their apps, which kube-iap reads.
-const USER_KINDS: [&str; 9] = [
+const USER_KINDS: [&str; 10] = [
     "IapPolicy",
     "OAuthClient",
     "Secret",
@@ -38,6 +38,7 @@ const USER_KINDS: [&str; 9] = [
     "GatewayClass",
     "Gateway",
     "HTTPRoute",
+    "GRPCRoute",
     "ReferenceGrant",
 ];
 
@@ -177,7 +178,7 @@ fn every_manifest_in_the_docs_is_valid_for_the_kind_it_claims() {
                     }
                 }
                 // The Gateway API's kinds are judged by its CRDs, on a real API server (below).
-                "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant" => {}
+                "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "ReferenceGrant" => {}
                 _ => built_in.push(document.clone()),
             }
             if USER_KINDS.contains(&kind.as_str()) {

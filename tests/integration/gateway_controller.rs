@@ -1,6 +1,6 @@
 //! The Gateway API in a cluster: a real kube-apiserver with the Gateway API CRDs as the chart
 //! installs them, and `kube-iap controller` running with the chart's RBAC. The GatewayClass,
-//! Gateway, HTTPRoutes and the attached IapPolicy get the spec's statuses (another controller's
+//! Gateway, HTTPRoutes, GRPCRoutes and the attached IapPolicy get the spec's statuses (another controller's
 //! entries in a route's shared `status.parents` stay), and requests reach the backend.
 
 use crate::controller::{client_and_service, service_account_client, start_controller};
@@ -73,6 +73,16 @@ spec:
   - matches: [{{path: {{value: /missing}}}}]
     backendRefs: [{{name: nobody, port: 80}}]
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: rpc}}
+spec:
+  parentRefs: [{{name: web, sectionName: http}}]
+  hostnames: [rpc.test]
+  rules:
+  - matches: [{{method: {{service: kube_iap.test.Echo, method: Say}}}}]
+    backendRefs: [{{name: web, port: {port}}}]
+---
 apiVersion: kube-iap.io/v1alpha1
 kind: IapPolicy
 metadata: {{name: everyone}}
@@ -94,7 +104,9 @@ spec:
     within(30, "the Gateway API statuses", || async {
         let route = status(&testbed, &namespace, "HTTPRoute", "app").await;
         let gateway = status(&testbed, &namespace, "Gateway", "web").await;
+        let rpc = status(&testbed, &namespace, "GRPCRoute", "rpc").await;
         route["parents"].as_array().is_some_and(|p| p.len() == 2)
+            && rpc["parents"].as_array().is_some_and(|p| p.len() == 1)
             && condition(&gateway["conditions"], "Programmed")["status"] == "True"
             && !status(&testbed, &namespace, "IapPolicy", "everyone").await["ancestors"].is_null()
     })
@@ -122,7 +134,18 @@ spec:
             .cloned()
             .unwrap()
     };
-    assert_eq!(listener("http")["attachedRoutes"], 1);
+    assert_eq!(
+        listener("http")["attachedRoutes"],
+        2,
+        "the HTTPRoute and the GRPCRoute"
+    );
+    let kinds: Vec<Value> = listener("http")["supportedKinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kind| kind["kind"].clone())
+        .collect();
+    assert_eq!(kinds, ["HTTPRoute", "GRPCRoute"]);
     assert_eq!(
         condition(&listener("odd")["conditions"], "Accepted")["reason"],
         "PortUnavailable"
@@ -152,6 +175,20 @@ spec:
         condition(&ours["conditions"], "kube-iap.io/Protected")["status"],
         "True"
     );
+
+    let rpc = status(&testbed, &namespace, "GRPCRoute", "rpc").await;
+    let rpc_parent = &rpc["parents"][0];
+    assert_eq!(
+        rpc_parent["controllerName"],
+        "kube-iap.io/gateway-controller"
+    );
+    for type_ in ["Accepted", "ResolvedRefs", "kube-iap.io/Protected"] {
+        assert_eq!(
+            condition(&rpc_parent["conditions"], type_)["status"],
+            "True",
+            "{type_}: {rpc}"
+        );
+    }
 
     let policy = status(&testbed, &namespace, "IapPolicy", "everyone").await;
     assert_eq!(policy["ancestors"][0]["ancestorRef"]["name"], "web");

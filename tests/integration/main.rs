@@ -15,6 +15,7 @@ mod docs;
 mod framing;
 mod gateway;
 mod gateway_controller;
+mod grpc;
 mod layers;
 mod policy;
 mod proxy;

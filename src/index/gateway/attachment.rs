@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::conditions::Cond;
 use super::listeners::ServedGateway;
-use super::routes::{self, RouteEntry};
+use super::routes::{self, GatewayRoute, RouteEntry, RouteKind};
 use crate::api::IapPolicy;
 use crate::api::gateway::{GATEWAY_CONTROLLER, GATEWAY_GROUP};
 use crate::index::{Index, ObjectKey};
@@ -65,12 +65,13 @@ pub(super) fn protector<'a>(targets: &Targets<'a>, entry: &'a RouteEntry) -> Opt
             .get(&(kind, key.namespace.as_str(), key.name.as_str(), section))
             .copied()
     };
+    let kind = entry.route_kind.name();
     entry
         .rule_name
         .as_deref()
-        .and_then(|rule| attached("HTTPRoute", route, Some(rule)))
+        .and_then(|rule| attached(kind, route, Some(rule)))
         .or(entry.extension_policy.as_ref())
-        .or_else(|| attached("HTTPRoute", route, None))
+        .or_else(|| attached(kind, route, None))
         .or_else(|| attached("Gateway", gateway, Some(entry.listener.as_str())))
         .or_else(|| attached("Gateway", gateway, None))
 }
@@ -104,6 +105,7 @@ fn target_kind(kind: &str) -> Option<&'static str> {
     match kind {
         "Gateway" => Some("Gateway"),
         "HTTPRoute" => Some("HTTPRoute"),
+        "GRPCRoute" => Some("GRPCRoute"),
         _ => None,
     }
 }
@@ -113,7 +115,7 @@ pub(super) fn ancestors(
     index: &Index,
     policies: &[(&ObjectKey, &IapPolicy)],
     gateways: &[ServedGateway],
-    attached_routes: &foldhash::HashSet<ObjectKey>,
+    attached_routes: &foldhash::HashSet<(RouteKind, ObjectKey)>,
 ) -> HashMap<ObjectKey, Value> {
     let targets = policy_targets(policies);
     let mut by_policy = HashMap::default();
@@ -130,15 +132,13 @@ pub(super) fn ancestors(
                 Some("Gateway") => gateways.iter().find(|g| g.key == named).map(|gateway| {
                     section.is_none_or(|section| gateway.listener(section).is_some())
                 }),
-                Some(_) => index.http_routes.get(&named).map(|route| {
-                    attached_routes.contains(&named)
-                        && section.is_none_or(|section| {
-                            route
-                                .spec
-                                .rules
-                                .iter()
-                                .any(|rule| rule.name.as_deref() == Some(section))
-                        })
+                Some("HTTPRoute") => index.http_routes.get(&named).map(|route| {
+                    attached_routes.contains(&(RouteKind::Http, named.clone()))
+                        && section.is_none_or(|section| route.has_rule(section))
+                }),
+                Some(_) => index.grpc_routes.get(&named).map(|route| {
+                    attached_routes.contains(&(RouteKind::Grpc, named.clone()))
+                        && section.is_none_or(|section| route.has_rule(section))
                 }),
                 None => None,
             };

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use rustls::sign::CertifiedKey;
 
 use super::conditions::Cond;
+use super::routes::RouteKind;
 use super::{GatewaySettings, hostname_is_valid};
 use crate::api::gateway::{GATEWAY_GROUP, Gateway, Listener, RouteGroupKind};
 use crate::index::{Index, ObjectKey};
@@ -30,7 +31,6 @@ pub struct ServedListener {
     pub port: i32,
     pub tls: bool,
     pub namespaces: AllowedNamespaces,
-    pub allows_http_routes: bool,
     /// Accepted and not conflicted: routes attach to it (and count in `attachedRoutes`).
     pub accepted: bool,
     /// Also every reference resolved: it is served, and its routes get traffic.
@@ -132,14 +132,18 @@ fn evaluate_listener(
         .as_ref()
         .and_then(|a| a.kinds.as_ref())
     {
-        None => supported_kinds.push(http_route_kind()),
+        None => supported_kinds.extend(RouteKind::ALL.map(route_group_kind)),
         Some(kinds) => {
             for kind in kinds {
                 let group = kind.group.as_deref().unwrap_or(GATEWAY_GROUP);
-                if group == GATEWAY_GROUP && kind.kind == "HTTPRoute" {
-                    supported_kinds.push(http_route_kind());
-                } else {
-                    kinds_valid = false;
+                match RouteKind::ALL
+                    .into_iter()
+                    .find(|served| served.name() == kind.kind)
+                {
+                    Some(served) if group == GATEWAY_GROUP => {
+                        supported_kinds.push(route_group_kind(served))
+                    }
+                    _ => kinds_valid = false,
                 }
             }
         }
@@ -148,7 +152,7 @@ fn evaluate_listener(
         resolved = Some(Cond::no(
             "ResolvedRefs",
             "InvalidRouteKinds",
-            "allowedRoutes.kinds names a kind kube-iap does not serve (it serves HTTPRoute).",
+            "allowedRoutes.kinds names a kind kube-iap does not serve (it serves HTTPRoute and GRPCRoute).",
         ));
     }
 
@@ -223,7 +227,6 @@ fn evaluate_listener(
         port: listener.port,
         tls,
         namespaces,
-        allows_http_routes: !supported_kinds.is_empty(),
         accepted: attachable,
         ready,
         certificate,
@@ -233,10 +236,19 @@ fn evaluate_listener(
     }
 }
 
-fn http_route_kind() -> RouteGroupKind {
+fn route_group_kind(kind: RouteKind) -> RouteGroupKind {
     RouteGroupKind {
         group: Some(GATEWAY_GROUP.to_string()),
-        kind: "HTTPRoute".to_string(),
+        kind: kind.name().to_string(),
+    }
+}
+
+impl ServedListener {
+    /// Whether routes of `kind` may attach (`allowedRoutes.kinds`).
+    pub fn allows(&self, kind: RouteKind) -> bool {
+        self.supported_kinds
+            .iter()
+            .any(|supported| supported.kind == kind.name())
     }
 }
 

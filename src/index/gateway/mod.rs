@@ -1,11 +1,12 @@
 //! The Gateway API, translated: GatewayClasses of kube-iap's controller, their Gateways and the
-//! HTTPRoutes attached to them become table entries (each protected by the IapPolicy attached
+//! HTTPRoutes and GRPCRoutes attached to them become table entries (each protected by the IapPolicy attached
 //! most specifically, or refused when none is), plus the spec's statuses for each object and
 //! the `ancestors` of each attached policy.
 
 mod attachment;
 mod conditions;
 mod filters;
+mod grpc;
 mod listeners;
 mod reuse;
 mod routes;
@@ -13,9 +14,13 @@ mod selector;
 mod statuses;
 
 #[cfg(test)]
+mod grpc_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
+
+use std::collections::BTreeMap;
 
 use foldhash::HashMap;
 use serde_json::{Value, json};
@@ -23,7 +28,8 @@ use serde_json::{Value, json};
 use self::conditions::Cond;
 use self::listeners::ServedGateway;
 pub use self::reuse::TranslatedRules;
-pub use self::routes::RouteEntry;
+use self::routes::GatewayRoute;
+pub use self::routes::{RouteEntry, RouteKind};
 use super::status::ComputedStatus;
 use super::{Index, Kind, ObjectKey};
 use crate::api::IapPolicy;
@@ -133,53 +139,27 @@ pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)])
         .map(|(key, gateway)| listeners::evaluate(index, key, gateway, settings))
         .collect();
 
-    // Routes oldest first, then by name: the spec's tie-break between equally specific rules.
-    let mut routes: Vec<_> = index.http_routes.iter().collect();
-    routes.sort_by(|(a_key, a), (b_key, b)| {
-        let age = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-            let created = meta.creation_timestamp.as_ref().map(|time| time.0);
-            (created.is_none(), created)
-        };
-        age(&a.metadata)
-            .cmp(&age(&b.metadata))
-            .then_with(|| a_key.cmp(b_key))
-    });
     let targets = attachment::policy_targets(policies_oldest_first);
-    let mut entries = Vec::new();
-    let mut rank_base = 0u64;
-    let mut attached_routes: foldhash::HashSet<ObjectKey> = Default::default();
-    let mut last_rules = index.gateway_rules.take();
-    let mut rules_now = reuse::RuleMap::default();
-    for (key, route) in routes {
-        let rules = reuse::rules_of(index, &mut last_rules, &mut rules_now, key, route);
-        let outcomes = routes::attach(
-            index,
-            key,
-            route,
-            &rules,
-            &mut gateways,
-            rank_base,
-            &mut entries,
-        );
-        // Room for every match of every rule: at most 16 rules of 64 matches each.
-        rank_base += 1 + 16 * 64;
-        if outcomes.is_empty() {
-            continue;
-        }
-        let mut parents = Vec::with_capacity(outcomes.len());
-        for outcome in outcomes {
-            if outcome.accepted.holds {
-                attached_routes.insert(key.clone());
-            }
-            let entries = &mut entries[outcome.entries.clone()];
-            parents.push(attachment::protect(&targets, entries, outcome));
-        }
-        attachments.statuses.push(statuses::route_status(
-            key,
-            route.metadata.generation,
-            &parents,
-        ));
-    }
+    let mut routes = RouteAttachment {
+        index,
+        targets: &targets,
+        gateways: &mut gateways,
+        entries: Vec::new(),
+        rank_base: 0,
+        attached: Default::default(),
+        last_rules: index.gateway_rules.take(),
+        rules_now: reuse::RuleMap::default(),
+        statuses: &mut attachments.statuses,
+    };
+    // HTTPRoutes rank before GRPCRoutes: the spec orders routes within a kind only.
+    routes.attach_all(&index.http_routes);
+    routes.attach_all(&index.grpc_routes);
+    let RouteAttachment {
+        entries,
+        attached: attached_routes,
+        rules_now,
+        ..
+    } = routes;
     index.gateway_rules.put(rules_now);
     attachments.entries = entries;
 
@@ -197,4 +177,72 @@ pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)])
     attachments.ancestors =
         attachment::ancestors(index, policies_oldest_first, &gateways, &attached_routes);
     attachments
+}
+
+/// Attaching routes of every kind, in order, to the served Gateways.
+struct RouteAttachment<'a> {
+    index: &'a Index,
+    targets: &'a attachment::Targets<'a>,
+    gateways: &'a mut [ServedGateway],
+    entries: Vec<RouteEntry>,
+    /// The rank of the next route's first entry.
+    rank_base: u64,
+    /// Routes at least one listener accepted.
+    attached: foldhash::HashSet<(RouteKind, ObjectKey)>,
+    last_rules: reuse::RuleMap,
+    rules_now: reuse::RuleMap,
+    statuses: &'a mut Vec<ComputedStatus>,
+}
+
+impl RouteAttachment<'_> {
+    /// Attaches every route of one kind, oldest first, then by name: the spec's tie-break
+    /// between equally specific rules.
+    fn attach_all<R: GatewayRoute>(&mut self, routes: &BTreeMap<ObjectKey, Box<R>>) {
+        let mut routes: Vec<_> = routes.iter().collect();
+        routes.sort_by(|(a_key, a), (b_key, b)| {
+            let age = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+                let created = meta.creation_timestamp.as_ref().map(|time| time.0);
+                (created.is_none(), created)
+            };
+            age(a.meta())
+                .cmp(&age(b.meta()))
+                .then_with(|| a_key.cmp(b_key))
+        });
+        for (key, route) in routes {
+            let rules = reuse::rules_of(
+                self.index,
+                &mut self.last_rules,
+                &mut self.rules_now,
+                key,
+                route.as_ref(),
+            );
+            let outcomes = routes::attach(
+                self.index,
+                &route.view(key),
+                &rules,
+                self.gateways,
+                self.rank_base,
+                &mut self.entries,
+            );
+            // Room for every match of every rule: at most 16 rules of 64 matches each.
+            self.rank_base += 1 + 16 * 64;
+            if outcomes.is_empty() {
+                continue;
+            }
+            let mut parents = Vec::with_capacity(outcomes.len());
+            for outcome in outcomes {
+                if outcome.accepted.holds {
+                    self.attached.insert((R::KIND, key.clone()));
+                }
+                let entries = &mut self.entries[outcome.entries.clone()];
+                parents.push(attachment::protect(self.targets, entries, outcome));
+            }
+            self.statuses.push(statuses::route_status(
+                R::KIND.index_kind(),
+                key,
+                route.meta().generation,
+                &parents,
+            ));
+        }
+    }
 }

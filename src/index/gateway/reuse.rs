@@ -1,4 +1,4 @@
-//! Reusing the last build's translated HTTPRoute rules, as the policies' compilations are
+//! Reusing the last build's translated route rules (HTTPRoute and GRPCRoute), as the policies' compilations are
 //! reused (`index::reuse`): a route's rules are translated again only when the route, a
 //! Service it names (or that Service's EndpointSlices), a policy an `ExtensionRef` names, or
 //! any ReferenceGrant changed. A build after one change then translates one route, not 10,000.
@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use foldhash::HashMap;
 
-use super::routes::Rule;
-use crate::api::gateway::HTTPRoute;
+use super::routes::{GatewayRoute, RouteKind, Rule};
 use crate::index::reuse::{Read, Seen};
 use crate::index::revisions::Revisions;
 use crate::index::{Index, Kind, ObjectKey};
@@ -22,14 +21,14 @@ pub struct RouteInputs {
 }
 
 impl RouteInputs {
-    fn of(revisions: &Revisions, key: &ObjectKey, route: &HTTPRoute) -> Self {
+    fn of<R: GatewayRoute>(revisions: &Revisions, key: &ObjectKey, route: &R) -> Self {
         let mut reads = Vec::new();
-        for rule in &route.spec.rules {
-            for reference in &rule.backend_refs {
+        for (backend_refs, filters) in route.rule_refs() {
+            for reference in backend_refs {
                 let namespace = reference.namespace.as_deref().unwrap_or(&key.namespace);
                 reads.push(Read::Service(ObjectKey::new(namespace, &reference.name)));
             }
-            for filter in &rule.filters {
+            for filter in filters {
                 if let Some(reference) = &filter.extension_ref {
                     let policy = ObjectKey::new(&key.namespace, &reference.name);
                     reads.push(Read::Object(Kind::IapPolicy, policy));
@@ -38,7 +37,7 @@ impl RouteInputs {
         }
         RouteInputs {
             epoch: revisions.epoch(),
-            route: revisions.object(Kind::HttpRoute, key),
+            route: revisions.object(R::KIND.index_kind(), key),
             grants: revisions.kind(Kind::ReferenceGrant),
             reads: reads
                 .into_iter()
@@ -50,9 +49,9 @@ impl RouteInputs {
         }
     }
 
-    fn still_current(&self, revisions: &Revisions, key: &ObjectKey) -> bool {
+    fn still_current(&self, revisions: &Revisions, kind: RouteKind, key: &ObjectKey) -> bool {
         self.epoch == revisions.epoch()
-            && self.route == revisions.object(Kind::HttpRoute, key)
+            && self.route == revisions.object(kind.index_kind(), key)
             && self.grants == revisions.kind(Kind::ReferenceGrant)
             && self
                 .reads
@@ -61,7 +60,7 @@ impl RouteInputs {
     }
 }
 
-pub type RuleMap = HashMap<ObjectKey, (RouteInputs, Arc<Vec<Rule>>)>;
+pub type RuleMap = HashMap<(RouteKind, ObjectKey), (RouteInputs, Arc<Vec<Rule>>)>;
 
 /// The translated rules of the last build. Cloning an index starts it without any.
 #[derive(Default)]
@@ -92,20 +91,23 @@ impl TranslatedRules {
 }
 
 /// The rules of `route`: last build's when nothing they read changed, else translated anew.
-pub fn rules_of(
+pub fn rules_of<R: GatewayRoute>(
     index: &Index,
     last: &mut RuleMap,
     now: &mut RuleMap,
     key: &ObjectKey,
-    route: &HTTPRoute,
+    route: &R,
 ) -> Arc<Vec<Rule>> {
     let revisions = &index.revisions;
-    let (owned_key, entry) = match last.remove_entry(key) {
-        Some((owned_key, entry)) if entry.0.still_current(revisions, key) => (owned_key, entry),
+    let cache_key = (R::KIND, key.clone());
+    let (owned_key, entry) = match last.remove_entry(&cache_key) {
+        Some((owned_key, entry)) if entry.0.still_current(revisions, R::KIND, key) => {
+            (owned_key, entry)
+        }
         _ => {
             let inputs = RouteInputs::of(revisions, key, route);
-            let rules = Arc::new(super::routes::translate_rules(index, key, route));
-            (key.clone(), (inputs, rules))
+            let rules = Arc::new(route.translate_rules(index, key));
+            (cache_key, (inputs, rules))
         }
     };
     let rules = entry.1.clone();

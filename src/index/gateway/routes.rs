@@ -1,5 +1,5 @@
-//! HTTPRoutes attached to kube-iap's Gateways: which listeners take them (status per parent),
-//! and the table entries their rules become.
+//! Routes (HTTPRoutes and GRPCRoutes) attached to kube-iap's Gateways: which listeners take
+//! them (status per parent), and the table entries their rules become.
 
 use std::sync::Arc;
 
@@ -8,14 +8,119 @@ use http::header::HeaderName;
 use super::conditions::Cond;
 use super::listeners::{AllowedNamespaces, ServedGateway};
 use crate::api::gateway::{
-    GATEWAY_GROUP, HTTPRoute, HttpBackendRef, HttpRouteMatch, HttpRouteRule, ParentReference,
+    GATEWAY_GROUP, GRPCRoute, HTTPRoute, HttpBackendRef, HttpRouteFilter, HttpRouteMatch,
+    ParentReference,
 };
 use crate::index::backends::{self, PortSelector, SlicesByService};
-use crate::index::{Index, ObjectKey};
+use crate::index::{Index, Kind, ObjectKey};
 use crate::model::{Backend, MatchConditions, Redirect, RouteFilters, Upstream, path};
+
+/// The kinds of route kube-iap serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    Http,
+    /// Served over HTTP/2 to backends that speak it in the clear (h2c).
+    Grpc,
+}
+
+impl RouteKind {
+    pub const ALL: [RouteKind; 2] = [RouteKind::Http, RouteKind::Grpc];
+
+    /// The kind's name in the Gateway API.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteKind::Http => "HTTPRoute",
+            RouteKind::Grpc => "GRPCRoute",
+        }
+    }
+
+    pub fn index_kind(self) -> Kind {
+        match self {
+            RouteKind::Http => Kind::HttpRoute,
+            RouteKind::Grpc => Kind::GrpcRoute,
+        }
+    }
+}
+
+/// A route of one of the kinds kube-iap serves: what attaching it reads, and its rules.
+pub trait GatewayRoute {
+    const KIND: RouteKind;
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    fn view<'a>(&'a self, key: &'a ObjectKey) -> RouteView<'a>;
+    /// Each rule's backendRefs and filters: what translating the rules reads of other objects.
+    fn rule_refs(&self) -> Vec<(&[HttpBackendRef], &[HttpRouteFilter])>;
+    fn translate_rules(&self, index: &Index, key: &ObjectKey) -> Vec<Rule>;
+    /// Whether a rule of this name exists (a policy's `sectionName` may name one).
+    fn has_rule(&self, name: &str) -> bool;
+}
+
+impl GatewayRoute for HTTPRoute {
+    const KIND: RouteKind = RouteKind::Http;
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &self.metadata
+    }
+    fn view<'a>(&'a self, key: &'a ObjectKey) -> RouteView<'a> {
+        RouteView {
+            kind: Self::KIND,
+            key,
+            parent_refs: &self.spec.parent_refs,
+            hostnames: &self.spec.hostnames,
+        }
+    }
+    fn rule_refs(&self) -> Vec<(&[HttpBackendRef], &[HttpRouteFilter])> {
+        let rules = self.spec.rules.iter();
+        rules
+            .map(|r| (&r.backend_refs[..], &r.filters[..]))
+            .collect()
+    }
+    fn translate_rules(&self, index: &Index, key: &ObjectKey) -> Vec<Rule> {
+        translate_rules(index, key, self)
+    }
+    fn has_rule(&self, name: &str) -> bool {
+        let mut rules = self.spec.rules.iter();
+        rules.any(|rule| rule.name.as_deref() == Some(name))
+    }
+}
+
+impl GatewayRoute for GRPCRoute {
+    const KIND: RouteKind = RouteKind::Grpc;
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &self.metadata
+    }
+    fn view<'a>(&'a self, key: &'a ObjectKey) -> RouteView<'a> {
+        RouteView {
+            kind: Self::KIND,
+            key,
+            parent_refs: &self.spec.parent_refs,
+            hostnames: &self.spec.hostnames,
+        }
+    }
+    fn rule_refs(&self) -> Vec<(&[HttpBackendRef], &[HttpRouteFilter])> {
+        let rules = self.spec.rules.iter();
+        rules
+            .map(|r| (&r.backend_refs[..], &r.filters[..]))
+            .collect()
+    }
+    fn translate_rules(&self, index: &Index, key: &ObjectKey) -> Vec<Rule> {
+        super::grpc::translate_rules(index, key, self)
+    }
+    fn has_rule(&self, name: &str) -> bool {
+        let mut rules = self.spec.rules.iter();
+        rules.any(|rule| rule.name.as_deref() == Some(name))
+    }
+}
+
+/// What attaching reads of a route, whatever its kind.
+pub struct RouteView<'a> {
+    pub kind: RouteKind,
+    pub key: &'a ObjectKey,
+    pub parent_refs: &'a [ParentReference],
+    pub hostnames: &'a [String],
+}
 
 /// One match of one rule on one hostname: a route of the table, once a policy is found for it.
 pub struct RouteEntry {
+    pub route_kind: RouteKind,
     pub route: ObjectKey,
     pub rule_name: Option<String>,
     pub gateway: ObjectKey,
@@ -50,7 +155,7 @@ pub struct ParentOutcome {
 
 /// A rule translated once, whatever parent it is served under.
 pub struct Rule {
-    name: Option<String>,
+    pub(super) name: Option<String>,
     matches: Vec<(String, MatchConditions)>,
     extension_policy: Option<ObjectKey>,
     filters: Option<Arc<RouteFilters>>,
@@ -66,8 +171,7 @@ pub struct Rule {
 /// Evaluates `route` against every Gateway it names that kube-iap serves, appending its entries.
 pub fn attach(
     index: &Index,
-    key: &ObjectKey,
-    route: &HTTPRoute,
+    route: &RouteView<'_>,
     rules: &[Rule],
     gateways: &mut [ServedGateway],
     rank_base: u64,
@@ -95,8 +199,9 @@ pub fn attach(
             format!("These rules answer 500: {}.", invalid.join("; ")),
         )
     });
+    let key = route.key;
     let mut outcomes = Vec::new();
-    for parent in &route.spec.parent_refs {
+    for parent in route.parent_refs {
         let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
         let kind = parent.kind.as_deref().unwrap_or("Gateway");
         if group != GATEWAY_GROUP || kind != "Gateway" {
@@ -111,9 +216,8 @@ pub fn attach(
             continue;
         };
         let start = entries.len();
-        let accepted = attach_to_listeners(
-            index, key, route, parent, gateway, rules, rank_base, entries,
-        );
+        let accepted =
+            attach_to_listeners(index, route, parent, gateway, rules, rank_base, entries);
         outcomes.push(ParentOutcome {
             parent_ref: parent.clone(),
             accepted,
@@ -130,8 +234,7 @@ pub fn attach(
 #[allow(clippy::too_many_arguments)] // each is one plain input of the attachment
 fn attach_to_listeners(
     index: &Index,
-    key: &ObjectKey,
-    route: &HTTPRoute,
+    route: &RouteView<'_>,
     parent: &ParentReference,
     gateway: &mut ServedGateway,
     rules: &[Rule],
@@ -156,6 +259,7 @@ fn attach_to_listeners(
             "No accepted listener of the Gateway has this sectionName and port.",
         );
     }
+    let key = route.key;
     let allowed: Vec<usize> = named
         .into_iter()
         .filter(|at| {
@@ -169,20 +273,23 @@ fn attach_to_listeners(
                     })
                 }
             };
-            namespace_ok && listener.allows_http_routes
+            namespace_ok && listener.allows(route.kind)
         })
         .collect();
     if allowed.is_empty() {
         return Cond::no(
             "Accepted",
             "NotAllowedByListeners",
-            "The listeners' allowedRoutes do not admit an HTTPRoute from this namespace.",
+            format!(
+                "The listeners' allowedRoutes do not admit a {} from this namespace.",
+                route.kind.name()
+            ),
         );
     }
     let mut attached = false;
     for at in allowed {
         let listener = &mut gateway.listeners[at];
-        let hostnames = effective_hostnames(listener.hostname.as_deref(), &route.spec.hostnames);
+        let hostnames = effective_hostnames(listener.hostname.as_deref(), route.hostnames);
         if hostnames.is_empty() {
             continue;
         }
@@ -209,6 +316,7 @@ fn attach_to_listeners(
                 };
                 for hostname in &hostnames {
                     entries.push(RouteEntry {
+                        route_kind: route.kind,
                         route: key.clone(),
                         rule_name: rule.name.clone(),
                         gateway: gateway.key.clone(),
@@ -275,27 +383,45 @@ fn intersect(listener: Option<&str>, route: &str) -> Option<String> {
     }
 }
 
-/// Every rule of `route`, translated.
+/// Every rule of an HTTPRoute, translated.
 pub fn translate_rules(index: &Index, key: &ObjectKey, route: &HTTPRoute) -> Vec<Rule> {
     let slices = SlicesByService::new(index);
     route
         .spec
         .rules
         .iter()
-        .map(|rule| translate_rule(index, &slices, key, rule))
+        .map(|rule| {
+            let parts = RuleParts {
+                kind: RouteKind::Http,
+                name: rule.name.clone(),
+                matches: rule.matches.iter().map(translate_match).collect(),
+                filters: &rule.filters,
+                backend_refs: &rule.backend_refs,
+            };
+            translate_rule(index, &slices, key, parts)
+        })
         .collect()
 }
 
-fn translate_rule(
+/// A rule of either route kind, its matches already translated.
+pub(super) struct RuleParts<'a> {
+    pub kind: RouteKind,
+    pub name: Option<String>,
+    pub matches: Vec<Result<(String, MatchConditions), String>>,
+    pub filters: &'a [HttpRouteFilter],
+    pub backend_refs: &'a [HttpBackendRef],
+}
+
+pub(super) fn translate_rule(
     index: &Index,
     slices: &SlicesByService<'_>,
     key: &ObjectKey,
-    rule: &HttpRouteRule,
+    rule: RuleParts<'_>,
 ) -> Rule {
     let mut invalid = None;
     let mut matches = Vec::new();
-    for found in &rule.matches {
-        match translate_match(found) {
+    for found in rule.matches {
+        match found {
             Ok(translated) => matches.push(translated),
             Err(why) => {
                 invalid.get_or_insert(why);
@@ -303,7 +429,7 @@ fn translate_rule(
         }
     }
     let has_exact_match = matches.iter().any(|(_, conditions)| conditions.exact_path);
-    let translated = match super::filters::translate(index, key, &rule.filters, has_exact_match) {
+    let translated = match super::filters::translate(index, key, rule.filters, has_exact_match) {
         Ok(translated) => translated,
         Err(why) => {
             invalid.get_or_insert(why);
@@ -312,7 +438,7 @@ fn translate_rule(
     };
     let filters = translated.filters;
     let filters = (filters != RouteFilters::default()).then(|| Arc::new(filters));
-    let (backend, unresolved) = rule_backend(index, slices, key, &rule.backend_refs);
+    let (backend, unresolved) = rule_backend(index, slices, key, rule.kind, rule.backend_refs);
     let backend = backend.map_err(|problem| match problem {
         NoBackend::Unresolved(why) => why,
         NoBackend::Unsupported(why) => {
@@ -326,12 +452,12 @@ fn translate_rule(
         None => (backend, unresolved),
     };
     Rule {
-        name: rule.name.clone(),
+        name: rule.name,
         matches,
         extension_policy: translated.extension_policy,
         filters,
-        redirect: translated.redirect,
-        // A rule not served as written answers 500 whatever its backends.
+        // A rule not served as written answers 500 whatever its filters and backends.
+        redirect: translated.redirect.filter(|_| invalid.is_none()),
         backend: match &invalid {
             Some(why) => Err(why.clone()),
             None => backend,
@@ -359,21 +485,7 @@ fn translate_match(found: &HttpRouteMatch) -> Result<(String, MatchConditions), 
         method: found.method.as_ref().map(|m| m.to_ascii_uppercase()),
         ..MatchConditions::default()
     };
-    for header in &found.headers {
-        if header.type_.as_deref().is_some_and(|t| t != "Exact") {
-            return Err("only Exact header matches are served".to_string());
-        }
-        let name = HeaderName::from_bytes(header.name.to_ascii_lowercase().as_bytes())
-            .map_err(|_| format!("header name {:?} is not valid", header.name))?;
-        // Only the first match on a name counts, as the spec says.
-        if !conditions
-            .headers
-            .iter()
-            .any(|(present, _)| *present == name)
-        {
-            conditions.headers.push((name, header.value.clone()));
-        }
-    }
+    add_header_matches(&mut conditions, &found.headers)?;
     for query in &found.query_params {
         if query.type_.as_deref().is_some_and(|t| t != "Exact") {
             return Err("only Exact query parameter matches are served".to_string());
@@ -391,6 +503,28 @@ fn translate_match(found: &HttpRouteMatch) -> Result<(String, MatchConditions), 
     Ok((path, conditions))
 }
 
+/// Adds a match's header conditions, the first match on each name only, as the spec says.
+pub(super) fn add_header_matches(
+    conditions: &mut MatchConditions,
+    headers: &[crate::api::gateway::ValueMatch],
+) -> Result<(), String> {
+    for header in headers {
+        if header.type_.as_deref().is_some_and(|t| t != "Exact") {
+            return Err("only Exact header matches are served".to_string());
+        }
+        let name = HeaderName::from_bytes(header.name.to_ascii_lowercase().as_bytes())
+            .map_err(|_| format!("header name {:?} is not valid", header.name))?;
+        if !conditions
+            .headers
+            .iter()
+            .any(|(present, _)| *present == name)
+        {
+            conditions.headers.push((name, header.value.clone()));
+        }
+    }
+    Ok(())
+}
+
 type Unresolved = Option<(&'static str, String)>;
 
 /// Why a rule has no backend: a reference that does not resolve (`ResolvedRefs` says so), or a
@@ -406,6 +540,7 @@ fn rule_backend(
     index: &Index,
     slices: &SlicesByService<'_>,
     key: &ObjectKey,
+    kind: RouteKind,
     refs: &[HttpBackendRef],
 ) -> (Result<Arc<Backend>, NoBackend>, Unresolved) {
     if refs.iter().any(|reference| !reference.filters.is_empty()) {
@@ -417,7 +552,7 @@ fn rule_backend(
     let mut names = Vec::new();
     for reference in refs {
         let weight = u32::try_from(reference.weight.unwrap_or(1)).unwrap_or_default();
-        match resolve_ref(index, slices, key, reference) {
+        match resolve_ref(index, slices, key, kind, reference) {
             Ok((name, upstreams)) => {
                 if weight > 0 {
                     names.push(name);
@@ -439,17 +574,19 @@ fn rule_backend(
             "every backendRef has weight 0".into(),
         )),
         ([(None, _)], Some((_, message))) => Err(NoBackend::Unresolved(message.clone())),
-        ([(Some(upstreams), _)], _) => {
-            Ok(Arc::new(Backend::new(names.remove(0), upstreams.clone())))
-        }
+        ([(Some(upstreams), _)], _) => Ok(Backend::new(names.remove(0), upstreams.clone())),
         _ if served.iter().all(|(part, _)| part.is_none()) => Err(NoBackend::Unresolved(
             unresolved
                 .as_ref()
                 .map(|(_, message)| message.clone())
                 .unwrap_or_default(),
         )),
-        _ => Ok(Arc::new(Backend::weighted(names.join(" + "), parts))),
+        _ => Ok(Backend::weighted(names.join(" + "), parts)),
     };
+    let backend = backend.map(|backend| match kind {
+        RouteKind::Http => Arc::new(backend),
+        RouteKind::Grpc => Arc::new(backend.speaking_h2c()),
+    });
     (backend, unresolved)
 }
 
@@ -457,15 +594,16 @@ fn resolve_ref(
     index: &Index,
     slices: &SlicesByService<'_>,
     key: &ObjectKey,
+    kind: RouteKind,
     reference: &HttpBackendRef,
 ) -> Result<(String, Vec<Upstream>), (&'static str, String)> {
     let group = reference.group.as_deref().unwrap_or("");
-    let kind = reference.kind.as_deref().unwrap_or("Service");
-    if !group.is_empty() || kind != "Service" {
+    let ref_kind = reference.kind.as_deref().unwrap_or("Service");
+    if !group.is_empty() || ref_kind != "Service" {
         return Err((
             "InvalidKind",
             format!(
-                "backendRef {kind} {:?} (group {group:?}) is not a Service.",
+                "backendRef {ref_kind} {:?} (group {group:?}) is not a Service.",
                 reference.name
             ),
         ));
@@ -473,7 +611,7 @@ fn resolve_ref(
     let namespace = reference.namespace.as_deref().unwrap_or(&key.namespace);
     let service_key = ObjectKey::new(namespace, &reference.name);
     if namespace != key.namespace
-        && !super::reference_granted(index, "HTTPRoute", &key.namespace, "Service", &service_key)
+        && !super::reference_granted(index, kind.name(), &key.namespace, "Service", &service_key)
     {
         return Err((
             "RefNotPermitted",

@@ -11,8 +11,9 @@ use crate::api::gateway::{GATEWAY_CONTROLLER, GATEWAY_GROUP};
 use crate::index::status::ComputedStatus;
 use crate::index::{Kind, ObjectKey};
 
-/// An HTTPRoute's computed status: kube-iap's entries of `status.parents`, as text.
+/// A route's computed status: kube-iap's entries of `status.parents`, as text.
 pub(super) fn route_status(
+    kind: Kind,
     key: &ObjectKey,
     generation: Option<i64>,
     parents: &[(crate::api::gateway::ParentReference, Vec<Cond>)],
@@ -32,7 +33,7 @@ pub(super) fn route_status(
         .iter()
         .find_map(|(_, conditions)| conditions::first_problem(conditions))
         .map(|condition| (condition.reason, condition.message.clone()));
-    summarize_text(Kind::HttpRoute, key, generation, problem, text)
+    summarize_text(kind, key, generation, problem, text)
 }
 
 pub(super) fn gateway_status(gateway: &ServedGateway, addresses: &[String]) -> ComputedStatus {

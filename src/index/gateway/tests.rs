@@ -49,7 +49,7 @@ metadata: {name: two, namespace: apps}
 spec: {type: ExternalName, externalName: two.internal, ports: [{port: 8080}]}
 "#;
 
-fn snapshot(extra: &str) -> Snapshot {
+pub(super) fn snapshot(extra: &str) -> Snapshot {
     let text = format!("{BASE}\n---\n{extra}");
     let manifests = crate::source::files::parse(&[(PathBuf::from("test.yaml"), text)]);
     assert!(manifests.errors.is_empty(), "{:?}", manifests.errors);
@@ -67,7 +67,7 @@ fn snapshot(extra: &str) -> Snapshot {
     index.build()
 }
 
-fn policy(name: &str, targets: &str) -> String {
+pub(super) fn policy(name: &str, targets: &str) -> String {
     format!(
         r#"
 apiVersion: kube-iap.io/v1alpha1
@@ -87,7 +87,7 @@ fn route(name: &str, spec: &str) -> String {
     )
 }
 
-fn status<'a>(snapshot: &'a Snapshot, kind: Kind, name: &str) -> &'a ComputedStatus {
+pub(super) fn status<'a>(snapshot: &'a Snapshot, kind: Kind, name: &str) -> &'a ComputedStatus {
     snapshot
         .statuses
         .iter()
@@ -95,7 +95,7 @@ fn status<'a>(snapshot: &'a Snapshot, kind: Kind, name: &str) -> &'a ComputedSta
         .unwrap_or_else(|| panic!("no status for {kind:?} {name}"))
 }
 
-fn api_status(snapshot: &Snapshot, kind: Kind, name: &str) -> Value {
+pub(super) fn api_status(snapshot: &Snapshot, kind: Kind, name: &str) -> Value {
     let status = status(snapshot, kind, name);
     serde_json::from_str(
         status
@@ -108,7 +108,12 @@ fn api_status(snapshot: &Snapshot, kind: Kind, name: &str) -> Value {
 
 /// `type=reason` of every condition of the route's first parent.
 fn parent_conditions(snapshot: &Snapshot, name: &str) -> Vec<String> {
-    let status = api_status(snapshot, Kind::HttpRoute, name);
+    kind_parent_conditions(snapshot, Kind::HttpRoute, name)
+}
+
+/// The same for a route of any kind.
+pub(super) fn kind_parent_conditions(snapshot: &Snapshot, kind: Kind, name: &str) -> Vec<String> {
+    let status = api_status(snapshot, kind, name);
     status["parents"][0]["conditions"]
         .as_array()
         .unwrap()
@@ -125,7 +130,7 @@ fn parent_conditions(snapshot: &Snapshot, name: &str) -> Vec<String> {
 }
 
 /// What a request gets: `forward <upstream>`, `refused`, `fails <reason>`, or `none`.
-fn outcome(snapshot: &Snapshot, host: &str, request: RequestView<'_>) -> String {
+pub(super) fn outcome(snapshot: &Snapshot, host: &str, request: RequestView<'_>) -> String {
     match snapshot.table.route_for(host, &request) {
         None => "none".to_string(),
         Some(route) => match &route.action {
@@ -140,7 +145,7 @@ fn outcome(snapshot: &Snapshot, host: &str, request: RequestView<'_>) -> String 
     }
 }
 
-fn get(path: &str) -> RequestView<'_> {
+pub(super) fn get(path: &str) -> RequestView<'_> {
     RequestView::path_only(path)
 }
 

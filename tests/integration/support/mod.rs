@@ -5,6 +5,7 @@
 pub mod backends;
 pub mod browser;
 pub mod forging_idp;
+pub mod grpc;
 pub mod idp;
 pub mod manifests;
 pub mod relay;

@@ -11,6 +11,8 @@ use http_body_util::{BodyExt, Full};
 use super::ProxyBody;
 use crate::error_codes::ErrorCode;
 
+mod grpc;
+
 pub const GENERATED_HEADER: &str = "x-kube-iap-generated-response";
 pub const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
@@ -158,6 +160,34 @@ impl Answer {
     }
 }
 
+/// How a generated answer is written for the client that asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// A page, for browsers.
+    Html,
+    /// A JSON error, for programs.
+    Json,
+    /// A gRPC status (`grpc-status`, `grpc-message`) in a headers-only response, for gRPC
+    /// clients: they read no HTTP status or body.
+    Grpc,
+}
+
+impl Format {
+    /// The format the request's headers ask for.
+    pub fn of(headers: &HeaderMap) -> Self {
+        let grpc = headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            Format::Grpc
+        } else if wants_html(headers) {
+            Format::Html
+        } else {
+            Format::Json
+        }
+    }
+}
+
 /// Whether the client prefers a page over JSON.
 pub fn wants_html(headers: &HeaderMap) -> bool {
     headers
@@ -167,15 +197,24 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
         .any(|accept| accept.contains("text/html"))
 }
 
-pub fn respond(answer: &Answer, html: bool, request_id: &HeaderValue) -> Response<ProxyBody> {
+pub fn respond(answer: &Answer, format: Format, request_id: &HeaderValue) -> Response<ProxyBody> {
     let status = answer.status();
     let id = request_id.to_str().unwrap_or("-");
-    let (content_type, body) = if html {
-        ("text/html; charset=utf-8", html_page(answer, status, id))
-    } else {
-        ("application/json", json_body(answer, status, id))
+    let mut response = match format {
+        Format::Html => generated(
+            status,
+            "text/html; charset=utf-8",
+            html_page(answer, status, id),
+            request_id,
+        ),
+        Format::Json => generated(
+            status,
+            "application/json",
+            json_body(answer, status, id),
+            request_id,
+        ),
+        Format::Grpc => grpc::status_response(answer, request_id),
     };
-    let mut response = generated(status, content_type, body, request_id);
     let challenge = match answer {
         Answer::Unauthenticated => Some("Bearer realm=\"kube-iap\""),
         Answer::InvalidToken => Some("Bearer realm=\"kube-iap\", error=\"invalid_token\""),
