@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== node packages (the test identity provider and the browser driver)"
-if [ ! -d node_modules/oidc-provider ] || [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules ]; then
+if [ ! -d node_modules/oidc-provider ] || [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/@grpc/grpc-js ] || [ package-lock.json -nt node_modules ]; then
   npm ci --no-audit --no-fund
 fi
 echo "== chart tools (helm, kubernetes-validate)"
@@ -17,7 +17,7 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== shell scripts parse"
 for script in .ci/run scripts/*.sh examples/*.sh bench/*.sh e2e/*.sh; do bash -n "$script"; done
-for script in idp/*.mjs e2e/browser/*.mjs; do node --check "$script"; done
+for script in idp/*.mjs e2e/browser/*.mjs tests/grpc/*.mjs; do node --check "$script"; done
 # --locked: the tests build exactly the Cargo.lock the Dockerfile's `cargo build --locked` builds.
 echo "== cargo test"
 cargo test --locked

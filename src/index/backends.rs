@@ -58,7 +58,12 @@ pub enum BackendError {
 pub struct ResolvedBackend {
     pub name: String,
     pub upstreams: Vec<Upstream>,
+    /// The port's `appProtocol` is `kubernetes.io/h2c`: it speaks cleartext HTTP/2.
+    pub h2c: bool,
 }
+
+/// The `appProtocol` of a Service port that speaks HTTP/2 in the clear (Kubernetes' own name).
+pub const H2C_APP_PROTOCOL: &str = "kubernetes.io/h2c";
 
 pub fn resolve(
     key: &ObjectKey,
@@ -73,6 +78,7 @@ pub fn resolve(
         .unwrap_or_default();
     let port = select_port(key, ports, selector)?;
     let name = format!("{key}:{}", port.port);
+    let h2c = port.app_protocol.as_deref() == Some(H2C_APP_PROTOCOL);
 
     if spec.and_then(|spec| spec.type_.as_deref()) == Some("ExternalName") {
         let upstreams = spec
@@ -80,7 +86,11 @@ pub fn resolve(
             .iter()
             .filter_map(|host| upstream(host, port.port))
             .collect();
-        return Ok(ResolvedBackend { name, upstreams });
+        return Ok(ResolvedBackend {
+            name,
+            upstreams,
+            h2c,
+        });
     }
 
     let mut upstreams = Vec::new();
@@ -115,7 +125,11 @@ pub fn resolve(
             }
         }
     }
-    Ok(ResolvedBackend { name, upstreams })
+    Ok(ResolvedBackend {
+        name,
+        upstreams,
+        h2c,
+    })
 }
 
 fn select_port<'p>(

@@ -415,10 +415,26 @@ async fn http_route_redirects_answer_before_sign_in() {
   - matches: [{path: {value: /scheme}}]
     filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]
   - matches: [{path: {value: /elsewhere}}]
-    filters: [{type: RequestRedirect, requestRedirect: {hostname: other.test, port: 8080, path: {type: ReplacePrefixMatch, replacePrefixMatch: /moved}}}]"#,
+    filters: [{type: RequestRedirect, requestRedirect: {hostname: other.test, port: 8080, path: {type: ReplacePrefixMatch, replacePrefixMatch: /moved}}}]
+  - matches: [{path: {value: /see-other}}]
+    filters: [{type: RequestRedirect, requestRedirect: {statusCode: 303}}]
+  - matches: [{path: {value: /temporary}}]
+    filters: [{type: RequestRedirect, requestRedirect: {statusCode: 307}}]
+  - matches: [{path: {value: /permanent}}]
+    filters: [{type: RequestRedirect, requestRedirect: {statusCode: 308, path: {type: ReplaceFullPath, replaceFullPath: /new}}}]"#,
     )])
     .await;
     let http = world.server.http_addr.unwrap();
+    // HTTPRoute303RedirectStatusCode, ...307..., ...308...: the method-keeping codes too.
+    for (path, status, location) in [
+        ("/see-other", 303, "http://app.test/see-other"),
+        ("/temporary/x", 307, "http://app.test/temporary/x"),
+        ("/permanent/x", 308, "http://app.test/new"),
+    ] {
+        let reply = support::get(http, "app.test", path, &[]).await;
+        assert_eq!(reply.status, status, "{path}");
+        assert_eq!(reply.header("location"), Some(location), "{path}");
+    }
     let reply = support::get(http, "app.test", "/scheme/a?b=c", &[]).await;
     assert_eq!(reply.status, 301);
     assert_eq!(

@@ -122,6 +122,13 @@ spec:
         accepted["observedGeneration"],
         class["metadata"]["generation"]
     );
+    let features = class["status"]["supportedFeatures"].as_array().unwrap();
+    assert!(
+        features
+            .iter()
+            .any(|feature| feature["name"] == "GRPCRoute"),
+        "the API server keeps the supported features: {class}"
+    );
 
     let gateway = status(&testbed, &namespace, "Gateway", "web").await;
     assert_eq!(gateway["addresses"][0]["value"], "203.0.113.7", "{gateway}");

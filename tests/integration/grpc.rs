@@ -347,3 +347,51 @@ spec:
     .await;
     assert_eq!(clear[0]["code"], 12, "{}", clear[0]);
 }
+
+#[tokio::test]
+async fn http_route_backend_protocol_h2c_reaches_a_service_whose_port_says_h2c() {
+    let route = r#"apiVersion: v1
+kind: Service
+metadata: {name: h2c-only, namespace: default}
+spec:
+  ports: [{name: grpc, port: 80, appProtocol: kubernetes.io/h2c}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: plain, namespace: default}
+spec:
+  parentRefs: [{name: web}]
+  hostnames: [h2c.test]
+  rules: [{backendRefs: [{name: h2c-only, port: 80}]}]
+---
+apiVersion: kube-iap.io/v1alpha1
+kind: IapPolicy
+metadata: {name: plain, namespace: default}
+spec:
+  oauthClientRef: {name: idp}
+  access: [{members: [allUsers]}]
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: plain}]
+"#;
+    let world = World::start(&[route]).await;
+    // The Service's endpoints: alpha, which speaks only HTTP/2.
+    let slice = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: h2c-only-1, namespace: default, labels: {{kubernetes.io/service-name: h2c-only}}}}\naddressType: IPv4\nports: [{{name: grpc, port: {}}}]\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\n",
+        world._alpha.port
+    );
+    write(world._dir.path(), "slice.yaml", &slice);
+    let http = world.server.http_addr.unwrap();
+    support::eventually(
+        "the h2c Service is served through the HTTPRoute",
+        || async {
+            let results = grpc::call(
+                http,
+                "h2c.test",
+                None,
+                json!([{"path": "/kube_iap.test.Echo/Say", "message": "via HTTPRoute"}]),
+            )
+            .await;
+            results[0]["code"] == 0 && results[0]["reply"]["server"] == "alpha"
+        },
+    )
+    .await;
+}

@@ -176,3 +176,36 @@ fn grpc_rules_kube_iap_cannot_serve_answer_500_and_say_partially_invalid() {
             .contains(&"PartiallyInvalid=True:UnsupportedValue".to_string())
     );
 }
+
+#[test]
+fn an_http_route_reaches_an_h2c_service_over_h2c_but_never_mixes_protocols_in_one_rule() {
+    let h2c = "apiVersion: v1\nkind: Service\nmetadata: {name: h2c, namespace: apps}\nspec: {type: ExternalName, externalName: h2c.internal, ports: [{port: 8080, appProtocol: kubernetes.io/h2c}]}";
+    let world = [
+        policy("p", GATEWAY_POLICY),
+        h2c.to_string(),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: app, namespace: apps}\nspec:\n  parentRefs: [{name: web}]\n  hostnames: [app.example.com]\n  rules:\n  - {matches: [{path: {value: /h2c}}], backendRefs: [{name: h2c, port: 8080}]}\n  - {matches: [{path: {value: /mixed}}], backendRefs: [{name: h2c, port: 8080}, {name: one, port: 8080}]}\n  - {backendRefs: [{name: one, port: 8080}]}".to_string(),
+    ]
+    .join("\n---\n");
+    let snapshot = snapshot(&world);
+    let none = HeaderMap::new();
+    let h2c_of = |path| match &snapshot
+        .table
+        .route_for("app.example.com", &call(path, &none))
+        .unwrap()
+        .action
+    {
+        RouteAction::Forward(backend) => Some(backend.h2c),
+        _ => None,
+    };
+    assert_eq!(h2c_of("/h2c"), Some(true));
+    assert_eq!(h2c_of("/"), Some(false));
+    assert_eq!(
+        h2c_of("/mixed"),
+        None,
+        "a rule mixing protocols answers 500"
+    );
+    assert!(
+        super::tests::kind_parent_conditions(&snapshot, Kind::HttpRoute, "app")
+            .contains(&"PartiallyInvalid=True:UnsupportedValue".to_string())
+    );
+}

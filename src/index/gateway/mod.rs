@@ -57,6 +57,30 @@ impl Default for GatewaySettings {
     }
 }
 
+/// The Gateway API features (the conformance suite's names) kube-iap's classes support, in
+/// the alphabetical order `status.supportedFeatures` must have (a test keeps it). Each is proven
+/// through the proxy by the tests in `tests/integration/gateway.rs` and `grpc.rs`.
+pub const SUPPORTED_FEATURES: [&str; 18] = [
+    "GRPCRoute",
+    "Gateway",
+    "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteParentRefPort",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteSchemeRedirect",
+    "ReferenceGrant",
+];
+
 /// What the Gateway API objects add to a build.
 #[derive(Default)]
 pub struct Attachments {
@@ -124,12 +148,19 @@ pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)])
         }
         ours.insert(key.name.as_str());
         let accepted = [Cond::yes("Accepted", "Accepted", "Served by kube-iap.")];
+        let features: Vec<Value> = SUPPORTED_FEATURES
+            .iter()
+            .map(|name| json!({ "name": name }))
+            .collect();
         attachments.statuses.push(statuses::status(
             Kind::GatewayClass,
             key,
             class.metadata.generation,
             &accepted,
-            json!({"conditions": conditions::to_json(&accepted, class.metadata.generation)}),
+            json!({
+                "conditions": conditions::to_json(&accepted, class.metadata.generation),
+                "supportedFeatures": features,
+            }),
         ));
     }
     let mut gateways: Vec<ServedGateway> = index

@@ -11,9 +11,11 @@ use crate::api::gateway::{
     GATEWAY_GROUP, GRPCRoute, HTTPRoute, HttpBackendRef, HttpRouteFilter, HttpRouteMatch,
     ParentReference,
 };
-use crate::index::backends::{self, PortSelector, SlicesByService};
+use crate::index::backends::{
+    self, H2C_APP_PROTOCOL, PortSelector, ResolvedBackend, SlicesByService,
+};
 use crate::index::{Index, Kind, ObjectKey};
-use crate::model::{Backend, MatchConditions, Redirect, RouteFilters, Upstream, path};
+use crate::model::{Backend, MatchConditions, Redirect, RouteFilters, path};
 
 /// The kinds of route kube-iap serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -550,14 +552,17 @@ fn rule_backend(
     let mut unresolved: Unresolved = None;
     let mut parts = Vec::new();
     let mut names = Vec::new();
+    // Whether each resolved Service port speaks h2c (a GRPCRoute's always do).
+    let mut protocols = Vec::new();
     for reference in refs {
         let weight = u32::try_from(reference.weight.unwrap_or(1)).unwrap_or_default();
         match resolve_ref(index, slices, key, kind, reference) {
-            Ok((name, upstreams)) => {
+            Ok(resolved) => {
                 if weight > 0 {
-                    names.push(name);
+                    names.push(resolved.name);
+                    protocols.push(kind == RouteKind::Grpc || resolved.h2c);
                 }
-                parts.push((Some(upstreams), weight));
+                parts.push((Some(resolved.upstreams), weight));
             }
             Err(problem) => {
                 parts.push((None, weight));
@@ -583,9 +588,19 @@ fn rule_backend(
         )),
         _ => Ok(Backend::weighted(names.join(" + "), parts)),
     };
-    let backend = backend.map(|backend| match kind {
-        RouteKind::Http => Arc::new(backend),
-        RouteKind::Grpc => Arc::new(backend.speaking_h2c()),
+    let h2c = protocols
+        .first()
+        .copied()
+        .unwrap_or(kind == RouteKind::Grpc);
+    if protocols.iter().any(|each| *each != h2c) {
+        let why = format!(
+            "its backendRefs mix Services that speak h2c (appProtocol {H2C_APP_PROTOCOL}) and HTTP/1.1"
+        );
+        return (Err(NoBackend::Unsupported(why)), unresolved);
+    }
+    let backend = backend.map(|backend| match h2c {
+        false => Arc::new(backend),
+        true => Arc::new(backend.speaking_h2c()),
     });
     (backend, unresolved)
 }
@@ -596,7 +611,7 @@ fn resolve_ref(
     key: &ObjectKey,
     kind: RouteKind,
     reference: &HttpBackendRef,
-) -> Result<(String, Vec<Upstream>), (&'static str, String)> {
+) -> Result<ResolvedBackend, (&'static str, String)> {
     let group = reference.group.as_deref().unwrap_or("");
     let ref_kind = reference.kind.as_deref().unwrap_or("Service");
     if !group.is_empty() || ref_kind != "Service" {
@@ -633,6 +648,5 @@ fn resolve_ref(
         &PortSelector::Number(port),
         slices,
     )
-    .map(|resolved| (resolved.name, resolved.upstreams))
     .map_err(|error| ("BackendNotFound", format!("{error}.")))
 }

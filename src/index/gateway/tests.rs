@@ -165,6 +165,24 @@ fn only_classes_of_kube_iaps_controller_are_accepted_and_reported() {
 }
 
 #[test]
+fn accepted_classes_list_their_supported_features_in_order() {
+    let snapshot = snapshot("");
+    let class = api_status(&snapshot, Kind::GatewayClass, "iap");
+    let names: Vec<&str> = class["supportedFeatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|feature| feature["name"].as_str().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "the spec wants them sorted by name");
+    for core in ["Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant"] {
+        assert!(names.contains(&core), "{core}");
+    }
+}
+
+#[test]
 fn a_route_no_policy_covers_is_refused_and_its_status_says_so() {
     let snapshot = snapshot(&route(
         "open",
