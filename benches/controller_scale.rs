@@ -14,8 +14,11 @@
 //!
 //! 3. The index alone again with as many HTTPRoutes on one Gateway, protected by one IapPolicy.
 //!
-//! `cargo bench --bench controller_scale [-- POLICIES CHANGES]` (defaults 10000 and 100; 0
-//! changes skips the API server).
+//! 4. The watch path again with as many HTTPRoutes, when asked for with `routes`: each change
+//!    points a route at a new hostname.
+//!
+//! `cargo bench --bench controller_scale [-- POLICIES CHANGES [policies|routes]]` (defaults
+//! 10000, 100 and policies; 0 changes skips the API server).
 
 // The same allocator as the kube-iap binary, so the index figures are the controller's.
 #[global_allocator]
@@ -83,6 +86,73 @@ fn local_policy(name: &str, host: &str, backend_port: u16) -> Value {
                  "backend": {"service": "local", "port": backend_port},
                  "access": [{"members": ["allUsers"]}]}
     })
+}
+
+/// An HTTPRoute `name` on `host` of Gateway `web`, served from the `local` Service.
+fn local_route(name: &str, host: &str, backend_port: u16) -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": "bench"},
+        "spec": {"parentRefs": [{"name": "web"}], "hostnames": [host],
+                 "rules": [{"backendRefs": [{"name": "local", "port": backend_port}]}]}})
+}
+
+/// What the watch path is measured with: IapPolicies with hosts, or HTTPRoutes on one Gateway
+/// (protected by one IapPolicy attached to it).
+#[derive(Clone, Copy, PartialEq)]
+enum Scenario {
+    Policies,
+    HttpRoutes,
+}
+
+impl Scenario {
+    fn label(self) -> &'static str {
+        match self {
+            Scenario::Policies => "IapPolicies",
+            Scenario::HttpRoutes => "HTTPRoutes",
+        }
+    }
+
+    fn world(self, count: usize) -> Vec<Value> {
+        match self {
+            Scenario::Policies => world(count),
+            Scenario::HttpRoutes => gateway_world(count),
+        }
+    }
+
+    /// The object named `name` (one of the world's, or a new one), now serving `host` from the
+    /// local backend.
+    fn serving(self, name: &str, host: &str, backend_port: u16) -> Value {
+        match self {
+            Scenario::Policies => local_policy(name, host, backend_port),
+            Scenario::HttpRoutes => local_route(name, host, backend_port),
+        }
+    }
+
+    /// The name of the world's object number `i`.
+    fn name(self, i: usize) -> String {
+        match self {
+            Scenario::Policies => format!("p{i}"),
+            Scenario::HttpRoutes => format!("r{i}"),
+        }
+    }
+
+    /// Where the host an object serves is written: `spec.hosts[0]` or `spec.hostnames[0]`.
+    fn host_of(self, object: &Value) -> Option<String> {
+        let hosts = match self {
+            Scenario::Policies => &object["spec"]["hosts"],
+            Scenario::HttpRoutes => &object["spec"]["hostnames"],
+        };
+        hosts[0].as_str().map(str::to_string)
+    }
+
+    fn api_resource(self) -> kube::api::ApiResource {
+        match self {
+            Scenario::Policies => kube::api::ApiResource::erase::<kube_iap::api::IapPolicy>(&()),
+            Scenario::HttpRoutes => {
+                kube::api::ApiResource::erase::<kube_iap::api::gateway::HTTPRoute>(&())
+            }
+        }
+    }
 }
 
 fn client() -> Vec<Value> {
@@ -302,7 +372,7 @@ type HttpClient = hyper_util::client::legacy::Client<
     http_body_util::Empty<bytes::Bytes>,
 >;
 
-async fn watch_path(policies: usize, changes: usize) {
+async fn watch_path(scenario: Scenario, policies: usize, changes: usize) {
     let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend_port = backend.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -327,15 +397,18 @@ async fn watch_path(policies: usize, changes: usize) {
     let testbed = Arc::new(testbed::Testbed::start());
     let crds: String = kube_iap::api::crds_yaml();
     testbed.apply("", &crds).await;
+    if scenario == Scenario::HttpRoutes {
+        testbed.install_gateway_api();
+    }
     testbed
         .apply(
             "",
             "apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n",
         )
         .await;
-    let mut objects = world(policies);
+    let mut objects = scenario.world(policies);
     objects.push(local_service(backend_port));
-    objects.push(local_policy("ready", "ready.bench.test", backend_port));
+    objects.push(scenario.serving("ready", "ready.bench.test", backend_port));
     let listed = objects.len();
     let creating = Instant::now();
     create_all(&testbed, objects).await;
@@ -422,17 +495,17 @@ async fn watch_path(policies: usize, changes: usize) {
     let delivered = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
     {
         use futures_util::StreamExt;
-        let api: kube::Api<kube_iap::api::IapPolicy> =
-            kube::Api::namespaced(testbed.client().await, "bench");
+        let api: kube::Api<kube::api::DynamicObject> =
+            kube::Api::namespaced_with(testbed.client().await, "bench", &scenario.api_resource());
         let delivered = Arc::clone(&delivered);
         let mut events = kube::runtime::watcher(api, Default::default()).boxed();
         tokio::spawn(async move {
             // Not `while let Some(Ok(Apply))`: the initial list's events would end the loop.
             while let Some(event) = events.next().await {
-                if let Ok(kube::runtime::watcher::Event::Apply(policy)) = event {
-                    if let Some(host) = policy.spec.hosts.first() {
+                if let Ok(kube::runtime::watcher::Event::Apply(object)) = event {
+                    if let Some(host) = scenario.host_of(&object.data) {
                         let mut delivered = delivered.lock().unwrap();
-                        delivered.entry(host.clone()).or_insert_with(Instant::now);
+                        delivered.entry(host).or_insert_with(Instant::now);
                     }
                 }
             }
@@ -444,7 +517,7 @@ async fn watch_path(policies: usize, changes: usize) {
     let mut api_times = Vec::with_capacity(changes);
     for change in 0..changes {
         let host = format!("changed{change}.bench.test");
-        let mut changed = local_policy(&format!("p{change}"), &host, backend_port);
+        let mut changed = scenario.serving(&scenario.name(change), &host, backend_port);
         changed["metadata"]["namespace"] = json!("bench");
         let yaml = serde_yaml::to_string(&changed).unwrap();
         let sent_at = Instant::now();
@@ -468,13 +541,14 @@ async fn watch_path(policies: usize, changes: usize) {
     times.sort();
     api_times.sort();
     delivery.sort();
+    let label = scenario.label();
     println!(
-        "watch path (real kube-apiserver): first table after {} (list of {listed} objects); status writer's first round ({writes} writes) done after {:.1} s",
+        "watch path, {policies} {label} (real kube-apiserver): first table after {} (list of {listed} objects); status writer's first round ({writes} writes) done after {:.1} s",
         ms(first_table),
         settled.as_secs_f64()
     );
     println!(
-        "watch path: one policy change, API server accepted to proxy serving, {changes} changes: p50 {}, p99 {}, max {} (target p99 <= 100 ms); the API server's own apply took p50 {}, p99 {}",
+        "watch path: one change, API server accepted to proxy serving, {changes} changes: p50 {}, p99 {}, max {} (target p99 <= 100 ms); the API server's own apply took p50 {}, p99 {}",
         ms(percentile(&times, 0.5)),
         ms(percentile(&times, 0.99)),
         ms(times[times.len() - 1]),
@@ -513,6 +587,11 @@ fn main() {
         .collect();
     let policies = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let changes = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
+    let scenario = match args.get(2).map(String::as_str) {
+        None | Some("policies") => Scenario::Policies,
+        Some("routes") => Scenario::HttpRoutes,
+        Some(other) => panic!("the watch path runs with `policies` or `routes`, not {other:?}"),
+    };
     index_build(policies);
     gateway_index_build(policies);
     if changes == 0 {
@@ -523,5 +602,5 @@ fn main() {
         .enable_all()
         .build()
         .unwrap()
-        .block_on(watch_path(policies, changes));
+        .block_on(watch_path(scenario, policies, changes));
 }

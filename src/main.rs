@@ -503,6 +503,7 @@ fn main() -> anyhow::Result<()> {
                     ingress_class: args.ingress_class,
                     ingress_addresses: args.ingress_address,
                     gateway_ports: (args.gateway_http_port, args.gateway_https_port),
+                    discovery_interval: kube_iap::source::RECHECK_INTERVAL,
                 })),
                 http_addr: Some(args.http_addr),
                 https_addr: (!args.no_https).then_some(args.https_addr),

@@ -36,6 +36,9 @@ pub struct ClusterConfig {
     /// The ports kube-iap's Service exposes for HTTP and HTTPS: Gateway listeners on other
     /// ports are not served.
     pub gateway_ports: (i32, i32),
+    /// How often Gateway API kinds whose CRDs are not installed are looked for again
+    /// (`source::RECHECK_INTERVAL` unless a test needs it sooner).
+    pub discovery_interval: std::time::Duration,
 }
 
 /// Starts the watches, the election and the status writer as tasks of `tasks`.
@@ -58,6 +61,7 @@ pub fn spawn(
             https_port: config.gateway_ports.1,
             addresses: config.ingress_addresses.clone(),
         },
+        discovery_interval: config.discovery_interval,
     };
     {
         let (published, metrics, mut stop) = (published.clone(), metrics.clone(), stop.clone());

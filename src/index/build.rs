@@ -164,28 +164,19 @@ pub(super) fn record_current_status(index: &Index, status: &mut ComputedStatus) 
             None => return,
         },
         Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute => {
-            let found = match status.kind {
-                Kind::GatewayClass => index
-                    .gateway_classes
-                    .get(&status.key)
-                    .map(|o| (&o.metadata, o.status.as_ref())),
-                Kind::Gateway => index
-                    .gateways
-                    .get(&status.key)
-                    .map(|o| (&o.metadata, o.status.as_ref())),
-                Kind::GrpcRoute => index
-                    .grpc_routes
-                    .get(&status.key)
-                    .map(|o| (&o.metadata, o.status.as_ref())),
-                _ => index
-                    .http_routes
-                    .get(&status.key)
-                    .map(|o| (&o.metadata, o.status.as_ref())),
+            let meta = match status.kind {
+                Kind::GatewayClass => index.gateway_classes.get(&status.key).map(|o| &o.metadata),
+                Kind::Gateway => index.gateways.get(&status.key).map(|o| &o.metadata),
+                Kind::GrpcRoute => index.grpc_routes.get(&status.key).map(|o| &o.metadata),
+                _ => index.http_routes.get(&status.key).map(|o| &o.metadata),
             };
-            let Some((meta, shown)) = found else {
+            let Some(meta) = meta else {
                 return;
             };
-            let current = shown.map(|shown| CurrentStatus::of_gateway_api(status.kind, shown));
+            let current = index
+                .gateway_statuses
+                .get(&(status.kind, status.key.clone()))
+                .cloned();
             (meta, current)
         }
         _ => return,

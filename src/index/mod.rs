@@ -62,6 +62,10 @@ pub struct Index {
     grpc_routes: BTreeMap<ObjectKey, Box<GRPCRoute>>,
     reference_grants: BTreeMap<ObjectKey, Box<ReferenceGrant>>,
     namespaces: BTreeMap<ObjectKey, Box<Namespace>>,
+    /// The statuses Gateway API objects carry now, read once as they arrive: the objects are
+    /// kept without them. A build copies every object's current status, and 10,000 route
+    /// statuses kept as JSON trees were slow to copy and most of the controller's memory.
+    gateway_statuses: foldhash::HashMap<(Kind, ObjectKey), CurrentStatus>,
     /// The ports kube-iap's own Service exposes for plain HTTP and for HTTPS: the only ports
     /// a Gateway listener can be served on.
     gateway_settings: GatewaySettings,
@@ -93,7 +97,20 @@ impl Index {
                 self.note_slice_change(&key, Some(&slice.metadata));
             }
         }
-        match resource.trimmed() {
+        let mut resource = resource.trimmed();
+        match resource.take_gateway_api_status() {
+            Some(Some(status)) => {
+                let kind = resource.kind();
+                let current = CurrentStatus::of_gateway_api(kind, &status);
+                self.gateway_statuses.insert((kind, key.clone()), current);
+            }
+            Some(None) => drop(
+                self.gateway_statuses
+                    .remove(&(resource.kind(), key.clone())),
+            ),
+            None => {}
+        }
+        match resource {
             Resource::IapPolicy(o) => drop(self.policies.insert(key, o)),
             Resource::OAuthClient(o) => drop(self.clients.insert(key, o)),
             Resource::Service(o) => drop(self.services.insert(key, o)),
@@ -112,6 +129,7 @@ impl Index {
     /// Removes one object; removing an unknown object is not an error.
     pub fn delete(&mut self, kind: Kind, key: &ObjectKey) {
         self.revisions.object_changed(kind, key);
+        self.gateway_statuses.remove(&(kind, key.clone()));
         if kind == Kind::EndpointSlice {
             self.note_slice_change(key, None);
         }
@@ -135,6 +153,7 @@ impl Index {
     /// list are applied too, so a caller may reset all kinds with one list per kind.
     pub fn reset(&mut self, kind: Kind, objects: impl IntoIterator<Item = Resource>) {
         self.revisions.relisted();
+        self.gateway_statuses.retain(|(of, _), _| *of != kind);
         match kind {
             Kind::IapPolicy => self.policies.clear(),
             Kind::OAuthClient => self.clients.clear(),

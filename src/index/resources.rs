@@ -199,6 +199,18 @@ impl Resource {
 }
 
 impl Resource {
+    /// Takes a Gateway API object's status out of it: `None` for other kinds, `Some(None)`
+    /// when it has none.
+    pub fn take_gateway_api_status(&mut self) -> Option<Option<serde_json::Value>> {
+        match self {
+            Resource::GatewayClass(o) => Some(o.status.take()),
+            Resource::Gateway(o) => Some(o.status.take()),
+            Resource::HttpRoute(o) => Some(o.status.take()),
+            Resource::GrpcRoute(o) => Some(o.status.take()),
+            _ => None,
+        }
+    }
+
     /// The object with only what the index reads. At 10,000 Services and EndpointSlices the
     /// rest (cluster IPs, selectors, topology, target references, status) is most of their
     /// size, and the index keeps every one it watches.

@@ -1,5 +1,7 @@
 //! The status the index computes for each IapPolicy and OAuthClient, and its CRD shape.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::networking::v1::IngressStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
@@ -100,10 +102,12 @@ pub struct CurrentStatus {
     pub discovered: Option<DiscoveredEndpoints>,
     /// An Ingress's `status.loadBalancer` addresses (IPs and hostnames).
     pub load_balancer: Vec<String>,
-    /// The Gateway API part, in [`ComputedStatus::api_status`]'s terms.
-    pub api_status: Option<String>,
+    /// The Gateway API part, in [`ComputedStatus::api_status`]'s terms. Shared, as text: a
+    /// build copies every object's current status, and 10,000 route statuses as JSON trees
+    /// were both slow to copy and most of the controller's memory.
+    pub api_status: Option<Arc<str>>,
     /// The same as the object carries it, condition times included.
-    pub api_status_with_times: Option<serde_json::Value>,
+    pub api_status_with_times: Option<Arc<str>>,
 }
 
 impl CurrentStatus {
@@ -135,11 +139,11 @@ impl CurrentStatus {
             .then(|| serde_json::json!({ "ancestors": status.ancestors }));
         let stripped = ancestors.clone().map(|mut value| {
             without_times(&mut value);
-            value.to_string()
+            Arc::from(value.to_string())
         });
         CurrentStatus {
             api_status: stripped,
-            api_status_with_times: ancestors,
+            api_status_with_times: ancestors.map(|value| Arc::from(value.to_string())),
             ..Self::from_parts(
                 &status.conditions,
                 status.error_code,
@@ -164,11 +168,11 @@ impl CurrentStatus {
                 .collect();
             value = serde_json::json!({ "parents": ours });
         }
-        let with_times = value.clone();
+        let with_times = value.to_string();
         without_times(&mut value);
         CurrentStatus {
-            api_status: Some(value.to_string()),
-            api_status_with_times: Some(with_times),
+            api_status: Some(Arc::from(value.to_string())),
+            api_status_with_times: Some(Arc::from(with_times)),
             ..Self::from_parts(&[], None, None, None)
         }
     }
@@ -362,11 +366,12 @@ impl ComputedStatus {
     pub fn api_status_body(&self, now: &Time) -> Option<serde_json::Value> {
         let mut body: serde_json::Value = serde_json::from_str(self.api_status.as_deref()?).ok()?;
         let mut times = std::collections::HashMap::new();
-        if let Some(current) = self
+        let current = self
             .current
             .as_ref()
-            .and_then(|current| current.api_status_with_times.as_ref())
-        {
+            .and_then(|current| current.api_status_with_times.as_deref())
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok());
+        if let Some(current) = &current {
             collect_times(current, String::new(), &mut times);
         }
         let now = serde_json::to_value(now).expect("a time serializes");

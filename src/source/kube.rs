@@ -22,6 +22,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::discovery;
 use crate::api::gateway::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::{IapPolicy, OAuthClient};
 use crate::index::{Index, Kind, ObjectKey, Resource};
@@ -39,6 +40,8 @@ pub struct ClusterSource {
     pub ingress_class: String,
     /// Where Gateway listeners are served.
     pub gateway: crate::index::GatewaySettings,
+    /// How often Gateway API kinds not served yet are looked for again.
+    pub discovery_interval: std::time::Duration,
 }
 
 /// An object the API server holds that kube-iap cannot read.
@@ -313,59 +316,32 @@ fn watch_kind(
         })
 }
 
-/// Whether the cluster serves the Gateway API kinds kube-iap reads. Without their CRDs those
-/// kinds are not watched (a watch would fail forever and hold the first table back); installing
-/// the CRDs later takes a restart.
-async fn gateway_api_served(client: &kube::Client) -> bool {
-    let mut versions: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for kind in Kind::GATEWAY_API {
-        let resource = api_resource(kind);
-        versions
-            .entry(resource.api_version)
-            .or_default()
-            .push(resource.plural);
-    }
-    for (version, plurals) in versions {
-        let mut wait = std::time::Duration::from_secs(1);
-        let served = loop {
-            match client.list_api_group_resources(&version).await {
-                Ok(list) => {
-                    break plurals
-                        .iter()
-                        .all(|plural| list.resources.iter().any(|r| &r.name == plural));
-                }
-                Err(kube::Error::Api(status)) if status.code == 404 => break false,
-                Err(error) => {
-                    // Not knowing would mean guessing: an unreachable API server is waited
-                    // for, as the watches would wait.
-                    tracing::warn!(%error, retry_in_secs = wait.as_secs(), "cannot ask the API server whether it serves the Gateway API");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(std::time::Duration::from_secs(30));
-                }
-            }
-        };
-        if !served {
-            tracing::info!(
-                "the Gateway API CRDs are not installed ({version} {}): Gateways and HTTPRoutes are not served",
-                plurals.join(", ")
-            );
-            return false;
-        }
-    }
-    true
-}
-
 impl ClusterSource {
     /// Watches until the task is dropped, publishing a table after every burst of changes.
     pub async fn run(self, published: Arc<Published>, metrics: Arc<Metrics>) {
         let watch = |kind| watch_kind(self.client.clone(), self.namespace.as_deref(), kind).boxed();
         let mut state = ClusterState::new(self.session_keys_secret.clone(), &self.ingress_class);
         state.index.set_gateway_settings(self.gateway.clone());
-        let gateway_api = gateway_api_served(&self.client).await;
-        if !gateway_api {
-            for kind in Kind::FOR_GATEWAY_API {
+        let served = discovery::served_gateway_kinds(&self.client).await;
+        let mut watched = discovery::kinds_to_watch(&served);
+        for kind in Kind::FOR_GATEWAY_API {
+            if !watched.contains(&kind) {
+                tracing::info!(
+                    kind = kind.as_str(),
+                    "the cluster does not serve this Gateway API kind (its CRD is not installed): \
+                     it is read once its CRD is installed"
+                );
                 state.assume_empty(kind);
             }
+        }
+        let (found_tx, mut found_rx) = mpsc::channel(4);
+        if served.len() < Kind::GATEWAY_API.len() {
+            tokio::spawn(discovery::watch_for_new_kinds(
+                self.client.clone(),
+                served,
+                self.discovery_interval,
+                found_tx,
+            ));
         }
         // Secrets are watched once the objects naming them are known, so their first list
         // keeps only the named ones instead of fetching each of those one by one.
@@ -373,7 +349,7 @@ impl ClusterSource {
             Kind::ALL
                 .into_iter()
                 .filter(|kind| *kind != Kind::Secret)
-                .filter(|kind| gateway_api || !Kind::FOR_GATEWAY_API.contains(kind))
+                .filter(|kind| !Kind::FOR_GATEWAY_API.contains(kind) || watched.contains(kind))
                 .map(watch),
         );
         let mut secrets_watched = false;
@@ -387,6 +363,18 @@ impl ClusterSource {
             let first = tokio::select! {
                 Some(change) = changes.next() => change,
                 Some(change) = fetched_rx.recv() => change,
+                Some(found) = found_rx.recv() => {
+                    // CRDs installed since the start: their kinds are watched from now on, and
+                    // their first list replaces the empty set they were counted as.
+                    for kind in discovery::kinds_to_watch(&found) {
+                        if !watched.contains(&kind) {
+                            tracing::info!(kind = kind.as_str(), "the cluster now serves this Gateway API kind: watching it");
+                            watched.push(kind);
+                            changes.push(watch(kind));
+                        }
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep_until(refresh_at.unwrap_or_else(tokio::time::Instant::now)),
                     if refresh_at.is_some() =>
                 {

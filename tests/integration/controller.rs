@@ -41,6 +41,8 @@ pub(crate) async fn start_controller(
             ingress_class: "kube-iap".into(),
             ingress_addresses: vec!["203.0.113.7".into()],
             gateway_ports: (80, 443),
+            // Soon, so a test can install the Gateway API CRDs after the start and wait.
+            discovery_interval: std::time::Duration::from_secs(1),
         })),
         http_addr: Some(loopback()),
         https_addr: None,

@@ -1,7 +1,8 @@
 //! The Gateway API in a cluster: a real kube-apiserver with the Gateway API CRDs as the chart
-//! installs them, and `kube-iap controller` running with the chart's RBAC. The GatewayClass,
-//! Gateway, HTTPRoutes, GRPCRoutes and the attached IapPolicy get the spec's statuses (another controller's
-//! entries in a route's shared `status.parents` stay), and requests reach the backend.
+//! installs them (after the controller started), and `kube-iap controller` running with the
+//! chart's RBAC. The GatewayClass, Gateway, HTTPRoutes, GRPCRoutes and the attached IapPolicy
+//! get the spec's statuses (another controller's entries in a route's shared `status.parents`
+//! stay), and requests reach the backend.
 
 use crate::controller::{client_and_service, service_account_client, start_controller};
 use crate::support::testbed::Testbed;
@@ -34,7 +35,6 @@ fn condition<'a>(conditions: &'a Value, type_: &str) -> &'a Value {
 async fn gateways_and_http_routes_get_the_specs_statuses_and_serve_traffic_on_a_real_api_server() {
     let testbed = Testbed::start();
     let scratch = tempfile::tempdir().expect("scratch");
-    testbed.install_gateway_api();
     testbed.install_crds();
     let client = service_account_client(&testbed, scratch.path()).await;
     let namespace = testbed.namespace("gateway").await;
@@ -42,6 +42,17 @@ async fn gateways_and_http_routes_get_the_specs_statuses_and_serve_traffic_on_a_
     testbed
         .apply(&namespace, &client_and_service(backend))
         .await;
+    // The controller starts before the Gateway API CRDs exist, as it may when one `helm
+    // install` creates both: it serves without them, and finds them once they are installed.
+    let running = start_controller(client, &namespace, "kube-iap", "replica-a").await;
+    within(30, "the first table, without the Gateway API", || async {
+        get(running.admin_addr, "admin", "/readyz", &[])
+            .await
+            .status
+            == 200
+    })
+    .await;
+    testbed.install_gateway_api();
     testbed
         .apply(
             "",
@@ -100,7 +111,6 @@ spec:
         r#"{"status":{"parents":[{"parentRef":{"name":"elsewhere"},"controllerName":"example.com/other","conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"theirs","lastTransitionTime":"2026-01-01T00:00:00Z"}]}]}}"#,
     ]);
 
-    let running = start_controller(client, &namespace, "kube-iap", "replica-a").await;
     within(30, "the Gateway API statuses", || async {
         let route = status(&testbed, &namespace, "HTTPRoute", "app").await;
         let gateway = status(&testbed, &namespace, "Gateway", "web").await;

@@ -83,6 +83,53 @@ pub fn evaluate(
     }
 }
 
+/// kube-iap serves every Gateway of its classes on the same two sockets, so two Gateways'
+/// listeners on one port with one hostname would take the same requests. The oldest Gateway
+/// keeps such a listener; a newer one's is `Conflicted` (`HostnameConflict`) and not served, as
+/// a listener clashing within its own Gateway is. `gateways` must be oldest first.
+pub fn report_conflicts_between(gateways: &mut [ServedGateway]) {
+    let mut claimed: foldhash::HashMap<(i32, Option<String>), ObjectKey> = Default::default();
+    for gateway in gateways.iter_mut() {
+        let mut claims = Vec::new();
+        for listener in &mut gateway.listeners {
+            if !listener.accepted {
+                continue;
+            }
+            let claim = (listener.port, listener.hostname.clone());
+            let Some(holder) = claimed.get(&claim) else {
+                claims.push(claim);
+                continue;
+            };
+            let message = format!(
+                "Gateway {holder} already has a listener on port {} for {}; kube-iap serves \
+                 every Gateway on the same addresses, so the older Gateway's listener is served.",
+                listener.port,
+                listener.hostname.as_deref().unwrap_or("every hostname"),
+            );
+            listener.accepted = false;
+            listener.ready = false;
+            for condition in &mut listener.conditions {
+                match condition.type_ {
+                    "Conflicted" => {
+                        *condition = Cond::yes("Conflicted", "HostnameConflict", &message)
+                    }
+                    "Programmed" => {
+                        *condition = Cond::no(
+                            "Programmed",
+                            "Invalid",
+                            "Not served; the other conditions say why.",
+                        )
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for claim in claims {
+            claimed.insert(claim, gateway.key.clone());
+        }
+    }
+}
+
 fn evaluate_listener(
     index: &Index,
     gateway: &ObjectKey,

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use foldhash::HashMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
 use self::conditions::Cond;
@@ -163,12 +164,20 @@ pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)])
             }),
         ));
     }
-    let mut gateways: Vec<ServedGateway> = index
+    // Oldest first, then by name: the older Gateway keeps a listener two of them claim.
+    let mut ours_oldest_first: Vec<_> = index
         .gateways
         .iter()
         .filter(|(_, gateway)| ours.contains(gateway.spec.gateway_class_name.as_str()))
+        .collect();
+    ours_oldest_first.sort_by(|(a_key, a), (b_key, b)| {
+        oldest_first(&a.metadata, &b.metadata).then_with(|| a_key.cmp(b_key))
+    });
+    let mut gateways: Vec<ServedGateway> = ours_oldest_first
+        .into_iter()
         .map(|(key, gateway)| listeners::evaluate(index, key, gateway, settings))
         .collect();
+    listeners::report_conflicts_between(&mut gateways);
 
     let targets = attachment::policy_targets(policies_oldest_first);
     let mut routes = RouteAttachment {
@@ -231,13 +240,7 @@ impl RouteAttachment<'_> {
     fn attach_all<R: GatewayRoute>(&mut self, routes: &BTreeMap<ObjectKey, Box<R>>) {
         let mut routes: Vec<_> = routes.iter().collect();
         routes.sort_by(|(a_key, a), (b_key, b)| {
-            let age = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-                let created = meta.creation_timestamp.as_ref().map(|time| time.0);
-                (created.is_none(), created)
-            };
-            age(a.meta())
-                .cmp(&age(b.meta()))
-                .then_with(|| a_key.cmp(b_key))
+            oldest_first(a.meta(), b.meta()).then_with(|| a_key.cmp(b_key))
         });
         for (key, route) in routes {
             let rules = reuse::rules_of(
@@ -276,4 +279,13 @@ impl RouteAttachment<'_> {
             ));
         }
     }
+}
+
+/// Creation time order, objects without one last.
+fn oldest_first(a: &ObjectMeta, b: &ObjectMeta) -> std::cmp::Ordering {
+    let age = |meta: &ObjectMeta| {
+        let created = meta.creation_timestamp.as_ref().map(|time| time.0);
+        (created.is_none(), created)
+    };
+    age(a).cmp(&age(b))
 }

@@ -757,3 +757,45 @@ fn a_gateway_asking_for_addresses_of_its_own_is_not_served() {
         "UnsupportedAddress"
     );
 }
+
+#[test]
+fn a_newer_gateway_listener_on_the_same_port_and_hostname_is_conflicted_not_served() {
+    let world = [
+        policy("p", "[{group: gateway.networking.k8s.io, kind: Gateway, name: web}, {group: gateway.networking.k8s.io, kind: Gateway, name: late}]"),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: late, namespace: apps, creationTimestamp: \"2030-01-01T00:00:00Z\"}\nspec:\n  gatewayClassName: iap\n  listeners:\n  - {name: same, protocol: HTTP, port: 80, hostname: shared.test}\n  - {name: own, protocol: HTTP, port: 80, hostname: own.test}".to_string(),
+        route(
+            "hijack",
+            "  parentRefs: [{name: late}]\n  hostnames: [shared.test, own.test]\n  rules: [{backendRefs: [{name: two, port: 8080}]}]",
+        ),
+        route(
+            "original",
+            "  parentRefs: [{name: web, sectionName: shared}]\n  hostnames: [shared.test]\n  rules: [{backendRefs: [{name: one, port: 8080}]}]",
+        ),
+    ]
+    .join("\n---\n");
+    let snapshot = snapshot(&world);
+    let late = api_status(&snapshot, Kind::Gateway, "late");
+    let same = &late["listeners"][0]["conditions"];
+    let conflicted = same
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Conflicted")
+        .unwrap();
+    assert_eq!(conflicted["status"], "True");
+    assert_eq!(conflicted["reason"], "HostnameConflict");
+    assert!(
+        conflicted["message"].as_str().unwrap().contains("apps/web"),
+        "{conflicted}"
+    );
+    assert_eq!(
+        outcome(&snapshot, "shared.test", get("/admin")),
+        "forward one.internal:8080 by apps/p",
+        "the older Gateway keeps the hostname"
+    );
+    assert_eq!(
+        outcome(&snapshot, "own.test", get("/")),
+        "forward two.internal:8080 by apps/p",
+        "the newer Gateway's other listener is served"
+    );
+}
