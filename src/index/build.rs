@@ -78,6 +78,7 @@ pub fn build(index: &Index) -> Snapshot {
     for policy in gateway
         .entries
         .iter()
+        .flat_map(|route| route.iter())
         .filter_map(|entry| entry.policy.as_ref())
     {
         *gateway_routes.entry(policy).or_default() += 1;
@@ -99,7 +100,7 @@ pub fn build(index: &Index) -> Snapshot {
         }
         statuses.push(status);
     }
-    for entry in &gateway.entries {
+    for entry in gateway.entries.iter().flat_map(|route| route.iter()) {
         let compiled = entry
             .policy
             .as_ref()

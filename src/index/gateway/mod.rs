@@ -3,6 +3,7 @@
 //! most specifically, or refused when none is), plus the spec's statuses for each object and
 //! the `ancestors` of each attached policy.
 
+mod attach_routes;
 mod attachment;
 mod conditions;
 mod filters;
@@ -20,17 +21,15 @@ mod tests;
 
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
-
 use foldhash::HashMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
+use self::attach_routes::RouteAttachment;
 use self::conditions::Cond;
 use self::listeners::ServedGateway;
 pub use self::reuse::TranslatedRules;
-use self::routes::GatewayRoute;
-pub use self::routes::{RouteEntry, RouteKind};
+pub use self::routes::RouteEntry;
 use super::status::ComputedStatus;
 use super::{Index, Kind, ObjectKey};
 use crate::api::IapPolicy;
@@ -85,8 +84,8 @@ pub const SUPPORTED_FEATURES: [&str; 18] = [
 /// What the Gateway API objects add to a build.
 #[derive(Default)]
 pub struct Attachments {
-    /// Table entries, each with the policy that protects it.
-    pub entries: Vec<RouteEntry>,
+    /// Table entries, each with the policy that protects it, route by route.
+    pub entries: Vec<Arc<[RouteEntry]>>,
     pub statuses: Vec<ComputedStatus>,
     /// Each attached policy's `{"ancestors": [...]}`, without times.
     pub ancestors: HashMap<ObjectKey, Value>,
@@ -180,27 +179,16 @@ pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)])
     listeners::report_conflicts_between(&mut gateways);
 
     let targets = attachment::policy_targets(policies_oldest_first);
-    let mut routes = RouteAttachment {
-        index,
-        targets: &targets,
-        gateways: &mut gateways,
-        entries: Vec::new(),
-        rank_base: 0,
-        attached: Default::default(),
-        last_rules: index.gateway_rules.take(),
-        rules_now: reuse::RuleMap::default(),
-        statuses: &mut attachments.statuses,
+    let attached = {
+        let mut routes = RouteAttachment::new(index, &targets, &mut gateways);
+        // HTTPRoutes rank before GRPCRoutes: the spec orders routes within a kind only.
+        routes.attach_all(&index.http_routes);
+        routes.attach_all(&index.grpc_routes);
+        routes.finish()
     };
-    // HTTPRoutes rank before GRPCRoutes: the spec orders routes within a kind only.
-    routes.attach_all(&index.http_routes);
-    routes.attach_all(&index.grpc_routes);
-    let RouteAttachment {
-        entries,
-        attached: attached_routes,
-        rules_now,
-        ..
-    } = routes;
-    index.gateway_rules.put(rules_now);
+    attachments.statuses.extend(attached.statuses);
+    let entries = attached.entries;
+    let attached_routes = attached.routes;
     attachments.entries = entries;
 
     for gateway in &gateways {
@@ -219,70 +207,8 @@ pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)])
     attachments
 }
 
-/// Attaching routes of every kind, in order, to the served Gateways.
-struct RouteAttachment<'a> {
-    index: &'a Index,
-    targets: &'a attachment::Targets<'a>,
-    gateways: &'a mut [ServedGateway],
-    entries: Vec<RouteEntry>,
-    /// The rank of the next route's first entry.
-    rank_base: u64,
-    /// Routes at least one listener accepted.
-    attached: foldhash::HashSet<(RouteKind, ObjectKey)>,
-    last_rules: reuse::RuleMap,
-    rules_now: reuse::RuleMap,
-    statuses: &'a mut Vec<ComputedStatus>,
-}
-
-impl RouteAttachment<'_> {
-    /// Attaches every route of one kind, oldest first, then by name: the spec's tie-break
-    /// between equally specific rules.
-    fn attach_all<R: GatewayRoute>(&mut self, routes: &BTreeMap<ObjectKey, Box<R>>) {
-        let mut routes: Vec<_> = routes.iter().collect();
-        routes.sort_by(|(a_key, a), (b_key, b)| {
-            oldest_first(a.meta(), b.meta()).then_with(|| a_key.cmp(b_key))
-        });
-        for (key, route) in routes {
-            let rules = reuse::rules_of(
-                self.index,
-                &mut self.last_rules,
-                &mut self.rules_now,
-                key,
-                route.as_ref(),
-            );
-            let outcomes = routes::attach(
-                self.index,
-                &route.view(key),
-                &rules,
-                self.gateways,
-                self.rank_base,
-                &mut self.entries,
-            );
-            // Room for every match of every rule: at most 16 rules of 64 matches each.
-            self.rank_base += 1 + 16 * 64;
-            if outcomes.is_empty() {
-                continue;
-            }
-            let mut parents = Vec::with_capacity(outcomes.len());
-            for outcome in outcomes {
-                if outcome.accepted.holds {
-                    self.attached.insert((R::KIND, key.clone()));
-                }
-                let entries = &mut self.entries[outcome.entries.clone()];
-                parents.push(attachment::protect(self.targets, entries, outcome));
-            }
-            self.statuses.push(statuses::route_status(
-                R::KIND.index_kind(),
-                key,
-                route.meta().generation,
-                &parents,
-            ));
-        }
-    }
-}
-
 /// Creation time order, objects without one last.
-fn oldest_first(a: &ObjectMeta, b: &ObjectMeta) -> std::cmp::Ordering {
+pub(super) fn oldest_first(a: &ObjectMeta, b: &ObjectMeta) -> std::cmp::Ordering {
     let age = |meta: &ObjectMeta| {
         let created = meta.creation_timestamp.as_ref().map(|time| time.0);
         (created.is_none(), created)

@@ -2,11 +2,13 @@
 //! reused (`index::reuse`): a route's rules are translated again only when the route, a
 //! Service it names (or that Service's EndpointSlices), a policy an `ExtensionRef` names, or
 //! any ReferenceGrant changed. A build after one change then translates one route, not 10,000.
+//! How a route attached (its entries and status) is reused too, see `attach_routes`.
 
 use std::sync::{Arc, Mutex};
 
 use foldhash::HashMap;
 
+use super::attach_routes::AttachmentMap;
 use super::routes::{GatewayRoute, RouteKind, Rule};
 use crate::index::reuse::{Read, Seen};
 use crate::index::revisions::Revisions;
@@ -62,9 +64,10 @@ impl RouteInputs {
 
 pub type RuleMap = HashMap<(RouteKind, ObjectKey), (RouteInputs, Arc<Vec<Rule>>)>;
 
-/// The translated rules of the last build. Cloning an index starts it without any.
+/// What the last build translated: rules, and how each route attached. Cloning an index
+/// starts it without any.
 #[derive(Default)]
-pub struct TranslatedRules(Mutex<RuleMap>);
+pub struct TranslatedRules(Mutex<(RuleMap, AttachmentMap)>);
 
 impl Clone for TranslatedRules {
     fn clone(&self) -> Self {
@@ -73,7 +76,7 @@ impl Clone for TranslatedRules {
 }
 
 impl TranslatedRules {
-    pub fn take(&self) -> RuleMap {
+    pub fn take(&self) -> (RuleMap, AttachmentMap) {
         std::mem::take(
             &mut *self
                 .0
@@ -82,11 +85,11 @@ impl TranslatedRules {
         )
     }
 
-    pub fn put(&self, rules: RuleMap) {
+    pub fn put(&self, rules: RuleMap, attachments: AttachmentMap) {
         *self
             .0
             .lock()
-            .expect("the rule cache lock is never poisoned") = rules;
+            .expect("the rule cache lock is never poisoned") = (rules, attachments);
     }
 }
 

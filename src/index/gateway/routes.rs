@@ -171,13 +171,16 @@ pub struct Rule {
 }
 
 /// Evaluates `route` against every Gateway it names that kube-iap serves, appending its entries.
+/// `listeners` gets the (gateway, listener) positions the route attached to, for their
+/// `attachedRoutes`.
 pub fn attach(
     index: &Index,
     route: &RouteView<'_>,
     rules: &[Rule],
-    gateways: &mut [ServedGateway],
+    gateways: &[ServedGateway],
     rank_base: u64,
     entries: &mut Vec<RouteEntry>,
+    listeners: &mut Vec<(usize, usize)>,
 ) -> Vec<ParentOutcome> {
     // What the rules say is the same under every parent.
     let resolved = match rules.iter().find_map(|rule| rule.unresolved.clone()) {
@@ -213,13 +216,21 @@ pub fn attach(
             parent.namespace.as_deref().unwrap_or(&key.namespace),
             &parent.name,
         );
-        let Some(gateway) = gateways.iter_mut().find(|g| g.key == gateway_key) else {
+        let Some(position) = gateways.iter().position(|g| g.key == gateway_key) else {
             // Not a Gateway of kube-iap's: its own controller reports on it.
             continue;
         };
         let start = entries.len();
-        let accepted =
-            attach_to_listeners(index, route, parent, gateway, rules, rank_base, entries);
+        let accepted = attach_to_listeners(
+            index,
+            route,
+            parent,
+            (position, &gateways[position]),
+            rules,
+            rank_base,
+            entries,
+            listeners,
+        );
         outcomes.push(ParentOutcome {
             parent_ref: parent.clone(),
             accepted,
@@ -238,10 +249,11 @@ fn attach_to_listeners(
     index: &Index,
     route: &RouteView<'_>,
     parent: &ParentReference,
-    gateway: &mut ServedGateway,
+    (position, gateway): (usize, &ServedGateway),
     rules: &[Rule],
     rank_base: u64,
     entries: &mut Vec<RouteEntry>,
+    listeners: &mut Vec<(usize, usize)>,
 ) -> Cond {
     let named: Vec<usize> = (0..gateway.listeners.len())
         .filter(|at| {
@@ -290,13 +302,13 @@ fn attach_to_listeners(
     }
     let mut attached = false;
     for at in allowed {
-        let listener = &mut gateway.listeners[at];
+        let listener = &gateway.listeners[at];
         let hostnames = effective_hostnames(listener.hostname.as_deref(), route.hostnames);
         if hostnames.is_empty() {
             continue;
         }
         attached = true;
-        listener.attached_routes += 1;
+        listeners.push((position, at));
         if !listener.ready {
             // Attached, but the listener is not served (its status says why).
             continue;

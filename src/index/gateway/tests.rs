@@ -679,6 +679,76 @@ fn reused_rules_follow_the_services_and_grants_they_read() {
     );
 }
 
+#[test]
+fn reused_attachments_follow_the_policies_and_gateways_they_read() {
+    let index_of = |text: String| {
+        let mut index = Index::default();
+        apply_text(&mut index, &format!("{BASE}\n---\n{text}"));
+        index
+    };
+    let mut index = index_of(
+        [
+            policy("p", "[{group: gateway.networking.k8s.io, kind: Gateway, name: web}]"),
+            route(
+                "app",
+                "  parentRefs: [{name: web}]\n  hostnames: [app.example.com]\n  rules: [{backendRefs: [{name: one, port: 8080}]}]",
+            ),
+            route(
+                "other",
+                "  parentRefs: [{name: web}]\n  hostnames: [other.example.com]\n  rules: [{backendRefs: [{name: two, port: 8080}]}]",
+            ),
+        ]
+        .join("\n---\n"),
+    );
+    let first = index.build();
+    assert_eq!(
+        outcome(&first, "app.example.com", get("/")),
+        "forward one.internal:8080 by apps/p"
+    );
+    let attached = |snapshot: &Snapshot| {
+        api_status(snapshot, Kind::Gateway, "web")["listeners"][0]["attachedRoutes"].clone()
+    };
+    assert_eq!(attached(&first), 2);
+
+    // Another route changes: the rest are reused, and still counted.
+    apply_text(
+        &mut index,
+        &route(
+            "other",
+            "  parentRefs: [{name: web}]\n  hostnames: [moved.example.com]\n  rules: [{backendRefs: [{name: two, port: 8080}]}]",
+        ),
+    );
+    let second = index.build();
+    assert_eq!(
+        outcome(&second, "app.example.com", get("/")),
+        "forward one.internal:8080 by apps/p"
+    );
+    assert_eq!(outcome(&second, "other.example.com", get("/")), "none");
+    assert_eq!(attached(&second), 2);
+
+    // The policy lets go of the Gateway: every route is attached again, and refused.
+    apply_text(&mut index, &policy("p", "[]"));
+    let third = index.build();
+    assert_eq!(outcome(&third, "app.example.com", get("/")), "refused");
+
+    // The listener narrows to another hostname: the route no longer attaches there.
+    apply_text(
+        &mut index,
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: web, namespace: apps}\nspec:\n  gatewayClassName: iap\n  listeners:\n  - {name: http, protocol: HTTP, port: 80, hostname: \"*.elsewhere.test\"}",
+    );
+    let fourth = index.build();
+    assert_eq!(outcome(&fourth, "app.example.com", get("/")), "none");
+    assert_eq!(attached(&fourth), 0);
+}
+
+fn apply_text(index: &mut Index, text: &str) {
+    let manifests = crate::source::files::parse(&[(PathBuf::from("t.yaml"), text.to_string())]);
+    assert!(manifests.errors.is_empty(), "{:?}", manifests.errors);
+    for resource in manifests.resources {
+        index.apply(resource);
+    }
+}
+
 /// A status written and then read back from the object is current: the writer leaves it alone
 /// instead of writing the same status again and again.
 #[test]
