@@ -64,13 +64,8 @@ pub fn spawn(
         discovery_interval: config.discovery_interval,
     };
     {
-        let (published, metrics, mut stop) = (published.clone(), metrics.clone(), stop.clone());
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = source.run(published, metrics) => {}
-                _ = until_stopped(&mut stop) => {}
-            }
-        });
+        let (published, metrics, stop) = (published.clone(), metrics.clone(), stop.clone());
+        tasks.spawn(run_on_index_thread(source, published, metrics, stop));
     }
     let (leading_tx, leading) = watch::channel(false);
     let election = leader::LeaderElection::new(
@@ -92,4 +87,43 @@ pub fn spawn(
         },
     };
     tasks.spawn(writer.run(leading, stop));
+}
+
+/// Runs the watch loop, and so every table build, on a thread of its own. Builds allocate and
+/// free tens of megabytes at 10,000 objects; on the shared runtime they ran on whichever worker
+/// thread was free, and each worker's allocator kept what it had freed for a while (about
+/// 50 MiB more resident after a burst of changes). On one thread, the memory a build frees is
+/// what the next build reuses, and what `allocator::release_freed_memory` hands back.
+///
+/// The thread ends with `stop`, or when this task is dropped (its runtime shutting down).
+async fn run_on_index_thread(
+    source: ClusterSource,
+    published: Arc<Published>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (alive, dropped) = tokio::sync::oneshot::channel::<()>();
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let started = std::thread::Builder::new()
+        .name("kube-iap-index".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the index thread");
+            runtime.block_on(async move {
+                tokio::select! {
+                    _ = source.run(published, metrics) => {}
+                    _ = until_stopped(&mut stop) => {}
+                    _ = dropped => {}
+                }
+            });
+            let _ = done.send(());
+        });
+    if let Err(error) = started {
+        tracing::error!(%error, "cannot start the index thread: no table will be built");
+        return;
+    }
+    let _ = finished.await;
+    drop(alive);
 }

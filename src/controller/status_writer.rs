@@ -181,7 +181,9 @@ impl StatusWriter {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &status.key.namespace, &resource);
         let current = api.get_status(&status.key.name).await?;
-        let ours = status.subresource(now);
+        let ours = status
+            .api_status_body_against(&now, Some(&current.data["status"]))
+            .unwrap_or_default();
         let mut parents: Vec<serde_json::Value> = current.data["status"]["parents"]
             .as_array()
             .into_iter()

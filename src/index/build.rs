@@ -78,7 +78,7 @@ pub fn build(index: &Index) -> Snapshot {
     for policy in gateway
         .entries
         .iter()
-        .flat_map(|route| route.iter())
+        .flat_map(|route| route.entries.iter())
         .filter_map(|entry| entry.policy.as_ref())
     {
         *gateway_routes.entry(policy).or_default() += 1;
@@ -100,13 +100,8 @@ pub fn build(index: &Index) -> Snapshot {
         }
         statuses.push(status);
     }
-    for entry in gateway.entries.iter().flat_map(|route| route.iter()) {
-        let compiled = entry
-            .policy
-            .as_ref()
-            .and_then(|policy| compiled_now.get(policy))
-            .map(|(_, compiled)| &**compiled);
-        builder.add_route(Arc::new(gateway_route(entry, compiled, &mut claims)));
+    for route in &gateway.entries {
+        emit_gateway_routes(route, &compiled_now, &mut claims, &mut builder);
     }
     for (hostname, certificate) in &gateway.certificates {
         builder.add_certificate(hostname, certificate.clone());
@@ -610,27 +605,89 @@ fn emit<'a>(
     problems
 }
 
-/// The table route of one Gateway API entry, protected by `compiled` (its policy), or refused
-/// when no policy covers it.
-fn gateway_route<'a>(
-    entry: &'a super::gateway::RouteEntry,
-    compiled: Option<&'a CompiledPolicy>,
+/// The table routes of one Gateway API route's entries. Those the last build made are used
+/// again while each entry's policy compiled to the same thing and no older policy contests a
+/// host (the common case after a change elsewhere); otherwise they are made anew.
+fn emit_gateway_routes<'a>(
+    route: &'a super::gateway::RouteEntries,
+    compiled_now: &'a CompiledMap,
     claims: &mut Claims<'a>,
-) -> Route {
-    let redirect = entry.redirect.clone().map(RouteAction::Redirect);
-    let (name, action) = match (compiled, &entry.policy) {
-        (Some(compiled), Some(policy)) => {
+    builder: &mut RoutingTableBuilder,
+) {
+    let mut policies = Vec::with_capacity(route.entries.len());
+    let mut host_problems = Vec::with_capacity(route.entries.len());
+    for entry in &route.entries {
+        let compiled = entry
+            .policy
+            .as_ref()
+            .and_then(|policy| Some((policy, &compiled_now.get(policy)?.1)));
+        // Every entry claims its host, whether its routes are made or reused.
+        let problem = compiled.and_then(|(policy, compiled)| {
             let mut ignored = Vec::new();
-            let host_problem = claim_host_client(
+            claim_host_client(
                 claims,
                 &entry.hostname,
                 policy,
                 &compiled.client_key,
                 &mut ignored,
-            );
+            )
+        });
+        policies.push(compiled.map(|(_, compiled)| compiled.clone()));
+        host_problems.push(problem);
+    }
+    let mut kept = route
+        .table_routes
+        .lock()
+        .expect("the table routes lock is never poisoned");
+    let reusable = host_problems.iter().all(Option::is_none)
+        && kept.as_ref().is_some_and(|kept| {
+            kept.policies.len() == policies.len()
+                && kept.policies.iter().zip(&policies).all(|pair| match pair {
+                    (Some(kept), Some(now)) => Arc::ptr_eq(kept, now),
+                    (None, None) => true,
+                    _ => false,
+                })
+        });
+    if !reusable {
+        let routes = route
+            .entries
+            .iter()
+            .zip(&policies)
+            .zip(&host_problems)
+            .map(|((entry, compiled), problem)| {
+                Arc::new(gateway_route(entry, compiled.as_deref(), problem.as_ref()))
+            })
+            .collect();
+        let made = super::gateway::TableRoutes { policies, routes };
+        // Routes made around a contested host are not kept: the contest may end.
+        if host_problems.iter().all(Option::is_none) {
+            *kept = Some(made);
+        } else {
+            *kept = None;
+            for table_route in made.routes {
+                builder.add_route(table_route);
+            }
+            return;
+        }
+    }
+    for table_route in &kept.as_ref().expect("kept just above").routes {
+        builder.add_route(table_route.clone());
+    }
+}
+
+/// The table route of one Gateway API entry, protected by `compiled` (its policy), or refused
+/// when no policy covers it.
+fn gateway_route(
+    entry: &super::gateway::RouteEntry,
+    compiled: Option<&CompiledPolicy>,
+    host_problem: Option<&Problem>,
+) -> Route {
+    let redirect = entry.redirect.clone().map(RouteAction::Redirect);
+    let (name, action) = match (compiled, &entry.policy) {
+        (Some(compiled), Some(policy)) => {
             let action = redirect.unwrap_or_else(|| {
                 compiled.action(
-                    host_problem.as_ref(),
+                    host_problem,
                     entry.backend.as_ref().map_err(|reason| {
                         format!("{} {}: {reason}", entry.route_kind.name(), entry.route)
                     }),

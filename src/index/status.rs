@@ -154,25 +154,15 @@ impl CurrentStatus {
     }
 
     /// A Gateway API object's status; for a route only the parents kube-iap reports on.
+    /// A route's status with its times is not kept: the writer reads the route before writing
+    /// it anyway (its `parents` are shared), and 10,000 copies cost megabytes.
     pub fn of_gateway_api(kind: Kind, status: &serde_json::Value) -> Self {
-        let mut value = status.clone();
-        if kind.is_gateway_route() {
-            let ours: Vec<serde_json::Value> = value["parents"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|parent| {
-                    parent["controllerName"] == crate::api::gateway::GATEWAY_CONTROLLER
-                })
-                .cloned()
-                .collect();
-            value = serde_json::json!({ "parents": ours });
-        }
-        let with_times = value.to_string();
+        let mut value = ours_only(kind, status);
+        let with_times = (!kind.is_gateway_route()).then(|| Arc::from(value.to_string()));
         without_times(&mut value);
         CurrentStatus {
             api_status: Some(Arc::from(value.to_string())),
-            api_status_with_times: Some(Arc::from(with_times)),
+            api_status_with_times: with_times,
             ..Self::from_parts(&[], None, None, None)
         }
     }
@@ -364,15 +354,25 @@ impl ComputedStatus {
     /// The Gateway API part as it is written: each condition keeps the transition time the
     /// object shows for it while its status is unchanged, else gets `now`.
     pub fn api_status_body(&self, now: &Time) -> Option<serde_json::Value> {
-        let mut body: serde_json::Value = serde_json::from_str(self.api_status.as_deref()?).ok()?;
-        let mut times = std::collections::HashMap::new();
         let current = self
             .current
             .as_ref()
             .and_then(|current| current.api_status_with_times.as_deref())
             .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok());
-        if let Some(current) = &current {
-            collect_times(current, String::new(), &mut times);
+        self.api_status_body_against(now, current.as_ref())
+    }
+
+    /// [`Self::api_status_body`], the times taken from `shown`: the object's status as just
+    /// read (a route's, whose own parents are picked out of it).
+    pub fn api_status_body_against(
+        &self,
+        now: &Time,
+        shown: Option<&serde_json::Value>,
+    ) -> Option<serde_json::Value> {
+        let mut body: serde_json::Value = serde_json::from_str(self.api_status.as_deref()?).ok()?;
+        let mut times = std::collections::HashMap::new();
+        if let Some(shown) = shown {
+            collect_times(&ours_only(self.kind, shown), String::new(), &mut times);
         }
         let now = serde_json::to_value(now).expect("a time serializes");
         fill_times(&mut body, String::new(), &times, &now);
@@ -392,6 +392,22 @@ impl ComputedStatus {
 }
 
 /// Removes every condition's `lastTransitionTime`, so statuses compare on what they say.
+/// A status with, for a route, only the parents kube-iap reports on (its `parents` list is
+/// shared with other controllers).
+fn ours_only(kind: Kind, status: &serde_json::Value) -> serde_json::Value {
+    if !kind.is_gateway_route() {
+        return status.clone();
+    }
+    let ours: Vec<serde_json::Value> = status["parents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|parent| parent["controllerName"] == crate::api::gateway::GATEWAY_CONTROLLER)
+        .cloned()
+        .collect();
+    serde_json::json!({ "parents": ours })
+}
+
 pub fn without_times(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {

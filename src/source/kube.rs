@@ -380,6 +380,10 @@ impl ClusterSource {
                 {
                     published.refresh_current_statuses(state.index());
                     statuses_stale_since = None;
+                    // The echoes of a round of status writes (one per object) were read and
+                    // dropped; their memory goes back now, not whenever this thread next
+                    // allocates.
+                    crate::allocator::release_freed_memory();
                     continue;
                 }
                 else => return,

@@ -17,7 +17,7 @@ use super::attachment::{self, Targets};
 use super::conditions::Cond;
 use super::listeners::ServedGateway;
 use super::reuse::{self, RuleMap};
-use super::routes::{self, GatewayRoute, RouteEntry, RouteKind, Rule};
+use super::routes::{self, GatewayRoute, RouteEntries, RouteKind, Rule};
 use super::statuses;
 use crate::api::gateway::ParentReference;
 use crate::index::{ComputedStatus, Index, Kind, ObjectKey};
@@ -53,25 +53,31 @@ pub struct CachedAttachment {
     world: World,
     rank_base: u64,
     rules: Arc<Vec<Rule>>,
-    entries: Arc<[RouteEntry]>,
+    entries: Arc<RouteEntries>,
     /// (gateway, listener) positions it attached to.
     listeners: Vec<(usize, usize)>,
     /// Some parent accepted it.
     accepted: bool,
-    /// Its outcome at each parent, and the status written from it; `None` when no parent is
-    /// a Gateway of kube-iap's.
-    status: Option<(Parents, ComputedStatus)>,
+    /// A digest of its outcome at each parent, and the status written from it; `None` when
+    /// no parent is a Gateway of kube-iap's. (A digest, not the outcome: at 10,000 routes the
+    /// conditions' copies were megabytes, and a collision would at worst leave one status
+    /// stale until the route's next change.)
+    status: Option<(u64, ComputedStatus)>,
 }
 
-/// A route's conditions at each of its parents.
-type Parents = Vec<(ParentReference, Vec<Cond>)>;
+fn digest(parents: &[(ParentReference, Vec<Cond>)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    parents.hash(&mut hasher);
+    hasher.finish()
+}
 
 pub type AttachmentMap = HashMap<(RouteKind, ObjectKey), CachedAttachment>;
 
 /// What attaching every route produced.
 pub struct Attached {
     /// Table entries, route by route.
-    pub entries: Vec<Arc<[RouteEntry]>>,
+    pub entries: Vec<Arc<RouteEntries>>,
     pub statuses: Vec<ComputedStatus>,
     /// Routes some listener accepted.
     pub routes: HashSet<(RouteKind, ObjectKey)>,
@@ -152,7 +158,7 @@ impl<'a> RouteAttachment<'a> {
             if cached.accepted {
                 self.attached.routes.insert((R::KIND, key.clone()));
             }
-            if !cached.entries.is_empty() {
+            if !cached.entries.entries.is_empty() {
                 self.attached.entries.push(cached.entries.clone());
             }
             if let Some((_, status)) = &cached.status {
@@ -191,22 +197,26 @@ impl<'a> RouteAttachment<'a> {
                 parents.push(attachment::protect(self.targets, entries, outcome));
             }
             let generation = route.meta().generation;
+            let outcome = digest(&parents);
             // The same outcome as last time (another route changed): the same text.
             let computed = match last.and_then(|last| last.status) {
-                Some((last_parents, last_status))
-                    if last_parents == parents && last_status.observed_generation == generation =>
+                Some((last_outcome, last_status))
+                    if last_outcome == outcome && last_status.observed_generation == generation =>
                 {
                     last_status
                 }
                 _ => statuses::route_status(R::KIND.index_kind(), key, generation, &parents),
             };
-            status = Some((parents, computed));
+            status = Some((outcome, computed));
         }
         CachedAttachment {
             world: self.world,
             rank_base,
             rules,
-            entries: entries.into(),
+            entries: Arc::new(RouteEntries {
+                entries,
+                table_routes: Default::default(),
+            }),
             listeners,
             accepted,
             status,

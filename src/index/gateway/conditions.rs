@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 /// One condition: type, whether it holds, the spec's reason and a message.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Cond {
     pub type_: &'static str,
     pub holds: bool,

@@ -29,7 +29,7 @@ use self::attach_routes::RouteAttachment;
 use self::conditions::Cond;
 use self::listeners::ServedGateway;
 pub use self::reuse::TranslatedRules;
-pub use self::routes::RouteEntry;
+pub use self::routes::{RouteEntries, RouteEntry, TableRoutes};
 use super::status::ComputedStatus;
 use super::{Index, Kind, ObjectKey};
 use crate::api::IapPolicy;
@@ -85,7 +85,7 @@ pub const SUPPORTED_FEATURES: [&str; 18] = [
 #[derive(Default)]
 pub struct Attachments {
     /// Table entries, each with the policy that protects it, route by route.
-    pub entries: Vec<Arc<[RouteEntry]>>,
+    pub entries: Vec<Arc<RouteEntries>>,
     pub statuses: Vec<ComputedStatus>,
     /// Each attached policy's `{"ancestors": [...]}`, without times.
     pub ancestors: HashMap<ObjectKey, Value>,

@@ -144,6 +144,21 @@ pub struct RouteEntry {
     pub policy: Option<ObjectKey>,
 }
 
+/// A route's entries, as one attachment produced them, with the table routes last made from
+/// them: while every entry's policy compiles to the same thing and no other object contests
+/// their hosts, a build reuses those instead of making 10,000 routes anew.
+pub struct RouteEntries {
+    pub entries: Vec<RouteEntry>,
+    pub table_routes: std::sync::Mutex<Option<TableRoutes>>,
+}
+
+/// Table routes made from a route's entries, and the compiled policy each was made with (held,
+/// so that comparing them by address is sound).
+pub struct TableRoutes {
+    pub policies: Vec<Option<Arc<crate::index::build::CompiledPolicy>>>,
+    pub routes: Vec<Arc<crate::model::Route>>,
+}
+
 /// How a route fared at one of kube-iap's Gateways.
 pub struct ParentOutcome {
     pub parent_ref: ParentReference,
