@@ -9,20 +9,6 @@ use support::{backends, send, start_server};
 
 const KEY: [u8; 32] = [5; 32];
 
-const GATEWAY: &str = r#"apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kube-iap}
-spec: {controllerName: kube-iap.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: web, namespace: default}
-spec:
-  gatewayClassName: kube-iap
-  listeners:
-  - {name: http, protocol: HTTP, port: 80}
-"#;
-
 /// A policy attached to the whole Gateway, admitting every signed-in user.
 const GATEWAY_POLICY: &str = r#"apiVersion: kube-iap.io/v1alpha1
 kind: IapPolicy
@@ -55,7 +41,7 @@ impl World {
             "keys.yaml",
             &manifests::session_keys(&[("k", KEY)]),
         );
-        write(dir.path(), "gateway.yaml", GATEWAY);
+        write(dir.path(), "gateway.yaml", manifests::GATEWAY);
         write(dir.path(), "app.yaml", &manifests.join("\n---\n"));
         let server = start_server(dir.path()).await;
         World { server, _dir: dir }

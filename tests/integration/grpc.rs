@@ -6,25 +6,12 @@
 use serde_json::{Value, json};
 
 use crate::support;
+use support::certificates::certificate;
 use support::grpc::{self, GrpcServer};
 use support::manifests::{self, write};
 
 const KEY: [u8; 32] = [7; 32];
 const HOST: &str = "grpc.test";
-
-const GATEWAY: &str = r#"apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kube-iap}
-spec: {controllerName: kube-iap.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: web, namespace: default}
-spec:
-  gatewayClassName: kube-iap
-  listeners:
-  - {name: http, protocol: HTTP, port: 80}
-"#;
 
 /// Signed-in users of example.com get in; anyone else is refused.
 const POLICY: &str = r#"apiVersion: kube-iap.io/v1alpha1
@@ -67,7 +54,7 @@ impl World {
             "keys.yaml",
             &manifests::session_keys(&[("k", KEY)]),
         );
-        write(dir.path(), "gateway.yaml", GATEWAY);
+        write(dir.path(), "gateway.yaml", manifests::GATEWAY);
         let mut app = vec![POLICY, ROUTE];
         app.extend_from_slice(extra);
         write(dir.path(), "app.yaml", &app.join("\n---\n"));
@@ -253,13 +240,7 @@ async fn grpc_over_tls_with_a_real_id_token() {
     let provider = support::idp::start(&[]).await;
     let token = support::idp::id_token(&provider, "ann@example.com").await;
     let alpha = grpc::server("alpha", &[]).await;
-    let generated = rcgen::generate_simple_self_signed(vec!["secure.grpc.test".to_string()])
-        .expect("generate cert");
-    let indent = |pem: String| {
-        pem.lines()
-            .map(|l| format!("    {l}\n"))
-            .collect::<String>()
-    };
+    let cert = certificate("secure.grpc.test", "grpc-tls");
     let dir = manifests::folder(&[("alpha", alpha.port)]);
     write(
         dir.path(),
@@ -270,22 +251,11 @@ async fn grpc_over_tls_with_a_real_id_token() {
         dir.path(),
         "app.yaml",
         &format!(
-            r#"apiVersion: v1
-kind: Secret
-metadata: {{name: grpc-tls, namespace: default}}
-type: kubernetes.io/tls
-stringData:
-  tls.crt: |
-{}  tls.key: |
+            r#"{}---
 {}---
 apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: kube-iap}}
-spec: {{controllerName: kube-iap.io/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: {{name: web, namespace: default}}
+metadata: {{name: secure, namespace: default}}
 spec:
   gatewayClassName: kube-iap
   listeners:
@@ -295,7 +265,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {{name: echo, namespace: default}}
 spec:
-  parentRefs: [{{name: web}}]
+  parentRefs: [{{name: secure}}]
   rules: [{{backendRefs: [{{name: alpha, port: 80}}]}}]
 ---
 apiVersion: kube-iap.io/v1alpha1
@@ -304,14 +274,14 @@ metadata: {{name: echo, namespace: default}}
 spec:
   oauthClientRef: {{name: idp}}
   access: [{{members: ["user:ann@example.com"]}}]
-  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: web}}]
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: secure}}]
 "#,
-            indent(generated.cert.pem()),
-            indent(generated.signing_key.serialize_pem()),
+            cert.secret_yaml,
+            manifests::GATEWAY,
         ),
     );
     let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, generated.cert.pem()).expect("write CA");
+    std::fs::write(&ca, &cert.pem).expect("write CA");
     let server = support::start_server(dir.path()).await;
     let https = server.https_addr.expect("https listener");
     let results = grpc::call(

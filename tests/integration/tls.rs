@@ -8,36 +8,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
+use support::certificates::{TestCert, certificate};
 use support::manifests::{self, write};
 use support::{backends, start_server};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-
-struct TestCert {
-    der: CertificateDer<'static>,
-    secret_yaml: String,
-}
-
-fn certificate(host: &str, secret: &str) -> TestCert {
-    let generated =
-        rcgen::generate_simple_self_signed(vec![host.to_string()]).expect("generate cert");
-    let indent = |pem: String| {
-        pem.lines()
-            .map(|l| format!("    {l}\n"))
-            .collect::<String>()
-    };
-    let secret_yaml = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {secret}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-        indent(generated.cert.pem()),
-        indent(generated.signing_key.serialize_pem()),
-    );
-    TestCert {
-        der: generated.cert.der().clone(),
-        secret_yaml,
-    }
-}
 
 fn tls_policy(name: &str, host: &str, secret: &str) -> String {
     format!(

@@ -25,7 +25,7 @@ pub struct RouteInputs {
 impl RouteInputs {
     fn of<R: GatewayRoute>(revisions: &Revisions, key: &ObjectKey, route: &R) -> Self {
         let mut reads = Vec::new();
-        for (backend_refs, filters) in route.rule_refs() {
+        for (_, backend_refs, filters) in route.rule_parts() {
             for reference in backend_refs {
                 let namespace = reference.namespace.as_deref().unwrap_or(&key.namespace);
                 reads.push(Read::Service(ObjectKey::new(namespace, &reference.name)));

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use http::header::HeaderName;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::conditions::Cond;
 use super::listeners::{AllowedNamespaces, ServedGateway};
@@ -47,68 +48,64 @@ impl RouteKind {
 /// A route of one of the kinds kube-iap serves: what attaching it reads, and its rules.
 pub trait GatewayRoute {
     const KIND: RouteKind;
-    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    fn view<'a>(&'a self, key: &'a ObjectKey) -> RouteView<'a>;
-    /// Each rule's backendRefs and filters: what translating the rules reads of other objects.
-    fn rule_refs(&self) -> Vec<(&[HttpBackendRef], &[HttpRouteFilter])>;
+    fn meta(&self) -> &ObjectMeta;
+    fn parents_and_hostnames(&self) -> (&[ParentReference], &[String]);
+    /// Each rule's name, backendRefs and filters.
+    fn rule_parts(&self) -> Vec<(Option<&str>, &[HttpBackendRef], &[HttpRouteFilter])>;
     fn translate_rules(&self, index: &Index, key: &ObjectKey) -> Vec<Rule>;
+
+    fn view<'a>(&'a self, key: &'a ObjectKey) -> RouteView<'a> {
+        let (parent_refs, hostnames) = self.parents_and_hostnames();
+        RouteView {
+            kind: Self::KIND,
+            key,
+            parent_refs,
+            hostnames,
+        }
+    }
+
     /// Whether a rule of this name exists (a policy's `sectionName` may name one).
-    fn has_rule(&self, name: &str) -> bool;
+    fn has_rule(&self, name: &str) -> bool {
+        let rules = self.rule_parts();
+        rules.iter().any(|(rule, _, _)| *rule == Some(name))
+    }
 }
 
 impl GatewayRoute for HTTPRoute {
     const KIND: RouteKind = RouteKind::Http;
-    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    fn meta(&self) -> &ObjectMeta {
         &self.metadata
     }
-    fn view<'a>(&'a self, key: &'a ObjectKey) -> RouteView<'a> {
-        RouteView {
-            kind: Self::KIND,
-            key,
-            parent_refs: &self.spec.parent_refs,
-            hostnames: &self.spec.hostnames,
-        }
+    fn parents_and_hostnames(&self) -> (&[ParentReference], &[String]) {
+        (&self.spec.parent_refs, &self.spec.hostnames)
     }
-    fn rule_refs(&self) -> Vec<(&[HttpBackendRef], &[HttpRouteFilter])> {
+    fn rule_parts(&self) -> Vec<(Option<&str>, &[HttpBackendRef], &[HttpRouteFilter])> {
         let rules = self.spec.rules.iter();
         rules
-            .map(|r| (&r.backend_refs[..], &r.filters[..]))
+            .map(|r| (r.name.as_deref(), &r.backend_refs[..], &r.filters[..]))
             .collect()
     }
     fn translate_rules(&self, index: &Index, key: &ObjectKey) -> Vec<Rule> {
         translate_rules(index, key, self)
     }
-    fn has_rule(&self, name: &str) -> bool {
-        let mut rules = self.spec.rules.iter();
-        rules.any(|rule| rule.name.as_deref() == Some(name))
-    }
 }
 
 impl GatewayRoute for GRPCRoute {
     const KIND: RouteKind = RouteKind::Grpc;
-    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    fn meta(&self) -> &ObjectMeta {
         &self.metadata
     }
-    fn view<'a>(&'a self, key: &'a ObjectKey) -> RouteView<'a> {
-        RouteView {
-            kind: Self::KIND,
-            key,
-            parent_refs: &self.spec.parent_refs,
-            hostnames: &self.spec.hostnames,
-        }
+    fn parents_and_hostnames(&self) -> (&[ParentReference], &[String]) {
+        (&self.spec.parent_refs, &self.spec.hostnames)
     }
-    fn rule_refs(&self) -> Vec<(&[HttpBackendRef], &[HttpRouteFilter])> {
+    fn rule_parts(&self) -> Vec<(Option<&str>, &[HttpBackendRef], &[HttpRouteFilter])> {
         let rules = self.spec.rules.iter();
         rules
-            .map(|r| (&r.backend_refs[..], &r.filters[..]))
+            .map(|r| (r.name.as_deref(), &r.backend_refs[..], &r.filters[..]))
             .collect()
     }
     fn translate_rules(&self, index: &Index, key: &ObjectKey) -> Vec<Rule> {
         super::grpc::translate_rules(index, key, self)
-    }
-    fn has_rule(&self, name: &str) -> bool {
-        let mut rules = self.spec.rules.iter();
-        rules.any(|rule| rule.name.as_deref() == Some(name))
     }
 }
 

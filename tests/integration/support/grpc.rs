@@ -7,7 +7,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// An echo server on 127.0.0.1, stopped when dropped. It serves `kube_iap.test.Echo` (`Say`,
@@ -30,21 +29,9 @@ pub async fn server(name: &str, other_services: &[&str]) -> GrpcServer {
     if !other_services.is_empty() {
         command.args(["--services", &other_services.join(",")]);
     }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node starts (is Node.js installed?)");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("the gRPC server announces its port within 20 s")
-        .expect("stdout readable")
-        .expect("the gRPC server printed its port");
-    let announced: Value = serde_json::from_str(&first).expect("a JSON line");
+    // Its stdin stays open while it runs: it exits when stdin closes.
+    command.stdin(Stdio::piped()).stderr(Stdio::inherit());
+    let (child, announced) = super::node::start(command, "the gRPC server").await;
     let port = announced["port"].as_u64().expect("port") as u16;
     GrpcServer {
         port,

@@ -2,9 +2,7 @@
 //! port the kernel picks, stopped when the handle drops.
 
 use std::process::Stdio;
-use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// The client the provider registers; tests write the same values into their OAuthClient.
@@ -31,7 +29,8 @@ pub async fn start(extra: &[&str]) -> Idp {
             .is_dir(),
         "the test identity provider is not installed: run `npm ci` (scripts/test.sh does)"
     );
-    let mut child = Command::new("node")
+    let mut command = Command::new("node");
+    command
         .arg(format!("{root}/idp/server.mjs"))
         .args(["--port", "0", "--client-id", CLIENT_ID])
         .args(["--client-secret", CLIENT_SECRET])
@@ -40,26 +39,13 @@ pub async fn start(extra: &[&str]) -> Idp {
             r"^https?://[a-z0-9.-]+:[0-9]+/_iap/callback$",
         ])
         .args(extra)
-        .stdout(Stdio::piped())
         .stderr(if std::env::var_os("KUBE_IAP_TEST_LOG").is_some() {
             Stdio::inherit()
         } else {
             Stdio::null()
-        })
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node starts (is Node.js installed?)");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("the identity provider announces itself within 20 s")
-        .expect("stdout readable")
-        .expect("the identity provider printed its issuer");
-    let announced: serde_json::Value = serde_json::from_str(&first).expect("a JSON line");
+        });
+    let (child, announced) = super::node::start(command, "the identity provider").await;
     let issuer = announced["issuer"].as_str().expect("issuer").to_string();
-    // Keep reading: a closed pipe would kill the provider at its next line of output.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Idp { issuer, child }
 }
 

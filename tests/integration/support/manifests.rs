@@ -2,6 +2,22 @@
 
 use std::path::Path;
 
+/// A GatewayClass `kube-iap` of kube-iap's controller, and a Gateway `default/web` of it with
+/// one HTTP listener for every hostname.
+pub const GATEWAY: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kube-iap}
+spec: {controllerName: kube-iap.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: default}
+spec:
+  gatewayClassName: kube-iap
+  listeners:
+  - {name: http, protocol: HTTP, port: 80}
+"#;
+
 /// An OAuthClient `idp` with its Secret: a healthy client.
 pub fn oauth_client() -> String {
     r#"apiVersion: kube-iap.io/v1alpha1

@@ -4,10 +4,12 @@
 
 pub mod backends;
 pub mod browser;
+pub mod certificates;
 pub mod forging_idp;
 pub mod grpc;
 pub mod idp;
 pub mod manifests;
+pub mod node;
 pub mod relay;
 pub mod sessions;
 pub mod testbed;
