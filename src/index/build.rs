@@ -172,7 +172,7 @@ pub(super) fn record_current_status(index: &Index, status: &mut ComputedStatus) 
             let current = index
                 .gateway_statuses
                 .get(&(status.kind, status.key.clone()))
-                .cloned();
+                .map(CurrentStatus::from);
             (meta, current)
         }
         _ => return,

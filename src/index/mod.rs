@@ -65,7 +65,7 @@ pub struct Index {
     /// The statuses Gateway API objects carry now, read once as they arrive: the objects are
     /// kept without them. A build copies every object's current status, and 10,000 route
     /// statuses kept as JSON trees were slow to copy and most of the controller's memory.
-    gateway_statuses: foldhash::HashMap<(Kind, ObjectKey), CurrentStatus>,
+    gateway_statuses: foldhash::HashMap<(Kind, ObjectKey), status::ShownApiStatus>,
     /// The ports kube-iap's own Service exposes for plain HTTP and for HTTPS: the only ports
     /// a Gateway listener can be served on.
     gateway_settings: GatewaySettings,
@@ -101,8 +101,18 @@ impl Index {
         match resource.take_gateway_api_status() {
             Some(Some(status)) => {
                 let kind = resource.kind();
-                let current = CurrentStatus::of_gateway_api(kind, &status);
-                self.gateway_statuses.insert((kind, key.clone()), current);
+                let mut current = CurrentStatus::of_gateway_api(kind, &status);
+                // Usually the echo of what the last build computed: share that text.
+                if let (Some(shown), Some(computed)) = (
+                    current.api_status.as_ref(),
+                    self.gateway_rules.computed_status(kind, &key),
+                ) {
+                    if *shown == computed {
+                        current.api_status = Some(computed);
+                    }
+                }
+                self.gateway_statuses
+                    .insert((kind, key.clone()), current.into());
             }
             Some(None) => drop(
                 self.gateway_statuses

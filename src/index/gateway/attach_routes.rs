@@ -229,3 +229,13 @@ impl<'a> RouteAttachment<'a> {
         self.attached
     }
 }
+
+/// The status text a route got in the build that made `attachments`.
+pub fn computed_status(
+    attachments: &AttachmentMap,
+    kind: RouteKind,
+    key: &ObjectKey,
+) -> Option<Arc<str>> {
+    let cached = attachments.get(&(kind, key.clone()))?;
+    cached.status.as_ref()?.1.api_status.clone()
+}

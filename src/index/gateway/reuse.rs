@@ -85,6 +85,18 @@ impl TranslatedRules {
         )
     }
 
+    /// The status text the last build computed for a route (`None` for other kinds).
+    pub fn computed_status(&self, kind: Kind, key: &ObjectKey) -> Option<Arc<str>> {
+        let route_kind = RouteKind::ALL
+            .into_iter()
+            .find(|route_kind| route_kind.index_kind() == kind)?;
+        let caches = self
+            .0
+            .lock()
+            .expect("the rule cache lock is never poisoned");
+        super::attach_routes::computed_status(&caches.1, route_kind, key)
+    }
+
     pub fn put(&self, rules: RuleMap, attachments: AttachmentMap) {
         *self
             .0
