@@ -91,7 +91,7 @@ impl StatusReport {
                 )),
                 None => status.clone(),
             };
-            status.discovered = findings.endpoints.get(&name).cloned();
+            status.discovered = findings.endpoints.get(&name).cloned().map(Box::new);
             Cow::Owned(status)
         })
     }

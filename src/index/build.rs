@@ -88,7 +88,10 @@ pub fn build(index: &Index) -> Snapshot {
         let mut status = emit_routes(key, compiled, &mut claims, &mut builder);
         // The policy is at hand: no lookup by key per status (a fifth of a build at 10,000).
         status.uid = policy.metadata.uid.clone();
-        status.current = policy.status.as_ref().map(CurrentStatus::of_policy);
+        status.current = policy
+            .status
+            .as_ref()
+            .map(|shown| Box::new(CurrentStatus::of_policy(shown)));
         if let Some(ancestors) = gateway.ancestors.get(*key) {
             status.api_status = Some(Arc::from(ancestors.to_string()));
         }
@@ -178,7 +181,7 @@ pub(super) fn record_current_status(index: &Index, status: &mut ComputedStatus) 
         _ => return,
     };
     status.uid = meta.uid.clone();
-    status.current = current;
+    status.current = current.map(Box::new);
 }
 
 /// Everything a policy's translation looks up.
