@@ -124,6 +124,9 @@ async fn run_on_index_thread(
         tracing::error!(%error, "cannot start the index thread: no table will be built");
         return;
     }
-    let _ = finished.await;
+    if finished.await.is_err() {
+        // The thread ended without saying so: it panicked. The proxy keeps the last table.
+        tracing::error!("the index thread stopped: the routing table is no longer updated");
+    }
     drop(alive);
 }
