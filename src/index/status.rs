@@ -420,7 +420,6 @@ impl ComputedStatus {
     }
 }
 
-/// Removes every condition's `lastTransitionTime`, so statuses compare on what they say.
 /// A status with, for a route, only the parents kube-iap reports on (its `parents` list is
 /// shared with other controllers).
 fn ours_only(kind: Kind, status: &serde_json::Value) -> serde_json::Value {
@@ -437,6 +436,7 @@ fn ours_only(kind: Kind, status: &serde_json::Value) -> serde_json::Value {
     serde_json::json!({ "parents": ours })
 }
 
+/// Removes every condition's `lastTransitionTime`, so statuses compare on what they say.
 pub fn without_times(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {

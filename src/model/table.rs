@@ -221,11 +221,14 @@ impl RoutingTableBuilder {
         self.table.signing_keys = keys;
     }
 
+    /// Adds the certificate for `server_name` unless one was added before: callers add the
+    /// older owner's first, and a newer object must not take a hostname's certificate over.
     pub fn add_certificate(&mut self, server_name: &str, key: Arc<CertifiedKey>) {
         self.table
             .certificates
             .by_name
-            .insert(canonical_host(server_name).into_owned(), key);
+            .entry(canonical_host(server_name).into_owned())
+            .or_insert(key);
     }
 
     pub fn build(mut self) -> RoutingTable {

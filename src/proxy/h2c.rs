@@ -17,8 +17,11 @@ use super::idle_pool;
 use super::request_body::RequestBody;
 use super::upstream::UpstreamError;
 
-/// How often an idle connection is pinged, so one the upstream dropped silently is noticed.
+/// How often a connection is pinged, idle or not, so one the upstream dropped silently is
+/// noticed (and replaced) before a request is sent on it.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection counts as gone.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct H2cPool {
     connections: Mutex<HashMap<Authority, SendRequest<RequestBody>>>,
@@ -84,6 +87,8 @@ impl H2cPool {
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Exchange)?;

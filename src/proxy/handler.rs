@@ -150,6 +150,14 @@ impl Proxy {
             .ok_or(Answer::MissingHost)?
             .to_string();
         let host = canonical_host(&authority).into_owned();
+        // The authority policy is decided for is the one the backend is told: a Host header
+        // beside an authority in the request target (HTTP/2's :authority, an absolute-form
+        // HTTP/1.1 target) would otherwise name another host to the backend.
+        if request.uri().authority().is_some() {
+            if let Ok(value) = HeaderValue::from_str(&authority) {
+                request.headers_mut().insert(header::HOST, value);
+            }
+        }
         let path = path::normalize(request.uri().path())
             .map_err(|error| Answer::BadPath(error.to_string()))?;
         if self.config.access_log {

@@ -468,3 +468,31 @@ async fn idle_upstream_connections_are_closed_after_the_idle_timeout_without_new
     .await;
     server.shutdown().await;
 }
+
+/// Over HTTP/2 the host is the request's `:authority`; a `host` header beside it naming
+/// another host must not reach the backend, which would then serve a host policy never saw.
+#[tokio::test]
+async fn the_backend_is_told_the_host_policy_was_decided_for() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let (dir, _backend) = standard_world().await;
+    let server = start_server(dir.path()).await;
+    let http = server.http_addr.expect("http listener");
+    let stream = tokio::net::TcpStream::connect(http).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("an h2c connection");
+    tokio::spawn(connection);
+    let request = http::Request::get("http://public.test/where")
+        .header("host", "private.test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.expect("a response");
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(echo["headers"]["host"], "public.test", "{echo}");
+    server.shutdown().await;
+}

@@ -13,7 +13,7 @@ use crate::model::MatchConditions;
 /// Every rule of a GRPCRoute, translated.
 pub fn translate_rules(index: &Index, key: &ObjectKey, route: &GRPCRoute) -> Vec<Rule> {
     let slices = SlicesByService::new(index);
-    route
+    let rules = route
         .spec
         .rules
         .iter()
@@ -23,22 +23,23 @@ pub fn translate_rules(index: &Index, key: &ObjectKey, route: &GRPCRoute) -> Vec
                 // No match given: every call.
                 matches.push(Ok(("/".to_string(), MatchConditions::default())));
             }
-            if let Some(filter) = rule.filters.iter().find(|f| !shared_with_http(f)) {
-                matches.push(Err(format!(
-                    "filter {} is not valid on a GRPCRoute",
-                    filter.type_
-                )));
-            }
+            let refused = rule
+                .filters
+                .iter()
+                .find(|f| !shared_with_http(f))
+                .map(|filter| format!("filter {} is not valid on a GRPCRoute", filter.type_));
             let parts = RuleParts {
                 kind: RouteKind::Grpc,
                 name: rule.name.clone(),
                 matches,
+                refused,
                 filters: &rule.filters,
                 backend_refs: &rule.backend_refs,
             };
             routes::translate_rule(index, &slices, key, parts)
         })
-        .collect()
+        .collect();
+    routes::fail_closed_if_unmatchable(rules)
 }
 
 /// The filter types GRPCRoute has (the others are HTTPRoute's alone).

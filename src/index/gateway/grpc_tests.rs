@@ -147,12 +147,12 @@ fn listeners_support_grpc_routes_unless_their_allowed_kinds_leave_them_out() {
 }
 
 #[test]
-fn grpc_rules_kube_iap_cannot_serve_answer_500_and_say_partially_invalid() {
+fn a_grpc_rule_with_a_filter_it_cannot_have_answers_500_and_the_others_keep_working() {
     let world = [
         policy("p", GATEWAY_POLICY),
         grpc_route(
             "odd",
-            "  parentRefs: [{name: web}]\n  hostnames: [grpc.example.com]\n  rules:\n  - {matches: [{method: {type: RegularExpression, service: \"a.*\"}}], backendRefs: [{name: one, port: 8080}]}\n  - {matches: [{method: {service: redirect.Svc}}], filters: [{type: RequestRedirect, requestRedirect: {hostname: x.test}}], backendRefs: [{name: one, port: 8080}]}\n  - {matches: [{method: {service: fine.Svc}}], backendRefs: [{name: two, port: 8080}]}",
+            "  parentRefs: [{name: web}]\n  hostnames: [grpc.example.com]\n  rules:\n  - {matches: [{method: {service: redirect.Svc}}], filters: [{type: RequestRedirect, requestRedirect: {hostname: x.test}}], backendRefs: [{name: one, port: 8080}]}\n  - {matches: [{method: {service: fine.Svc}}], backendRefs: [{name: two, port: 8080}]}",
         ),
     ]
     .join("\n---\n");
@@ -171,6 +171,37 @@ fn grpc_rules_kube_iap_cannot_serve_answer_500_and_say_partially_invalid() {
         outcome(&snapshot, "grpc.example.com", call("/fine.Svc/M", &none))
             .starts_with("forward two")
     );
+    assert!(
+        kind_parent_conditions(&snapshot, Kind::GrpcRoute, "odd")
+            .contains(&"PartiallyInvalid=True:UnsupportedValue".to_string())
+    );
+}
+
+/// A match kube-iap cannot serve matches nothing: if its rule simply went missing, the calls
+/// meant for it would reach the route's broader rules, under whatever policy those have.
+#[test]
+fn a_grpc_route_with_a_match_kube_iap_cannot_serve_fails_closed_as_a_whole() {
+    let world = [
+        policy("p", GATEWAY_POLICY),
+        policy(
+            "strict",
+            "[{group: gateway.networking.k8s.io, kind: GRPCRoute, name: odd, sectionName: admin}]",
+        ),
+        grpc_route(
+            "odd",
+            "  parentRefs: [{name: web}]\n  hostnames: [grpc.example.com]\n  rules:\n  - {name: admin, matches: [{method: {type: RegularExpression, service: \"admin.*\"}}], backendRefs: [{name: one, port: 8080}]}\n  - {backendRefs: [{name: two, port: 8080}]}",
+        ),
+    ]
+    .join("\n---\n");
+    let snapshot = snapshot(&world);
+    let none = HeaderMap::new();
+    for path in ["/admin.Users/Delete", "/other.Svc/M"] {
+        let got = outcome(&snapshot, "grpc.example.com", call(path, &none));
+        assert!(
+            got.starts_with("fails") && got.contains("RegularExpression"),
+            "{path}: {got}"
+        );
+    }
     assert!(
         kind_parent_conditions(&snapshot, Kind::GrpcRoute, "odd")
             .contains(&"PartiallyInvalid=True:UnsupportedValue".to_string())

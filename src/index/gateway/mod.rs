@@ -192,7 +192,9 @@ pub fn attach(index: &Index, policies_oldest_first: &[(&ObjectKey, &IapPolicy)])
     attachments.entries = entries;
 
     for gateway in &gateways {
-        for listener in &gateway.listeners {
+        // Only served listeners lend their certificate: a Conflicted one (another Gateway
+        // holds its hostname) or one of a Gateway that is not served must not replace it.
+        for listener in gateway.listeners.iter().filter(|listener| listener.ready) {
             if let Some(certificate) = &listener.certificate {
                 let name = listener.hostname.clone().unwrap_or_else(|| "*".to_string());
                 attachments.certificates.push((name, certificate.clone()));

@@ -178,6 +178,8 @@ pub struct Rule {
     /// Why the rule cannot be served as written, a feature kube-iap does not implement (it
     /// then answers 500, and the route is `PartiallyInvalid`).
     invalid: Option<String>,
+    /// Why one of its matches cannot be served: then no rule of the route is.
+    unmatchable: Option<String>,
     /// A reference that does not resolve: the ResolvedRefs reason and message.
     unresolved: Option<(&'static str, String)>,
 }
@@ -412,7 +414,7 @@ fn intersect(listener: Option<&str>, route: &str) -> Option<String> {
 /// Every rule of an HTTPRoute, translated.
 pub fn translate_rules(index: &Index, key: &ObjectKey, route: &HTTPRoute) -> Vec<Rule> {
     let slices = SlicesByService::new(index);
-    route
+    let rules = route
         .spec
         .rules
         .iter()
@@ -421,12 +423,35 @@ pub fn translate_rules(index: &Index, key: &ObjectKey, route: &HTTPRoute) -> Vec
                 kind: RouteKind::Http,
                 name: rule.name.clone(),
                 matches: rule.matches.iter().map(translate_match).collect(),
+                refused: None,
                 filters: &rule.filters,
                 backend_refs: &rule.backend_refs,
             };
             translate_rule(index, &slices, key, parts)
         })
-        .collect()
+        .collect();
+    fail_closed_if_unmatchable(rules)
+}
+
+/// A match kube-iap cannot serve (a regular expression) matches no request: left out, the
+/// requests meant for its rule would reach the route's other rules, perhaps under a looser
+/// policy. So every rule of such a route answers 500 instead, and the status says why.
+pub(super) fn fail_closed_if_unmatchable(mut rules: Vec<Rule>) -> Vec<Rule> {
+    let Some((at, why)) = rules.iter().enumerate().find_map(|(at, rule)| {
+        let name = rule.name.clone().unwrap_or_else(|| at.to_string());
+        rule.unmatchable.as_ref().map(|why| (name, why.clone()))
+    }) else {
+        return rules;
+    };
+    let why = format!(
+        "the route is not served, because rule {at} has a match kube-iap cannot serve ({why})"
+    );
+    for rule in &mut rules {
+        rule.backend = Err(why.clone());
+        rule.redirect = None;
+        rule.invalid.get_or_insert_with(|| why.clone());
+    }
+    rules
 }
 
 /// A rule of either route kind, its matches already translated.
@@ -434,6 +459,8 @@ pub(super) struct RuleParts<'a> {
     pub kind: RouteKind,
     pub name: Option<String>,
     pub matches: Vec<Result<(String, MatchConditions), String>>,
+    /// Why the rule cannot be served as written, found before translating it.
+    pub refused: Option<String>,
     pub filters: &'a [HttpRouteFilter],
     pub backend_refs: &'a [HttpBackendRef],
 }
@@ -444,12 +471,14 @@ pub(super) fn translate_rule(
     key: &ObjectKey,
     rule: RuleParts<'_>,
 ) -> Rule {
-    let mut invalid = None;
+    let mut invalid = rule.refused;
+    let mut unmatchable = None;
     let mut matches = Vec::new();
     for found in rule.matches {
         match found {
             Ok(translated) => matches.push(translated),
             Err(why) => {
+                unmatchable.get_or_insert(why.clone());
                 invalid.get_or_insert(why);
             }
         }
@@ -489,6 +518,7 @@ pub(super) fn translate_rule(
             None => backend,
         },
         invalid,
+        unmatchable,
         unresolved,
     }
 }

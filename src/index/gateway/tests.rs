@@ -793,6 +793,7 @@ fn every_status_written_reads_back_as_current() {
             "app",
             "  parentRefs: [{name: web, sectionName: http}]\n  hostnames: [app.example.com]\n  rules: [{backendRefs: [{name: one, port: 8080}]}]",
         ),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: rpc, namespace: apps}\nspec:\n  parentRefs: [{name: web, sectionName: http}]\n  hostnames: [rpc.example.com]\n  rules: [{backendRefs: [{name: one, port: 8080}]}]".to_string(),
     ]
     .join("\n---\n");
     let snapshot = snapshot(&world);
@@ -841,6 +842,7 @@ fn every_status_written_reads_back_as_current() {
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
+        Kind::GrpcRoute,
         Kind::IapPolicy,
     ] {
         assert!(checked.contains(&kind), "{kind:?} checked");
@@ -909,4 +911,46 @@ fn a_newer_gateway_listener_on_the_same_port_and_hostname_is_conflicted_not_serv
         "forward two.internal:8080 by apps/p",
         "the newer Gateway's other listener is served"
     );
+}
+
+#[test]
+fn a_conflicted_https_listener_does_not_take_the_older_gateways_certificate() {
+    let secret = |name: &str| {
+        let generated = rcgen::generate_simple_self_signed(vec!["secure.test".to_string()])
+            .expect("a certificate");
+        let indent = |pem: String| {
+            pem.lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        };
+        let yaml = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: apps}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(generated.cert.pem()),
+            indent(generated.signing_key.serialize_pem()),
+        );
+        (yaml, generated.cert.der().to_vec())
+    };
+    let (old_secret, old_der) = secret("old-tls");
+    let (new_secret, _) = secret("new-tls");
+    let gateway = |name: &str, created: &str, secret: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: apps, creationTimestamp: \"{created}\"}}\nspec:\n  gatewayClassName: iap\n  listeners:\n  - {{name: https, protocol: HTTPS, port: 443, hostname: secure.test, tls: {{certificateRefs: [{{name: {secret}}}]}}}}"
+        )
+    };
+    let world = [
+        old_secret,
+        new_secret,
+        gateway("older", "2020-01-01T00:00:00Z", "old-tls"),
+        gateway("newer", "2030-01-01T00:00:00Z", "new-tls"),
+    ]
+    .join("\n---\n");
+    let snapshot = snapshot(&world);
+    let served = snapshot
+        .table
+        .certificates
+        .get("secure.test")
+        .expect("a certificate for the hostname");
+    assert_eq!(served.cert[0].as_ref(), old_der.as_slice());
+    let newer = api_status(&snapshot, Kind::Gateway, "newer");
+    assert!(newer.to_string().contains("HostnameConflict"), "{newer}");
 }
